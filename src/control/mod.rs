@@ -1,0 +1,181 @@
+//! The control socket: a versioned JSON-lines protocol shared by the
+//! daemon (`server`) and `shardctl` (`client`).
+//!
+//! Each request is one JSON object on one line, at most
+//! [`MAX_FRAME`] bytes: `{"v":1,"cmd":"status"}` or
+//! `{"v":1,"cmd":"locate","path":"bucket/key"}`. Each reply is one line:
+//! `{"v":1,"ok":true,"result":{...}}` or `{"v":1,"ok":false,"error":"..."}`.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest request or reply line accepted, in bytes.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Largest reply a client accepts (a locate of a huge file is long).
+pub const MAX_REPLY: usize = 64 << 20;
+/// Directory of control sockets by default.
+pub const DEFAULT_DIR: &str = "/run/shardfs";
+
+/// A request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Request {
+    /// protocol version
+    pub v: u32,
+    /// command
+    #[serde(flatten)]
+    pub cmd: Command,
+}
+
+/// Commands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Pool and member status.
+    Status,
+    /// Where the shards of an object live and whether they verify.
+    Locate {
+        /// "bucket/key"
+        path: String,
+    },
+}
+
+/// A reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    /// protocol version
+    pub v: u32,
+    /// success
+    pub ok: bool,
+    /// result on success
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// message on failure
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// A success reply.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Reply {
+            v: PROTOCOL_VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    /// An error reply.
+    pub fn err(msg: impl Into<String>) -> Self {
+        Reply {
+            v: PROTOCOL_VERSION,
+            ok: false,
+            result: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// One member in a status reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// index
+    pub index: u16,
+    /// id
+    pub id: String,
+    /// path
+    pub path: String,
+    /// online / missing
+    pub state: String,
+    /// capacity in bytes
+    pub total_bytes: u64,
+    /// used bytes
+    pub used_bytes: u64,
+    /// I/O errors seen
+    pub errors: u64,
+    /// holds a metadata replica (and its state)
+    pub meta_replica: Option<String>,
+}
+
+/// A status reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// pool id
+    pub pool_id: String,
+    /// data shards
+    pub k: u8,
+    /// parity shards
+    pub m: u8,
+    /// shard size
+    pub shard_size: u32,
+    /// inline threshold
+    pub inline_max: u32,
+    /// members
+    pub members: Vec<MemberStatus>,
+    /// inodes
+    pub objects: u64,
+    /// stripes
+    pub stripes: u64,
+    /// stripes with a shard on a missing member or never written
+    pub degraded_stripes: u64,
+    /// shards found bad on read since mount
+    pub bad_shards: u64,
+    /// stripes rebuilt from parity on read since mount
+    pub reconstructions: u64,
+    /// usable bytes after parity
+    pub usable_bytes: u64,
+    /// free usable bytes
+    pub usable_free_bytes: u64,
+}
+
+/// One shard in a locate reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// shard index (0..k data, k.. parity)
+    pub index: usize,
+    /// member index, or null if never written
+    pub member: Option<u16>,
+    /// member path
+    pub member_path: String,
+    /// checksum verified
+    pub ok: bool,
+    /// why not
+    pub error: Option<String>,
+}
+
+/// One stripe in a locate reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StripeStatus {
+    /// stripe index
+    pub stripe: u64,
+    /// generation
+    pub generation: u64,
+    /// file bytes
+    pub len: u32,
+    /// shards
+    pub shards: Vec<ShardStatus>,
+}
+
+/// A locate reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Locate {
+    /// the path asked for
+    pub path: String,
+    /// inode
+    pub ino: u64,
+    /// kind
+    pub kind: String,
+    /// size
+    pub size: u64,
+    /// "inline" or "striped"
+    pub layout: String,
+    /// data shards per stripe (shards k.. are parity)
+    pub k: u8,
+    /// members holding the metadata (and so inline data)
+    pub meta_replicas: Vec<String>,
+    /// stripes (empty when inline)
+    pub stripes: Vec<StripeStatus>,
+}

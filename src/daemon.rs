@@ -1,0 +1,196 @@
+//! Wiring a pool together and running it mounted: members, metadata
+//! replicas, the filesystem, the flusher, the control socket, FUSE and
+//! signal handling.
+
+use crate::control;
+use crate::fs::Fs;
+use crate::meta::{MetaCache, MetaStore, ReplicatedStore};
+use crate::pool::{open_members, Pool};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Directory (inside a member) of its metadata replica.
+pub const META_DIR: &str = "meta";
+
+/// An opened pool with its filesystem.
+pub struct Opened {
+    /// the filesystem
+    pub fs: Arc<Fs>,
+    /// the metadata replicas behind it
+    pub replicas: Arc<ReplicatedStore>,
+}
+
+struct SharedStore(Arc<ReplicatedStore>);
+
+impl MetaStore for SharedStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::meta::MetaError> {
+        self.0.get(key)
+    }
+    fn range(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        l: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, crate::meta::MetaError> {
+        self.0.range(a, b, l)
+    }
+    fn commit(&self, ops: &[crate::meta::Op]) -> Result<(), crate::meta::MetaError> {
+        self.0.commit(ops)
+    }
+    fn sequence(&self) -> Result<u64, crate::meta::MetaError> {
+        self.0.sequence()
+    }
+}
+
+/// Open the pool over `dirs`: check the members, open and reconcile the
+/// metadata replicas, and open the filesystem (which reclaims orphans).
+pub fn open_pool(dirs: &[PathBuf]) -> Result<Opened, String> {
+    let (sb, members) = open_members(dirs).map_err(|e| e.to_string())?;
+    let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
+    let meta_dirs: Vec<(String, PathBuf)> = pool
+        .sb
+        .meta_replicas
+        .iter()
+        .filter_map(|&i| pool.members.get(i as usize))
+        .filter_map(|m| {
+            m.live_disk()
+                .and_then(|d| d.local_root().map(|r| (m.path.clone(), r.join(META_DIR))))
+        })
+        .collect();
+    if meta_dirs.len() < pool.sb.meta_replicas.len() {
+        log::warn!(
+            "{} of {} metadata replicas are on missing members",
+            pool.sb.meta_replicas.len() - meta_dirs.len(),
+            pool.sb.meta_replicas.len()
+        );
+    }
+    let replicas = Arc::new(ReplicatedStore::open_lmdb(meta_dirs).map_err(|e| e.to_string())?);
+    let p2 = pool.clone();
+    let meta = MetaCache::new(
+        Arc::new(SharedStore(replicas.clone())),
+        Box::new(move || p2.sync_pending()),
+    );
+    let fs = Fs::mount(pool, meta).map_err(|e| format!("opening the filesystem: {e}"))?;
+    Ok(Opened {
+        fs: Arc::new(fs),
+        replicas,
+    })
+}
+
+/// Options of `shardfs mount`.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// member directories
+    pub members: Vec<PathBuf>,
+    /// where to mount
+    pub mountpoint: PathBuf,
+    /// control socket path (default /run/shardfs/POOL.sock)
+    pub socket: Option<PathBuf>,
+    /// FUSE worker threads
+    pub threads: usize,
+    /// metadata group-commit interval
+    pub flush_interval: Duration,
+}
+
+fn block_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// Mount and serve until unmounted (fusermount3 -u, umount) or signalled
+/// (SIGINT, SIGTERM, SIGHUP unmount cleanly).
+pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
+    // Block the signals before any thread starts so that only the signal
+    // thread receives them.
+    let sigset = block_signals();
+    let mp = &cfg.mountpoint;
+    let md = std::fs::metadata(mp).map_err(|e| format!("mount point {}: {e}", mp.display()))?;
+    if !md.is_dir() {
+        return Err(format!("mount point {} is not a directory", mp.display()));
+    }
+    let opened = open_pool(&cfg.members)?;
+    let fs = opened.fs.clone();
+    let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
+    let socket = cfg.socket.clone().unwrap_or_else(|| {
+        Path::new(control::DEFAULT_DIR).join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
+    });
+    let ctx = Arc::new(control::server::Context {
+        fs: fs.clone(),
+        replicas: opened.replicas.clone(),
+    });
+    let socket = control::server::spawn(&socket, ctx)
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("shardfs:{}", &fs.pool.sb.pool_id[..12])),
+        fuser::MountOption::Subtype("shardfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    let root = nix::unistd::geteuid().is_root();
+    config.acl = if root {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = true;
+    let mut session = fuser::Session::new(crate::fuse::FuseFs::new(fs.clone()), mp, &config)
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&socket);
+            mount_error(&e, root, mp)
+        })?;
+    let mut unmounter = session.unmount_callable();
+    log::info!(
+        "pool {} ({}+{}, {} members) mounted at {}; control socket {}",
+        fs.pool.sb.pool_id,
+        fs.pool.sb.k,
+        fs.pool.sb.m,
+        fs.pool.members.len(),
+        mp.display(),
+        socket.display()
+    );
+    let mp2 = mp.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = sigset.wait() {
+                log::info!("{sig:?}: unmounting {}", mp2.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount failed: {e}; try `fusermount3 -u {}`", mp2.display());
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let run = session.run();
+    let res = fs.sync_all();
+    fs.meta.shutdown();
+    let _ = flusher.join();
+    let _ = std::fs::remove_file(&socket);
+    run.map_err(|e| format!("FUSE session: {e}"))?;
+    res.map_err(|e| format!("final sync: {e}"))?;
+    log::info!("unmounted cleanly");
+    Ok(())
+}
+
+fn mount_error(e: &std::io::Error, root: bool, mp: &Path) -> String {
+    let missing_helper = !root
+        && ["/bin/fusermount3", "/usr/bin/fusermount3", "/bin/fusermount"]
+            .iter()
+            .all(|p| !Path::new(p).exists());
+    if missing_helper {
+        format!(
+            "mounting {} failed: {e}. Mounting as a non-root user needs fusermount3: \
+             install fuse3 (apt-get install fuse3), or mount as root",
+            mp.display()
+        )
+    } else {
+        format!("mounting {} failed: {e}", mp.display())
+    }
+}

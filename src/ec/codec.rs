@@ -1,0 +1,179 @@
+use reed_solomon_erasure::galois_8::ReedSolomon;
+
+/// Errors from encoding or decoding a stripe.
+#[derive(Debug, thiserror::Error)]
+pub enum EcError {
+    /// The (k, m) pair is not usable.
+    #[error("invalid layout k={k} m={m}: {why}")]
+    BadLayout {
+        /// data shards
+        k: usize,
+        /// parity shards
+        m: usize,
+        /// reason
+        why: String,
+    },
+    /// Fewer than k shards survive.
+    #[error("only {have} of the {need} shards needed are available")]
+    TooFewShards {
+        /// shards present
+        have: usize,
+        /// shards needed (k)
+        need: usize,
+    },
+}
+
+/// A Reed-Solomon code with k data and m parity shards.
+pub struct Codec {
+    k: usize,
+    m: usize,
+    rs: ReedSolomon,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Codec({}+{})", self.k, self.m)
+    }
+}
+
+/// Shards are padded to a multiple of this many bytes (SIMD friendly).
+const SHARD_ALIGN: usize = 64;
+
+impl Codec {
+    /// A codec for k data and m parity shards.
+    pub fn new(k: usize, m: usize) -> Result<Self, EcError> {
+        if k == 0 || m == 0 || k + m > 255 {
+            return Err(EcError::BadLayout {
+                k,
+                m,
+                why: "need k >= 1, m >= 1 and k + m <= 255".into(),
+            });
+        }
+        let rs = ReedSolomon::new(k, m).map_err(|e| EcError::BadLayout {
+            k,
+            m,
+            why: format!("{e:?}"),
+        })?;
+        Ok(Codec { k, m, rs })
+    }
+
+    /// Number of data shards.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Number of parity shards.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Length of each shard for a stripe holding `data_len` bytes.
+    pub fn shard_len(&self, data_len: usize) -> usize {
+        let per = data_len.div_ceil(self.k).max(1);
+        per.div_ceil(SHARD_ALIGN) * SHARD_ALIGN
+    }
+
+    /// Cut `data` into k data shards (zero padded) and compute m parity shards.
+    pub fn encode(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        let len = self.shard_len(data.len());
+        let mut shards: Vec<Vec<u8>> = (0..self.k + self.m)
+            .map(|i| {
+                let mut s = vec![0u8; len];
+                if i < self.k {
+                    let start = (i * len).min(data.len());
+                    let end = ((i + 1) * len).min(data.len());
+                    s[..end - start].copy_from_slice(&data[start..end]);
+                }
+                s
+            })
+            .collect();
+        self.rs
+            .encode(&mut shards)
+            .expect("shards are equal length and counted");
+        shards
+    }
+
+    /// Rebuild the stripe's `data_len` bytes from any k shards. `shards[i]`
+    /// is shard i if it was read and verified, `None` otherwise.
+    pub fn decode(
+        &self,
+        mut shards: Vec<Option<Vec<u8>>>,
+        data_len: usize,
+    ) -> Result<Vec<u8>, EcError> {
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < self.k {
+            return Err(EcError::TooFewShards { have, need: self.k });
+        }
+        if shards[..self.k].iter().any(|s| s.is_none()) {
+            self.rs
+                .reconstruct_data(&mut shards)
+                .map_err(|_| EcError::TooFewShards { have, need: self.k })?;
+        }
+        let mut out = Vec::with_capacity(data_len);
+        for s in shards.iter().take(self.k) {
+            let s = s.as_ref().expect("reconstructed");
+            let take = (data_len - out.len()).min(s.len());
+            out.extend_from_slice(&s[..take]);
+            if out.len() == data_len {
+                break;
+            }
+        }
+        out.resize(data_len, 0);
+        Ok(out)
+    }
+
+    /// Recompute parity shards for a full set of shards (used by tests and repair).
+    pub fn verify(&self, shards: &[Vec<u8>]) -> bool {
+        self.rs.verify(shards).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_small_layout_and_every_loss_of_m() {
+        for k in 1..=6 {
+            for m in 1..=3 {
+                let c = Codec::new(k, m).unwrap();
+                for len in [1usize, 63, 64, 1000, 4096 * k + 7] {
+                    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                    let shards = c.encode(&data);
+                    assert_eq!(shards.len(), k + m);
+                    assert!(c.verify(&shards));
+                    // lose the first m, the last m, and a middle mix
+                    for start in 0..=k {
+                        let mut opt: Vec<Option<Vec<u8>>> =
+                            shards.iter().cloned().map(Some).collect();
+                        for slot in opt.iter_mut().skip(start).take(m) {
+                            *slot = None;
+                        }
+                        assert_eq!(c.decode(opt, len).unwrap(), data, "k={k} m={m} len={len}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_with_fewer_than_k_fails() {
+        let c = Codec::new(4, 2).unwrap();
+        let shards = c.encode(b"hello world");
+        let mut opt: Vec<Option<Vec<u8>>> = shards.into_iter().map(Some).collect();
+        opt[0] = None;
+        opt[1] = None;
+        opt[5] = None;
+        assert!(matches!(
+            c.decode(opt, 11),
+            Err(EcError::TooFewShards { have: 3, need: 4 })
+        ));
+    }
+
+    #[test]
+    fn bad_layouts_are_rejected() {
+        assert!(Codec::new(0, 2).is_err());
+        assert!(Codec::new(4, 0).is_err());
+        assert!(Codec::new(200, 100).is_err());
+    }
+}

@@ -1,0 +1,412 @@
+//! File data: inline small files, stripe buffers, reads and truncation.
+//!
+//! A file starts inline (its bytes in the replicated metadata). When it
+//! grows past `inline_max` it becomes striped: every stripe is written as a
+//! new generation of k+m shards, and the stripe map entry is switched to
+//! the new generation in a metadata batch; the old generation's shards are
+//! removed only after that batch is durable. A stripe is therefore always
+//! wholly old or wholly new.
+
+use super::schema::*;
+use super::{Fs, FsError, FsResult, Inner, MAX_DIRTY_STRIPES, MAX_FILE_SIZE};
+use crate::meta::{AfterCommit, Op};
+use crate::pool::StripeLoc;
+use std::sync::Arc;
+
+impl Fs {
+    fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
+        match self.meta.get(&stripe_key(ino, stripe))? {
+            Some(b) => Ok(Some(dec("stripe", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Read stripe `s` of `ino` as committed (zeros if it was never
+    /// written), padded to the stripe size.
+    fn read_committed_stripe(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<Arc<Vec<u8>>> {
+        let ss = self.stripe_size() as usize;
+        let Some(loc) = self.stripe_loc(ino, s)? else {
+            return Ok(Arc::new(vec![0; ss]));
+        };
+        if let Some(of) = g.open.get(&ino) {
+            if let Some((cs, cg, data)) = &of.cache {
+                if *cs == s && *cg == loc.generation {
+                    return Ok(data.clone());
+                }
+            }
+        }
+        let mut data = self.pool.read_stripe(ino, s, &loc)?;
+        data.resize(ss, 0);
+        let data = Arc::new(data);
+        if let Some(of) = g.open.get_mut(&ino) {
+            of.cache = Some((s, loc.generation, data.clone()));
+        }
+        Ok(data)
+    }
+
+    fn inline_data<'a>(&self, g: &'a mut Inner, ino: u64) -> FsResult<&'a mut Vec<u8>> {
+        let of = self.ensure_open(g, ino)?;
+        if of.inline.is_none() {
+            let mut v = self.meta.get(&inline_key(ino))?.unwrap_or_default();
+            v.resize(of.inode.size as usize, 0);
+            let of = g.open.get_mut(&ino).expect("open");
+            of.inline = Some(v);
+        }
+        Ok(g.open
+            .get_mut(&ino)
+            .expect("open")
+            .inline
+            .as_mut()
+            .expect("loaded"))
+    }
+
+    /// Read up to `size` bytes at `offset`.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut g = self.lock();
+        let inode = self.ensure_open(&mut g, ino)?.inode.clone();
+        let result = self.read_locked(&mut g, &inode, offset, size);
+        self.close_if_unused(&mut g, ino)?;
+        result
+    }
+
+    fn read_locked(
+        &self,
+        g: &mut Inner,
+        inode: &Inode,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        match inode.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::File => {}
+            _ => return Err(FsError::Invalid("read of a special file".into())),
+        }
+        let ino = inode.ino;
+        if offset >= inode.size {
+            return Ok(Vec::new());
+        }
+        let end = (offset + size as u64).min(inode.size);
+        if !inode.striped {
+            let data = self.inline_data(g, ino)?;
+            let e = (end as usize).min(data.len());
+            let s = (offset as usize).min(e);
+            let mut out = data[s..e].to_vec();
+            out.resize((end - offset) as usize, 0);
+            return Ok(out);
+        }
+        let ss = self.stripe_size();
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let s = pos / ss;
+            let in_off = (pos % ss) as usize;
+            let take = ((ss - pos % ss).min(end - pos)) as usize;
+            let dirty = g.open.get(&ino).and_then(|of| of.dirty.get(&s));
+            match dirty {
+                Some(buf) => out.extend_from_slice(&buf[in_off..in_off + take]),
+                None => {
+                    let data = self.read_committed_stripe(g, ino, s)?;
+                    out.extend_from_slice(&data[in_off..in_off + take]);
+                }
+            }
+            pos += take as u64;
+        }
+        Ok(out)
+    }
+
+    /// Write `data` at `offset`; returns the bytes written.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut g = self.lock();
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let of = self.ensure_open(&mut g, ino)?;
+        match of.inode.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::File => {}
+            _ => return Err(FsError::Invalid("write to a special file".into())),
+        }
+        if self.meta.failed() {
+            return Err(crate::meta::MetaError::ReadOnly.into());
+        }
+        let inline_max = self.pool.sb.inline_max as u64;
+        let t = now();
+        if !of.inode.striped && end <= inline_max {
+            let buf = self.inline_data(&mut g, ino)?;
+            if buf.len() < end as usize {
+                buf.resize(end as usize, 0);
+            }
+            buf[offset as usize..end as usize].copy_from_slice(data);
+            let of = g.open.get_mut(&ino).expect("open");
+            of.inline_dirty = true;
+            of.inode.size = of.inode.size.max(end);
+            of.inode.mtime = t;
+            of.inode.ctime = t;
+            of.attr_dirty = true;
+        } else {
+            if !of.inode.striped {
+                self.convert_to_striped(&mut g, ino)?;
+            }
+            let ss = self.stripe_size();
+            let mut pos = offset;
+            while pos < end {
+                let s = pos / ss;
+                let in_off = (pos % ss) as usize;
+                let take = ((ss - pos % ss).min(end - pos)) as usize;
+                self.stripe_buffer(&mut g, ino, s, pos, pos + take as u64)?;
+                let of = g.open.get_mut(&ino).expect("open");
+                let buf = of.dirty.get_mut(&s).expect("buffer");
+                let src = (pos - offset) as usize;
+                buf[in_off..in_off + take].copy_from_slice(&data[src..src + take]);
+                of.inode.size = of.inode.size.max(pos + take as u64);
+                pos += take as u64;
+                if pos % ss == 0 {
+                    // the stripe is complete: write it out now
+                    self.flush_stripes(&mut g, ino, &[s])?;
+                }
+            }
+            let of = g.open.get_mut(&ino).expect("open");
+            of.inode.mtime = t;
+            of.inode.ctime = t;
+            of.attr_dirty = true;
+            if of.dirty.len() > MAX_DIRTY_STRIPES {
+                let all: Vec<u64> = of.dirty.keys().copied().collect();
+                self.flush_stripes(&mut g, ino, &all)?;
+            }
+        }
+        self.close_if_unused(&mut g, ino)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Ensure a dirty buffer exists for stripe `s`, loading the committed
+    /// stripe unless the write [from, to) covers every byte that matters.
+    fn stripe_buffer(&self, g: &mut Inner, ino: u64, s: u64, from: u64, to: u64) -> FsResult<()> {
+        let ss = self.stripe_size();
+        let of = g.open.get(&ino).expect("open");
+        if of.dirty.contains_key(&s) {
+            return Ok(());
+        }
+        let size = of.inode.size;
+        let start = s * ss;
+        let live_end = (start + ss).min(size);
+        let covers = from <= start && to >= live_end;
+        let buf = if covers {
+            vec![0; ss as usize]
+        } else {
+            let mut b = self.read_committed_stripe(g, ino, s)?.as_ref().clone();
+            // bytes past EOF must read as zeros once the file grows
+            let valid = size.saturating_sub(start).min(ss) as usize;
+            b[valid..].fill(0);
+            b
+        };
+        g.open.get_mut(&ino).expect("open").dirty.insert(s, buf);
+        Ok(())
+    }
+
+    /// Move an inline file's bytes into stripe 0 and write it out at once,
+    /// in the same batch that drops the inline copy.
+    fn convert_to_striped(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let data = self.inline_data(g, ino)?.clone();
+        let ss = self.stripe_size() as usize;
+        let of = g.open.get_mut(&ino).expect("open");
+        let mut buf = data;
+        buf.resize(ss, 0);
+        of.dirty.insert(0, buf);
+        of.inline = None;
+        of.inline_dirty = false;
+        of.inode.striped = true;
+        if of.inode.size == 0 {
+            // nothing to keep: no stripe 0 needed yet
+            of.dirty.clear();
+            let mut ops = vec![Op::Del(inline_key(ino))];
+            let inode = of.inode.clone();
+            Self::put_inode(g, &inode, &mut ops);
+            self.meta.apply(ops, vec![])?;
+            return Ok(());
+        }
+        self.flush_stripes(g, ino, &[0])
+    }
+
+    /// Write out the given dirty stripes and commit their new locations,
+    /// together with the inode and the removal of any inline copy.
+    fn flush_stripes(&self, g: &mut Inner, ino: u64, stripes: &[u64]) -> FsResult<()> {
+        self.flush_stripes_with(g, ino, stripes, Vec::new(), Vec::new())
+    }
+
+    /// [`Fs::flush_stripes`], committing `ops` and `after` in the same batch.
+    fn flush_stripes_with(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        stripes: &[u64],
+        mut ops: Vec<Op>,
+        mut after: Vec<AfterCommit>,
+    ) -> FsResult<()> {
+        let ss = self.stripe_size();
+        let mut covered = 0u64;
+        for &s in stripes {
+            let of = g.open.get_mut(&ino).expect("open");
+            let Some(buf) = of.dirty.remove(&s) else {
+                continue;
+            };
+            let size = of.inode.size;
+            let start = s * ss;
+            if start >= size {
+                continue; // truncated away
+            }
+            let len = (size - start).min(ss) as usize;
+            let generation = g.next_gen;
+            g.next_gen += 1;
+            let loc = match self.pool.write_stripe(ino, s, generation, &buf[..len]) {
+                Ok(loc) => loc,
+                Err(e) => {
+                    // keep the data buffered so a later flush can retry
+                    g.open.get_mut(&ino).expect("open").dirty.insert(s, buf);
+                    return Err(e.into());
+                }
+            };
+            self.stats
+                .stripes_written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(old) = self.stripe_loc(ino, s)? {
+                let pool = self.pool.clone();
+                after.push(Box::new(move || pool.delete_stripe(ino, s, &old)));
+            }
+            ops.push(Op::Put(stripe_key(ino, s), enc(&loc)));
+            let of = g.open.get_mut(&ino).expect("open");
+            of.cache = Some((s, loc.generation, Arc::new({
+                let mut b = buf;
+                b[len..].fill(0);
+                b
+            })));
+            covered = covered.max(start + len as u64);
+        }
+        ops.push(Op::Put(
+            counter_key("gen"),
+            g.next_gen.to_be_bytes().to_vec(),
+        ));
+        let of = g.open.get_mut(&ino).expect("open");
+        // The durable size grows only over data that is now written; with no
+        // stripes left dirty every byte up to the logical size is durable.
+        of.persisted_size = if of.dirty.is_empty() {
+            of.inode.size
+        } else {
+            of.persisted_size.max(covered).min(of.inode.size)
+        };
+        ops.push(Op::Del(inline_key(ino)));
+        let inode = of.inode.clone();
+        of.attr_dirty = false;
+        Self::put_inode(g, &inode, &mut ops);
+        self.meta.apply(ops, after)?;
+        Ok(())
+    }
+
+    /// Write out everything buffered for `ino` (close, fsync).
+    pub(super) fn flush_file_locked(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let Some(of) = g.open.get_mut(&ino) else {
+            return Ok(());
+        };
+        if !of.dirty.is_empty() {
+            let all: Vec<u64> = of.dirty.keys().copied().collect();
+            return self.flush_stripes(g, ino, &all);
+        }
+        if of.inline_dirty {
+            let data = of.inline.clone().unwrap_or_default();
+            of.inline_dirty = false;
+            of.persisted_size = of.inode.size;
+            of.attr_dirty = false;
+            let inode = of.inode.clone();
+            let mut ops = vec![Op::Put(inline_key(ino), data)];
+            Self::put_inode(g, &inode, &mut ops);
+            self.meta.apply(ops, vec![])?;
+        } else if of.attr_dirty {
+            of.attr_dirty = false;
+            let inode = of.inode.clone();
+            let mut ops = Vec::new();
+            Self::put_inode(g, &inode, &mut ops);
+            self.meta.apply(ops, vec![])?;
+        }
+        Ok(())
+    }
+
+    /// Flush buffered data of the file behind a handle (FUSE flush = close(2)).
+    pub fn flush_handle(&self, fh: u64) -> FsResult<()> {
+        let (ino, writable) = self.handle(fh)?;
+        if writable || self.meta.dirty() {
+            self.fsync(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Set the size of `ino` (shrink or grow), adding the metadata changes
+    /// to `ops`. Shards of dropped stripes are removed after commit.
+    pub(super) fn truncate_locked(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        size: u64,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<AfterCommit>,
+    ) -> FsResult<()> {
+        self.ensure_open(g, ino)?;
+        // write out buffered data first so the stripe map is complete
+        self.flush_file_locked(g, ino)?;
+        let of = g.open.get(&ino).expect("open");
+        let old = of.inode.size;
+        if !of.inode.striped {
+            if size > self.pool.sb.inline_max as u64 {
+                self.convert_to_striped(g, ino)?;
+            } else {
+                let buf = self.inline_data(g, ino)?;
+                buf.resize(size as usize, 0);
+                let data = buf.clone();
+                ops.push(Op::Put(inline_key(ino), data));
+                let of = g.open.get_mut(&ino).expect("open");
+                of.inode.size = size;
+                of.persisted_size = size;
+                of.inline_dirty = false;
+                return Ok(());
+            }
+        }
+        let ss = self.stripe_size();
+        if size < old {
+            // Drop whole stripes past the new end, in the same batch as the
+            // rewrite of the stripe holding the new end (if any).
+            let mut drop_ops = Vec::new();
+            let mut drop_after: Vec<AfterCommit> = Vec::new();
+            let first_gone = size.div_ceil(ss);
+            let sp = stripe_prefix(ino);
+            let start = stripe_key(ino, first_gone);
+            for (k, v) in self
+                .meta
+                .range(&start, &crate::meta::prefix_end(&sp), usize::MAX)?
+            {
+                let s = key_u64_at(&k, 9);
+                let loc: StripeLoc = dec("stripe", &v)?;
+                drop_ops.push(Op::Del(k));
+                let pool = self.pool.clone();
+                drop_after.push(Box::new(move || pool.delete_stripe(ino, s, &loc)));
+            }
+            // the stripe holding the new end keeps only bytes before it:
+            // rewrite it so a later extension reads zeros
+            let tail = size / ss;
+            if size % ss != 0 && self.stripe_loc(ino, tail)?.is_some() {
+                let mut buf = self.read_committed_stripe(g, ino, tail)?.as_ref().clone();
+                buf[(size % ss) as usize..].fill(0);
+                let of = g.open.get_mut(&ino).expect("open");
+                of.inode.size = size;
+                of.dirty.insert(tail, buf);
+                self.flush_stripes_with(g, ino, &[tail], drop_ops, drop_after)?;
+            } else {
+                ops.extend(drop_ops);
+                after.extend(drop_after);
+            }
+        }
+        let of = g.open.get_mut(&ino).expect("open");
+        of.inode.size = size;
+        of.persisted_size = size;
+        of.cache = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,360 @@
+//! POSIX semantics over inodes, directories and file handles. No fuser
+//! types here: the FUSE glue in `crate::fuse` calls these methods, and so
+//! do the tests below FUSE.
+//!
+//! Locking: one mutex (`inner`) orders every namespace change and the
+//! in-memory state of open files. Metadata batches are applied to the
+//! write-back cache under it; waiting for durability (`MetaCache::sync`)
+//! happens after it is released.
+
+mod data;
+mod error;
+mod namespace;
+pub use namespace::{NewNode, SetAttr};
+pub mod names;
+pub mod schema;
+mod xattr;
+
+pub use error::FsError;
+pub use schema::{Inode, Kind, ROOT_INO};
+
+use crate::meta::{MetaCache, Op};
+use crate::pool::{Pool, StripeLoc};
+use schema::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Result of filesystem operations.
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Largest file size (2^50 bytes: far beyond any member, and offsets stay exact).
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+/// Dirty stripes an open file may buffer before they are written out.
+const MAX_DIRTY_STRIPES: usize = 4;
+
+/// State of a file while any handle (or pending writeback) has it open.
+#[derive(Debug)]
+struct OpenFile {
+    refs: u32,
+    /// Authoritative inode while open; `inode.size` is the logical size.
+    inode: Inode,
+    /// Size covered by durable (committed) data and metadata.
+    persisted_size: u64,
+    /// Inline content, loaded on first use.
+    inline: Option<Vec<u8>>,
+    inline_dirty: bool,
+    /// Stripe buffers not yet written, each `stripe_size` long.
+    dirty: BTreeMap<u64, Vec<u8>>,
+    /// Inode fields changed since the last persist.
+    attr_dirty: bool,
+    /// Last stripe read: (stripe, generation, data).
+    cache: Option<(u64, u64, Arc<Vec<u8>>)>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    ino: u64,
+    writable: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    open: HashMap<u64, OpenFile>,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    next_ino: u64,
+    next_gen: u64,
+}
+
+/// Attributes handed to the FUSE glue.
+pub type Attr = Inode;
+
+/// One readdir entry: (inode, offset of the next entry, kind, name).
+pub type DirEntry = (u64, u64, Kind, Vec<u8>);
+
+/// Counters of the filesystem layer.
+#[derive(Debug, Default)]
+pub struct FsStats {
+    /// Stripes written.
+    pub stripes_written: std::sync::atomic::AtomicU64,
+}
+
+/// The filesystem.
+pub struct Fs {
+    /// The pool of members.
+    pub pool: Arc<Pool>,
+    /// Metadata, through the write-back cache.
+    pub meta: Arc<MetaCache>,
+    inner: Mutex<Inner>,
+    /// Counters.
+    pub stats: FsStats,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fs({:?})", self.pool.sb.pool_id)
+    }
+}
+
+fn read_counter(meta: &MetaCache, name: &str, default: u64) -> FsResult<u64> {
+    Ok(meta
+        .get(&counter_key(name))?
+        .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+        .unwrap_or(default))
+}
+
+impl Fs {
+    /// Open the filesystem over a pool and its metadata: create the root on
+    /// a new pool, reclaim orphans and unreferenced shards left by a crash.
+    pub fn mount(pool: Arc<Pool>, meta: Arc<MetaCache>) -> FsResult<Fs> {
+        let next_ino = read_counter(&meta, "ino", ROOT_INO + 1)?;
+        // Generations are persisted with every stripe write; leave a gap so a
+        // number never repeats even if the last counter update was lost.
+        let next_gen = read_counter(&meta, "gen", 1)? + 1_000_000;
+        let fs = Fs {
+            pool,
+            meta,
+            inner: Mutex::new(Inner {
+                open: HashMap::new(),
+                handles: HashMap::new(),
+                next_fh: 1,
+                next_ino,
+                next_gen,
+            }),
+            stats: FsStats::default(),
+        };
+        if fs.meta.get(&inode_key(ROOT_INO))?.is_none() {
+            let t = now();
+            let root = Inode {
+                ino: ROOT_INO,
+                kind: Kind::Dir,
+                perm: 0o755,
+                uid: 0,
+                gid: 0,
+                nlink: 2,
+                size: 0,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                crtime: t,
+                rdev: 0,
+                parent: ROOT_INO,
+                next_cookie: FIRST_COOKIE,
+                striped: false,
+                target: Vec::new(),
+            };
+            fs.meta
+                .apply(vec![Op::Put(inode_key(ROOT_INO), enc(&root))], vec![])?;
+            fs.meta.sync()?;
+        }
+        fs.reclaim_orphans()?;
+        Ok(fs)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inode record: the open copy if the file is open, else from metadata.
+    fn inode(&self, g: &Inner, ino: u64) -> FsResult<Inode> {
+        if let Some(of) = g.open.get(&ino) {
+            return Ok(of.inode.clone());
+        }
+        self.load_inode(ino)
+    }
+
+    fn load_inode(&self, ino: u64) -> FsResult<Inode> {
+        match self.meta.get(&inode_key(ino))? {
+            Some(b) => dec("inode", &b),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Record for metadata of an inode that may be open (durable size only).
+    fn persist_record(g: &Inner, inode: &Inode) -> Vec<u8> {
+        match g.open.get(&inode.ino) {
+            Some(of) => {
+                let mut r = inode.clone();
+                r.size = of.persisted_size.min(inode.size);
+                enc(&r)
+            }
+            None => enc(inode),
+        }
+    }
+
+    /// Store an updated inode: in the open copy and/or in a batch.
+    fn put_inode(g: &mut Inner, inode: &Inode, ops: &mut Vec<Op>) {
+        ops.push(Op::Put(inode_key(inode.ino), Self::persist_record(g, inode)));
+        if let Some(of) = g.open.get_mut(&inode.ino) {
+            of.inode = inode.clone();
+        }
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let g = self.lock();
+        self.inode(&g, ino)
+    }
+
+    /// Make all metadata durable (fsyncdir, syncfs, unmount).
+    pub fn sync_all(&self) -> FsResult<()> {
+        let inos: Vec<u64> = self.lock().open.keys().copied().collect();
+        for ino in inos {
+            let mut g = self.lock();
+            if g.open.contains_key(&ino) {
+                self.flush_file_locked(&mut g, ino)?;
+            }
+        }
+        self.meta.sync()?;
+        Ok(())
+    }
+
+    /// Delete inodes unlinked while open before a crash or unmount, and shard
+    /// files that no committed stripe map points to. Runs at mount, before
+    /// any other operation.
+    fn reclaim_orphans(&self) -> FsResult<()> {
+        let orphans = self.meta.range(b"O", b"P", usize::MAX)?;
+        for (k, _) in &orphans {
+            let ino = key_u64_at(k, 1);
+            log::info!("reclaiming inode {ino}, unlinked while open before the last stop");
+            let mut ops = Vec::new();
+            let mut after = Vec::new();
+            self.destroy_ops(ino, &mut ops, &mut after)?;
+            self.meta.apply(ops, after)?;
+        }
+        self.meta.sync()?;
+        let mut removed = 0u64;
+        for (mi, rel) in self.pool.list_all_shards() {
+            let name = rel.rsplit('/').next().unwrap_or("");
+            let keep = match crate::pool::parse_shard_name(name) {
+                Some((object, stripe, generation, index)) => {
+                    match self.meta.get(&stripe_key(object, stripe))? {
+                        Some(b) => {
+                            let loc: StripeLoc = dec("stripe", &b)?;
+                            loc.generation == generation
+                                && loc.members.get(index as usize) == Some(&mi)
+                        }
+                        None => false,
+                    }
+                }
+                None => false,
+            };
+            if !keep {
+                if let Some(d) = self.pool.members[mi as usize].live_disk() {
+                    if d.remove_file(&rel).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            log::info!("reclaimed {removed} unreferenced shard files");
+        }
+        Ok(())
+    }
+
+    /// Batch ops that delete an inode and everything it owns; shard files
+    /// are removed after the batch is durable.
+    fn destroy_ops(
+        &self,
+        ino: u64,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<crate::meta::AfterCommit>,
+    ) -> FsResult<()> {
+        ops.push(Op::Del(inode_key(ino)));
+        ops.push(Op::Del(inline_key(ino)));
+        ops.push(Op::Del(orphan_key(ino)));
+        let xp = xattr_prefix(ino);
+        for (k, _) in self
+            .meta
+            .range(&xp, &crate::meta::prefix_end(&xp), usize::MAX)?
+        {
+            ops.push(Op::Del(k));
+        }
+        let sp = stripe_prefix(ino);
+        for (k, v) in self
+            .meta
+            .range(&sp, &crate::meta::prefix_end(&sp), usize::MAX)?
+        {
+            let stripe = key_u64_at(&k, 9);
+            let loc: StripeLoc = dec("stripe", &v)?;
+            ops.push(Op::Del(k));
+            let pool = self.pool.clone();
+            after.push(Box::new(move || pool.delete_stripe(ino, stripe, &loc)));
+        }
+        Ok(())
+    }
+
+    /// Usable (total, free) bytes and file counts for statfs.
+    pub fn statfs(&self) -> (u64, u64, u64) {
+        let (t, f) = self.pool.usable_capacity();
+        let files = self.lock().next_ino;
+        (t, f, files)
+    }
+
+    /// Stripe size of the pool.
+    pub fn stripe_size(&self) -> u64 {
+        self.pool.stripe_size()
+    }
+
+    /// Resolve a '/'-separated path from the root to an inode.
+    pub fn resolve(&self, path: &str) -> FsResult<Inode> {
+        let mut ino = ROOT_INO;
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            ino = self.lookup(ino, comp.as_bytes())?.ino;
+        }
+        self.getattr(ino)
+    }
+
+    /// Stripe map of a file: (stripe index, location).
+    pub fn stripes(&self, ino: u64) -> FsResult<Vec<(u64, StripeLoc)>> {
+        let sp = stripe_prefix(ino);
+        self.meta
+            .range(&sp, &crate::meta::prefix_end(&sp), usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((key_u64_at(&k, 9), dec("stripe", &v)?)))
+            .collect()
+    }
+
+    /// Count of objects (inodes) and stripes, for status.
+    pub fn counts(&self) -> FsResult<(u64, u64, u64)> {
+        let mut inodes = 0;
+        let mut stripes = 0;
+        let mut degraded = 0;
+        let mut cursor = b"I".to_vec();
+        loop {
+            let batch = self.meta.range(&cursor, b"J", 4096)?;
+            if batch.is_empty() {
+                break;
+            }
+            inodes += batch.len() as u64;
+            cursor = batch.last().unwrap().0.clone();
+            cursor.push(0);
+        }
+        let mut cursor = b"T".to_vec();
+        loop {
+            let batch = self.meta.range(&cursor, b"U", 4096)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (_, v) in &batch {
+                stripes += 1;
+                let loc: StripeLoc = dec("stripe", v)?;
+                let healthy = loc
+                    .members
+                    .iter()
+                    .filter(|&&m| {
+                        m != crate::pool::NO_MEMBER
+                            && self.pool.members[m as usize].live_disk().is_some()
+                    })
+                    .count();
+                if healthy < loc.members.len() {
+                    degraded += 1;
+                }
+            }
+            cursor = batch.last().unwrap().0.clone();
+            cursor.push(0);
+        }
+        Ok((inodes, stripes, degraded))
+    }
+}

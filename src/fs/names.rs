@@ -1,0 +1,88 @@
+//! Name rules: components, keys and S3 bucket names.
+
+use super::FsError;
+
+/// Longest path component.
+pub const NAME_MAX: usize = 255;
+/// Longest key (path below the bucket, '/'-separated).
+pub const KEY_MAX: usize = 1024;
+
+/// Check one path component.
+pub fn check_component(name: &[u8]) -> Result<(), FsError> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid(format!(
+            "invalid name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Check a bucket name against S3's rules; the error says which rule.
+pub fn check_bucket(name: &[u8]) -> Result<(), String> {
+    let s = std::str::from_utf8(name).map_err(|_| "bucket name is not UTF-8".to_string())?;
+    if !(3..=63).contains(&s.len()) {
+        return Err(format!("bucket name {s:?} must be 3 to 63 characters"));
+    }
+    if !s
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+    {
+        return Err(format!(
+            "bucket name {s:?} may hold only lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    let edge_ok = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !edge_ok(s.as_bytes()[0]) || !edge_ok(s.as_bytes()[s.len() - 1]) {
+        return Err(format!(
+            "bucket name {s:?} must start and end with a letter or digit"
+        ));
+    }
+    if s.contains("..") {
+        return Err(format!(
+            "bucket name {s:?} must not contain two adjacent periods"
+        ));
+    }
+    if s.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!("bucket name {s:?} must not be an IP address"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_rules() {
+        for ok in ["abc", "my-bucket.1", "0ab", &"a".repeat(63)] {
+            assert!(check_bucket(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(64),
+            "Abc",
+            "-abc",
+            "abc-",
+            "a_b",
+            "192.168.1.1",
+            "a..b",
+            "ab c",
+        ] {
+            assert!(check_bucket(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn components() {
+        assert!(matches!(
+            check_component(&[b'a'; 256]),
+            Err(FsError::NameTooLong)
+        ));
+        assert!(check_component(&[b'a'; 255]).is_ok());
+        assert!(check_component(b"a/b").is_err());
+    }
+}

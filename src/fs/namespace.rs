@@ -1,0 +1,638 @@
+//! Directory and inode operations.
+
+use super::names::{check_bucket, check_component, KEY_MAX};
+use super::schema::*;
+use super::{Attr, DirEntry, Fs, FsError, FsResult, Handle, Inner, OpenFile};
+use crate::meta::Op;
+use std::collections::BTreeMap;
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    /// kind
+    pub kind: Kind,
+    /// permission bits (after umask)
+    pub perm: u16,
+    /// owner
+    pub uid: u32,
+    /// group
+    pub gid: u32,
+    /// device number
+    pub rdev: u32,
+    /// symlink target
+    pub target: Vec<u8>,
+}
+
+/// Changes requested by setattr.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    /// new permission bits
+    pub mode: Option<u32>,
+    /// new owner
+    pub uid: Option<u32>,
+    /// new group
+    pub gid: Option<u32>,
+    /// new size (truncate)
+    pub size: Option<u64>,
+    /// new atime (None inside = now)
+    pub atime: Option<Option<Ts>>,
+    /// new mtime (None inside = now)
+    pub mtime: Option<Option<Ts>>,
+}
+
+impl Fs {
+    fn dirent(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
+        match self.meta.get(&dirent_key(parent, name))? {
+            Some(b) => Ok(Some(dec("dirent", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn dir(&self, g: &Inner, ino: u64) -> FsResult<Inode> {
+        let d = self.inode(g, ino)?;
+        if d.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(d)
+    }
+
+    /// Length of the key of `dir` (path below its bucket).
+    fn key_len(&self, g: &Inner, mut dir: u64) -> FsResult<usize> {
+        let mut parts = Vec::new();
+        while dir != ROOT_INO {
+            let d = self.inode(g, dir)?;
+            parts.push(d.ino);
+            if d.parent == ROOT_INO {
+                break; // a bucket: its name is not part of the key
+            }
+            dir = d.parent;
+        }
+        // Names are looked up from each child's parent; count bytes.
+        let mut len = 0;
+        let mut child_iter = parts.iter().rev().skip(1);
+        let mut parent = parts.last().copied();
+        while let (Some(p), Some(&c)) = (parent, child_iter.next()) {
+            len += self.name_of(p, c)?.len() + 1;
+            parent = Some(c);
+        }
+        Ok(len)
+    }
+
+    fn name_of(&self, parent: u64, child: u64) -> FsResult<Vec<u8>> {
+        let p = dirent_prefix(parent);
+        let mut cursor = p.clone();
+        let end = crate::meta::prefix_end(&p);
+        loop {
+            let batch = self.meta.range(&cursor, &end, 1024)?;
+            if batch.is_empty() {
+                return Err(FsError::Corrupt(format!(
+                    "directory {child} missing from its parent {parent}"
+                )));
+            }
+            for (k, v) in &batch {
+                let d: Dirent = dec("dirent", v)?;
+                if d.ino == child {
+                    return Ok(k[9..].to_vec());
+                }
+            }
+            cursor = batch.last().unwrap().0.clone();
+            cursor.push(0);
+        }
+    }
+
+    fn check_new_name(&self, g: &Inner, parent: u64, name: &[u8], kind: Kind) -> FsResult<()> {
+        if name.len() > super::names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if name == b"." || name == b".." {
+            return Err(FsError::Exists);
+        }
+        check_component(name)?;
+        if parent == ROOT_INO {
+            if kind != Kind::Dir {
+                return Err(FsError::NotPermitted(
+                    "only buckets (directories) may be created at the root".into(),
+                ));
+            }
+            if let Err(why) = check_bucket(name) {
+                log::warn!("mkdir at the root refused: {why}");
+                return Err(FsError::Invalid(why));
+            }
+        } else if self.key_len(g, parent)? + name.len() > KEY_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(())
+    }
+
+    /// Look up `name` in `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > super::names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let g = self.lock();
+        self.dir(&g, parent)?;
+        let d = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        self.inode(&g, d.ino)
+    }
+
+    /// Create a node (file, directory, symlink, device, fifo) in `parent`.
+    pub fn create_node(&self, parent: u64, name: &[u8], n: NewNode) -> FsResult<Attr> {
+        let mut g = self.lock();
+        self.create_locked(&mut g, parent, name, n)
+    }
+
+    fn create_locked(
+        &self,
+        g: &mut Inner,
+        parent: u64,
+        name: &[u8],
+        n: NewNode,
+    ) -> FsResult<Attr> {
+        let mut p = self.dir(g, parent)?;
+        self.check_new_name(g, parent, name, n.kind)?;
+        if self.dirent(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let t = now();
+        let ino = g.next_ino;
+        g.next_ino += 1;
+        let mut perm = n.perm & 0o7777;
+        let mut gid = n.gid;
+        if p.perm & 0o2000 != 0 {
+            // setgid directory: children inherit its group, subdirectories the bit
+            gid = p.gid;
+            if n.kind == Kind::Dir {
+                perm |= 0o2000;
+            }
+        }
+        let inode = Inode {
+            ino,
+            kind: n.kind,
+            perm,
+            uid: n.uid,
+            gid,
+            nlink: if n.kind == Kind::Dir { 2 } else { 1 },
+            size: if n.kind == Kind::Symlink {
+                n.target.len() as u64
+            } else {
+                0
+            },
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: n.rdev,
+            parent,
+            next_cookie: FIRST_COOKIE,
+            striped: false,
+            target: n.target,
+        };
+        let cookie = p.next_cookie;
+        p.next_cookie += 1;
+        p.mtime = t;
+        p.ctime = t;
+        if n.kind == Kind::Dir {
+            p.nlink += 1;
+        }
+        let mut ops = vec![
+            Op::Put(inode_key(ino), enc(&inode)),
+            Op::Put(
+                dirent_key(parent, name),
+                enc(&Dirent {
+                    ino,
+                    kind: n.kind,
+                    cookie,
+                }),
+            ),
+            Op::Put(cookie_key(parent, cookie), name.to_vec()),
+            Op::Put(counter_key("ino"), g.next_ino.to_be_bytes().to_vec()),
+        ];
+        Self::put_inode(g, &p, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(inode)
+    }
+
+    /// Create and open a regular file.
+    pub fn create_open(
+        &self,
+        parent: u64,
+        name: &[u8],
+        n: NewNode,
+        writable: bool,
+    ) -> FsResult<(Attr, u64)> {
+        let mut g = self.lock();
+        let attr = self.create_locked(&mut g, parent, name, n)?;
+        let fh = self.open_locked(&mut g, attr.ino, writable)?;
+        Ok((attr, fh))
+    }
+
+    /// Open an inode; returns the handle.
+    pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
+        let mut g = self.lock();
+        self.open_locked(&mut g, ino, writable)
+    }
+
+    fn open_locked(&self, g: &mut Inner, ino: u64, writable: bool) -> FsResult<u64> {
+        self.ensure_open(g, ino)?.refs += 1;
+        let fh = g.next_fh;
+        g.next_fh += 1;
+        g.handles.insert(fh, Handle { ino, writable });
+        Ok(fh)
+    }
+
+    /// Open-file state of `ino`, created (with no references) if needed.
+    pub(super) fn ensure_open<'a>(
+        &self,
+        g: &'a mut Inner,
+        ino: u64,
+    ) -> FsResult<&'a mut OpenFile> {
+        if !g.open.contains_key(&ino) {
+            let inode = self.load_inode(ino)?;
+            g.open.insert(
+                ino,
+                OpenFile {
+                    refs: 0,
+                    persisted_size: inode.size,
+                    inode,
+                    inline: None,
+                    inline_dirty: false,
+                    dirty: BTreeMap::new(),
+                    attr_dirty: false,
+                    cache: None,
+                },
+            );
+        }
+        Ok(g.open.get_mut(&ino).expect("just inserted"))
+    }
+
+    /// Close a handle (FUSE release). The last close of an unlinked file
+    /// deletes it.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let mut g = self.lock();
+        let h = g.handles.remove(&fh).ok_or(FsError::BadHandle)?;
+        let of = g.open.get_mut(&h.ino).ok_or(FsError::BadHandle)?;
+        of.refs -= 1;
+        if of.refs > 0 {
+            return Ok(());
+        }
+        self.flush_file_locked(&mut g, h.ino)?;
+        self.close_if_unused(&mut g, h.ino)
+    }
+
+    /// Drop the open state of an inode with no handles; delete it if unlinked.
+    pub(super) fn close_if_unused(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let Some(of) = g.open.get(&ino) else {
+            return Ok(());
+        };
+        if of.refs > 0 {
+            return Ok(());
+        }
+        let unlinked = of.inode.nlink == 0;
+        g.open.remove(&ino);
+        if unlinked {
+            let mut ops = Vec::new();
+            let mut after = Vec::new();
+            self.destroy_ops(ino, &mut ops, &mut after)?;
+            self.meta.apply(ops, after)?;
+        }
+        Ok(())
+    }
+
+    /// Inode and writability of a handle.
+    pub fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
+        let g = self.lock();
+        let h = g.handles.get(&fh).ok_or(FsError::BadHandle)?;
+        Ok((h.ino, h.writable))
+    }
+
+    /// Remove a non-directory name.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        check_component(name)?;
+        let mut g = self.lock();
+        let mut p = self.dir(&g, parent)?;
+        let d = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        if d.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let mut ops = Vec::new();
+        let mut after = Vec::new();
+        let t = now();
+        p.mtime = t;
+        p.ctime = t;
+        ops.push(Op::Del(dirent_key(parent, name)));
+        ops.push(Op::Del(cookie_key(parent, d.cookie)));
+        Self::put_inode(&mut g, &p, &mut ops);
+        self.drop_link(&mut g, d.ino, &mut ops, &mut after)?;
+        self.meta.apply(ops, after)?;
+        Ok(())
+    }
+
+    /// Decrement the link count of a non-directory; delete it when the last
+    /// link goes and no handle has it open.
+    fn drop_link(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<crate::meta::AfterCommit>,
+    ) -> FsResult<()> {
+        let mut inode = self.inode(g, ino)?;
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = now();
+        if inode.nlink > 0 {
+            Self::put_inode(g, &inode, ops);
+        } else if let Some(of) = g.open.get_mut(&ino) {
+            // unlinked while open: data stays until the last close
+            of.inode = inode.clone();
+            ops.push(Op::Put(inode_key(ino), Self::persist_record(g, &inode)));
+            ops.push(Op::Put(orphan_key(ino), Vec::new()));
+        } else {
+            self.destroy_ops(ino, ops, after)?;
+        }
+        Ok(())
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name == b"." {
+            return Err(FsError::Invalid("rmdir of '.'".into()));
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        check_component(name)?;
+        let mut g = self.lock();
+        let mut p = self.dir(&g, parent)?;
+        let d = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        if d.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        self.check_empty(d.ino)?;
+        let t = now();
+        p.mtime = t;
+        p.ctime = t;
+        p.nlink = p.nlink.saturating_sub(1);
+        let mut ops = vec![
+            Op::Del(dirent_key(parent, name)),
+            Op::Del(cookie_key(parent, d.cookie)),
+        ];
+        let mut after = Vec::new();
+        self.destroy_ops(d.ino, &mut ops, &mut after)?;
+        Self::put_inode(&mut g, &p, &mut ops);
+        self.meta.apply(ops, after)?;
+        Ok(())
+    }
+
+    fn check_empty(&self, dir: u64) -> FsResult<()> {
+        let p = dirent_prefix(dir);
+        if !self
+            .meta
+            .range(&p, &crate::meta::prefix_end(&p), 1)?
+            .is_empty()
+        {
+            return Err(FsError::NotEmpty);
+        }
+        Ok(())
+    }
+
+    /// Rename `parent/name` to `newparent/newname`, atomically replacing
+    /// the target. `noreplace` is RENAME_NOREPLACE.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        noreplace: bool,
+    ) -> FsResult<()> {
+        check_component(name)?;
+        let mut g = self.lock();
+        let mut p = self.dir(&g, parent)?;
+        self.dir(&g, newparent)?;
+        let src = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        self.check_new_name(&g, newparent, newname, src.kind)?;
+        let dst = self.dirent(newparent, newname)?;
+        if let Some(dst) = &dst {
+            if noreplace {
+                return Err(FsError::Exists);
+            }
+            if dst.ino == src.ino {
+                return Ok(()); // two links to one inode: nothing to do
+            }
+            match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => self.check_empty(dst.ino)?,
+                (false, false) => {}
+            }
+        }
+        if src.kind == Kind::Dir {
+            // refuse moving a directory into its own subtree
+            let mut cur = newparent;
+            while cur != ROOT_INO {
+                if cur == src.ino {
+                    return Err(FsError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
+                }
+                cur = self.inode(&g, cur)?.parent;
+            }
+        }
+        let t = now();
+        let mut ops = Vec::new();
+        let mut after = Vec::new();
+        // replace the target
+        if let Some(dst) = &dst {
+            ops.push(Op::Del(cookie_key(newparent, dst.cookie)));
+            if dst.kind == Kind::Dir {
+                self.destroy_ops(dst.ino, &mut ops, &mut after)?;
+            } else {
+                self.drop_link(&mut g, dst.ino, &mut ops, &mut after)?;
+            }
+        }
+        ops.push(Op::Del(dirent_key(parent, name)));
+        ops.push(Op::Del(cookie_key(parent, src.cookie)));
+        p.mtime = t;
+        p.ctime = t;
+        let same_dir = parent == newparent;
+        let is_dir = src.kind == Kind::Dir;
+        let replaced_dir = dst.as_ref().is_some_and(|d| d.kind == Kind::Dir);
+        let mut np = if same_dir {
+            // one subdirectory fewer when a directory replaced another
+            if is_dir && replaced_dir {
+                p.nlink = p.nlink.saturating_sub(1);
+            }
+            p
+        } else {
+            if is_dir {
+                p.nlink = p.nlink.saturating_sub(1);
+            }
+            Self::put_inode(&mut g, &p, &mut ops);
+            let mut np = self.inode(&g, newparent)?;
+            if is_dir && !replaced_dir {
+                np.nlink += 1;
+            }
+            np
+        };
+        let cookie = np.next_cookie;
+        np.next_cookie += 1;
+        np.mtime = t;
+        np.ctime = t;
+        ops.push(Op::Put(
+            dirent_key(newparent, newname),
+            enc(&Dirent {
+                ino: src.ino,
+                kind: src.kind,
+                cookie,
+            }),
+        ));
+        ops.push(Op::Put(cookie_key(newparent, cookie), newname.to_vec()));
+        let mut moved = self.inode(&g, src.ino)?;
+        moved.ctime = t;
+        if is_dir {
+            moved.parent = newparent;
+        }
+        Self::put_inode(&mut g, &moved, &mut ops);
+        Self::put_inode(&mut g, &np, &mut ops);
+        self.meta.apply(ops, after)?;
+        Ok(())
+    }
+
+    /// Add a hard link to `ino` as `newparent/newname`.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        let mut g = self.lock();
+        let mut inode = self.inode(&g, ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(FsError::NotPermitted(
+                "hard links to directories are not allowed".into(),
+            ));
+        }
+        let mut np = self.dir(&g, newparent)?;
+        self.check_new_name(&g, newparent, newname, inode.kind)?;
+        if self.dirent(newparent, newname)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        if inode.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        let t = now();
+        inode.nlink += 1;
+        inode.ctime = t;
+        let cookie = np.next_cookie;
+        np.next_cookie += 1;
+        np.mtime = t;
+        np.ctime = t;
+        let mut ops = vec![
+            Op::Put(
+                dirent_key(newparent, newname),
+                enc(&Dirent {
+                    ino,
+                    kind: inode.kind,
+                    cookie,
+                }),
+            ),
+            Op::Put(cookie_key(newparent, cookie), newname.to_vec()),
+        ];
+        Self::put_inode(&mut g, &inode, &mut ops);
+        Self::put_inode(&mut g, &np, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(inode)
+    }
+
+    /// Entries of directory `ino` after readdir offset `offset`. Offsets are
+    /// stable cookies: 1 is ".", 2 is "..", then one cookie per entry, so
+    /// a reader resumes correctly while the directory changes.
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+        let g = self.lock();
+        let d = self.dir(&g, ino)?;
+        drop(g);
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((ino, 1, Kind::Dir, b".".to_vec()));
+        }
+        if offset < 2 {
+            out.push((d.parent, 2, Kind::Dir, b"..".to_vec()));
+        }
+        let start = cookie_key(ino, offset.max(2) + 1);
+        let end = crate::meta::prefix_end(&cookie_key(ino, 0)[..9]);
+        for (k, name) in self.meta.range(&start, &end, max)? {
+            let cookie = key_u64_at(&k, 9);
+            if let Some(de) = self.dirent(ino, &name)? {
+                out.push((de.ino, cookie, de.kind, name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Target of a symlink.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let g = self.lock();
+        let i = self.inode(&g, ino)?;
+        if i.kind != Kind::Symlink {
+            return Err(FsError::Invalid("not a symlink".into()));
+        }
+        Ok(i.target)
+    }
+
+    /// chmod, chown, truncate, utimens.
+    pub fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
+        let mut g = self.lock();
+        let mut inode = self.inode(&g, ino)?;
+        let t = now();
+        let mut ops = Vec::new();
+        let mut after = Vec::new();
+        if let Some(size) = s.size {
+            match inode.kind {
+                Kind::Dir => return Err(FsError::IsDir),
+                Kind::File => {}
+                _ => return Err(FsError::Invalid("truncate of a special file".into())),
+            }
+            if size > super::MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            self.truncate_locked(&mut g, ino, size, &mut ops, &mut after)?;
+            inode = self.inode(&g, ino)?;
+            inode.mtime = t;
+        }
+        if let Some(mode) = s.mode {
+            inode.perm = (mode & 0o7777) as u16;
+        }
+        if s.uid.is_some() || s.gid.is_some() {
+            if let Some(u) = s.uid {
+                inode.uid = u;
+            }
+            if let Some(gid) = s.gid {
+                inode.gid = gid;
+            }
+            if inode.kind != Kind::Dir && s.mode.is_none() {
+                // a change of owner clears set-user-id and set-group-id (as Linux does)
+                inode.perm &= !0o4000;
+                if inode.perm & 0o010 != 0 {
+                    inode.perm &= !0o2000;
+                }
+            }
+        }
+        if let Some(a) = s.atime {
+            inode.atime = a.unwrap_or(t);
+        }
+        if let Some(m) = s.mtime {
+            inode.mtime = m.unwrap_or(t);
+        }
+        inode.ctime = t;
+        Self::put_inode(&mut g, &inode, &mut ops);
+        self.meta.apply(ops, after)?;
+        Ok(inode)
+    }
+
+    /// Flush a file's buffered data and make metadata durable (fsync, close).
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        {
+            let mut g = self.lock();
+            if g.open.contains_key(&ino) {
+                self.flush_file_locked(&mut g, ino)?;
+            }
+        }
+        self.meta.sync()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! shardfs: an erasure-coded filesystem over a pool of member disks.
+//!
+//! Layers, bottom up: `ec` (pure codec), `pool` (member disks, placement,
+//! shard I/O), `meta` (metadata store seam), `fs` (POSIX semantics),
+//! `fuse` (the only module that names fuser), `control` (admin socket),
+//! `daemon` (wiring a mounted pool together).
+#![warn(missing_docs)]
+
+pub mod control;
+pub mod daemon;
+pub mod ec;
+pub mod fs;
+pub mod fuse;
+pub mod meta;
+pub mod pool;

@@ -1,0 +1,297 @@
+//! Write-back overlay with group commit.
+//!
+//! Filesystem operations apply their batch to `pending` (atomic: the batch
+//! goes in under one lock). A flush moves everything pending to `inflight`,
+//! runs the pre-commit hook (the pool makes shards durable), commits the
+//! whole set as one store batch, then runs the after-commit actions queued
+//! with those batches (shard garbage removal). Readers see
+//! pending > inflight > store. `sync()` returns once every batch applied
+//! before the call is durable; concurrent syncs share one commit.
+//!
+//! Invariant: a batch is never split across two store commits, and batches
+//! are committed in the order they were applied.
+
+use super::{MetaError, MetaStore, Op};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Work to do once the batch it came with is durable.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Default)]
+struct State {
+    pending: Overlay,
+    pending_after: Vec<AfterCommit>,
+    inflight: Arc<Overlay>,
+    /// Number of batches applied so far.
+    applied: u64,
+    /// Every batch up to this number is durable.
+    durable: u64,
+    failed: bool,
+    shutdown: bool,
+}
+
+/// The write-back metadata cache.
+pub struct MetaCache {
+    store: Arc<dyn MetaStore>,
+    state: Mutex<State>,
+    flushing: Mutex<()>,
+    wake: Condvar,
+    pre_commit: Box<dyn Fn() + Send + Sync>,
+}
+
+impl MetaCache {
+    /// A cache over `store`; `pre_commit` runs before every store commit.
+    pub fn new(store: Arc<dyn MetaStore>, pre_commit: Box<dyn Fn() + Send + Sync>) -> Arc<Self> {
+        Arc::new(MetaCache {
+            store,
+            state: Mutex::new(State::default()),
+            flushing: Mutex::new(()),
+            wake: Condvar::new(),
+            pre_commit,
+        })
+    }
+
+    /// The store behind the cache.
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// Value of `key` as of the last applied batch.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        let inflight = {
+            let st = self.state.lock().unwrap();
+            if let Some(v) = st.pending.get(key) {
+                return Ok(v.clone());
+            }
+            st.inflight.clone()
+        };
+        if let Some(v) = inflight.get(key) {
+            return Ok(v.clone());
+        }
+        // A flush may have finished between the two looks; the store then
+        // has the value (flushes only move data forward).
+        self.store.get(key)
+    }
+
+    /// Up to `limit` live pairs with `start <= key < end`.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+        // Snapshot the overlay first, then read the store: a flush that
+        // completes in between only copies overlay entries into the store.
+        let overlay: Overlay = {
+            let st = self.state.lock().unwrap();
+            let mut o: Overlay = st
+                .inflight
+                .range(start.to_vec()..end.to_vec())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, v) in st.pending.range(start.to_vec()..end.to_vec()) {
+                o.insert(k.clone(), v.clone());
+            }
+            o
+        };
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut cursor = start.to_vec();
+        let mut store_count = 0;
+        loop {
+            let batch = self.store.range(&cursor, end, limit.max(16))?;
+            let n = batch.len();
+            for (k, v) in batch {
+                cursor = k.clone();
+                if !overlay.contains_key(&k) {
+                    store_count += 1;
+                    out.insert(k, v);
+                }
+            }
+            if n < limit.max(16) || store_count >= limit {
+                break;
+            }
+            cursor.push(0);
+        }
+        for (k, v) in overlay {
+            if let Some(v) = v {
+                out.insert(k, v);
+            }
+        }
+        Ok(out.into_iter().take(limit).collect())
+    }
+
+    /// Apply a batch atomically (visible at once, durable at the next flush).
+    pub fn apply(&self, ops: Vec<Op>, after: Vec<AfterCommit>) -> Result<(), MetaError> {
+        let mut st = self.state.lock().unwrap();
+        if st.failed {
+            return Err(MetaError::ReadOnly);
+        }
+        for op in ops {
+            match op {
+                Op::Put(k, v) => st.pending.insert(k, Some(v)),
+                Op::Del(k) => st.pending.insert(k, None),
+            };
+        }
+        st.pending_after.extend(after);
+        st.applied += 1;
+        Ok(())
+    }
+
+    /// True when batches are waiting to be made durable.
+    pub fn dirty(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        st.applied > st.durable
+    }
+
+    /// Make every batch applied so far durable.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        let target = self.state.lock().unwrap().applied;
+        let _g = self.flushing.lock().unwrap();
+        {
+            let st = self.state.lock().unwrap();
+            if st.failed {
+                return Err(MetaError::ReadOnly);
+            }
+            if st.durable >= target {
+                return Ok(()); // someone else's commit covered us
+            }
+        }
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<(), MetaError> {
+        let (set, after, upto) = {
+            let mut st = self.state.lock().unwrap();
+            if st.pending.is_empty() {
+                st.durable = st.applied;
+                return Ok(());
+            }
+            let set = Arc::new(std::mem::take(&mut st.pending));
+            st.inflight = set.clone();
+            (set, std::mem::take(&mut st.pending_after), st.applied)
+        };
+        (self.pre_commit)();
+        let ops: Vec<Op> = set
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => Op::Put(k.clone(), v.clone()),
+                None => Op::Del(k.clone()),
+            })
+            .collect();
+        let res = self.store.commit(&ops);
+        let mut st = self.state.lock().unwrap();
+        match res {
+            Ok(()) => {
+                st.inflight = Arc::new(Overlay::new());
+                st.durable = upto;
+                drop(st);
+                for f in after {
+                    f();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Keep serving what we have, but refuse new writes: guessing
+                // which part of the batch landed could corrupt the namespace.
+                log::error!("metadata commit failed; the filesystem is now read-only: {e}");
+                st.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// True after a failed commit.
+    pub fn failed(&self) -> bool {
+        self.state.lock().unwrap().failed
+    }
+
+    /// Run the periodic flusher until [`MetaCache::shutdown`].
+    pub fn run_flusher(self: Arc<Self>, every: Duration) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("meta-flush".into())
+            .spawn(move || loop {
+                {
+                    let st = self.state.lock().unwrap();
+                    let (st, _) = self.wake.wait_timeout(st, every).unwrap();
+                    if st.shutdown {
+                        return;
+                    }
+                }
+                if self.dirty() {
+                    let _ = self.sync();
+                }
+            })
+            .expect("spawn flusher")
+    }
+
+    /// Stop the flusher (after a final sync by the caller).
+    pub fn shutdown(&self) {
+        self.state.lock().unwrap().shutdown = true;
+        self.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::MemStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn overlay_reads_merge_and_sync_persists() {
+        let store = Arc::new(MemStore::default());
+        store.commit(&[put("a1", "s"), put("a3", "s"), put("a5", "s")]).unwrap();
+        let c = MetaCache::new(store.clone(), Box::new(|| {}));
+        c.apply(vec![put("a2", "p"), Op::Del(b"a3".to_vec())], vec![]).unwrap();
+        let keys: Vec<Vec<u8>> = c.range(b"a", b"b", 10).unwrap().into_iter().map(|x| x.0).collect();
+        assert_eq!(keys, vec![b"a1".to_vec(), b"a2".to_vec(), b"a5".to_vec()]);
+        assert_eq!(c.range(b"a", b"b", 2).unwrap().len(), 2);
+        assert_eq!(store.get(b"a2").unwrap(), None, "not durable before sync");
+        c.sync().unwrap();
+        assert_eq!(store.get(b"a2").unwrap(), Some(b"p".to_vec()));
+        assert_eq!(store.get(b"a3").unwrap(), None);
+        assert!(!c.dirty());
+    }
+
+    #[test]
+    fn pre_commit_runs_before_and_after_commit_runs_after() {
+        let store = Arc::new(MemStore::default());
+        let pre = Arc::new(AtomicUsize::new(0));
+        let p2 = pre.clone();
+        let c = MetaCache::new(store.clone(), Box::new(move || {
+            p2.fetch_add(1, Ordering::SeqCst);
+        }));
+        let after = Arc::new(AtomicUsize::new(0));
+        let a2 = after.clone();
+        let s2 = store.clone();
+        c.apply(
+            vec![put("k", "v")],
+            vec![Box::new(move || {
+                assert_eq!(s2.get(b"k").unwrap(), Some(b"v".to_vec()));
+                a2.fetch_add(1, Ordering::SeqCst);
+            })],
+        )
+        .unwrap();
+        c.sync().unwrap();
+        assert_eq!(pre.load(Ordering::SeqCst), 1);
+        assert_eq!(after.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failed_commit_makes_cache_read_only() {
+        let store = Arc::new(MemStore::default());
+        let c = MetaCache::new(store.clone(), Box::new(|| {}));
+        c.apply(vec![put("k", "v")], vec![]).unwrap();
+        store.fail.store(true, Ordering::Relaxed);
+        assert!(c.sync().is_err());
+        assert!(matches!(c.apply(vec![put("x", "y")], vec![]), Err(MetaError::ReadOnly)));
+    }
+}

@@ -1,0 +1,76 @@
+//! The metadata seam: an ordered key-value store with atomic, durable
+//! batches. The filesystem's schema lives in `fs::schema`; this layer knows
+//! nothing of inodes or shards.
+//!
+//! - [`LmdbStore`]: LMDB through heed, in durable mode (one per replica).
+//! - [`MemStore`]: in memory, for tests.
+//! - [`ReplicatedStore`]: the same batch applied to several stores (one per
+//!   metadata member), so metadata survives the loss of m members.
+//! - [`MetaCache`]: write-back overlay with group commit in front of a store.
+
+mod cache;
+mod lmdb;
+mod mem;
+mod replicated;
+
+pub use cache::{AfterCommit, MetaCache};
+pub use lmdb::LmdbStore;
+pub use mem::MemStore;
+pub use replicated::ReplicatedStore;
+
+/// Errors of the metadata layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The backing store failed.
+    #[error("metadata store {store}: {msg}")]
+    Store {
+        /// which store
+        store: String,
+        /// what happened
+        msg: String,
+    },
+    /// A commit failed earlier; the store refuses writes until remount.
+    #[error("metadata is read-only after a failed commit")]
+    ReadOnly,
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set key to value.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove key (absent is fine).
+    Del(Vec<u8>),
+}
+
+/// An ordered key-value store whose batches are atomic and durable.
+pub trait MetaStore: Send + Sync {
+    /// Value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
+    /// Up to `limit` pairs with `start <= key < end`, in key order.
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError>;
+    /// Apply `ops` atomically; durable when this returns.
+    fn commit(&self, ops: &[Op]) -> Result<(), MetaError>;
+    /// Number of batches committed over the store's life.
+    fn sequence(&self) -> Result<u64, MetaError>;
+}
+
+/// Key under which stores keep their commit sequence (outside every table).
+pub const SEQ_KEY: &[u8] = b"\x00seq";
+
+/// Smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}

@@ -1,0 +1,243 @@
+use super::{LmdbStore, MetaError, MetaStore, Op};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One copy of the metadata.
+pub struct Replica {
+    /// Name for logs and status (the member path).
+    pub name: String,
+    /// The store.
+    pub store: Box<dyn MetaStore>,
+    /// False after a failed call; the replica is skipped until remount.
+    pub healthy: AtomicBool,
+}
+
+/// Applies every batch to all healthy replicas, in parallel. A batch is
+/// acknowledged when every healthy replica has it durably, so all healthy
+/// replicas are always identical at acknowledged points; a replica that
+/// fails drops out and is brought up to date at the next mount.
+pub struct ReplicatedStore {
+    replicas: Vec<Replica>,
+}
+
+impl std::fmt::Debug for ReplicatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
+        write!(f, "ReplicatedStore({names:?})")
+    }
+}
+
+impl ReplicatedStore {
+    /// Wrap already-open replicas (must be identical).
+    pub fn new(replicas: Vec<(String, Box<dyn MetaStore>)>) -> Self {
+        ReplicatedStore {
+            replicas: replicas
+                .into_iter()
+                .map(|(name, store)| Replica {
+                    name,
+                    store,
+                    healthy: AtomicBool::new(true),
+                })
+                .collect(),
+        }
+    }
+
+    /// Open LMDB replicas in `dirs` (name, directory). The replica with the
+    /// highest commit sequence wins; lagging replicas are overwritten with a
+    /// copy of it before the pool is used.
+    pub fn open_lmdb(dirs: Vec<(String, PathBuf)>) -> Result<Self, MetaError> {
+        if dirs.is_empty() {
+            return Err(MetaError::Store {
+                store: "metadata".into(),
+                msg: "no metadata replica is reachable: more than m members that hold \
+                      metadata are missing"
+                    .into(),
+            });
+        }
+        let mut opened: Vec<(String, PathBuf, LmdbStore, u64)> = Vec::new();
+        for (name, dir) in dirs {
+            match LmdbStore::open(&dir).and_then(|s| s.sequence().map(|q| (s, q))) {
+                Ok((s, q)) => opened.push((name, dir, s, q)),
+                Err(e) => log::error!("metadata replica {name} unusable, skipped: {e}"),
+            }
+        }
+        let best = opened
+            .iter()
+            .map(|o| o.3)
+            .max()
+            .ok_or_else(|| MetaError::Store {
+                store: "metadata".into(),
+                msg: "no metadata replica could be opened".into(),
+            })?;
+        let mut lagging = Vec::new();
+        for (i, o) in opened.iter().enumerate() {
+            if o.3 < best {
+                log::warn!(
+                    "metadata replica {} is at commit {} of {}: refreshing it",
+                    o.0,
+                    o.3,
+                    best
+                );
+                lagging.push(i);
+            }
+        }
+        for &i in lagging.iter().rev() {
+            let (name, dir, store, _) = opened.remove(i);
+            store.close();
+            let src = opened.iter().find(|o| o.3 == best).expect("best stays");
+            src.2.copy_to_dir(&dir)?;
+            let s = LmdbStore::open(&dir)?;
+            opened.push((name, dir, s, best));
+        }
+        Ok(ReplicatedStore::new(
+            opened
+                .into_iter()
+                .map(|(n, _, s, _)| (n, Box::new(s) as Box<dyn MetaStore>))
+                .collect(),
+        ))
+    }
+
+    /// (name, healthy) of every replica.
+    pub fn replica_states(&self) -> Vec<(String, bool)> {
+        self.replicas
+            .iter()
+            .map(|r| (r.name.clone(), r.healthy.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn first_healthy<T>(
+        &self,
+        f: impl Fn(&dyn MetaStore) -> Result<T, MetaError>,
+    ) -> Result<T, MetaError> {
+        let mut last = None;
+        for r in &self.replicas {
+            if !r.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            match f(r.store.as_ref()) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    log::error!("metadata replica {} failed a read: {e}", r.name);
+                    r.healthy.store(false, Ordering::Relaxed);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(MetaError::ReadOnly))
+    }
+}
+
+impl MetaStore for ReplicatedStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        self.first_healthy(|s| s.get(key))
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+        self.first_healthy(|s| s.range(start, end, limit))
+    }
+
+    fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
+        let results: Vec<(usize, Result<(), MetaError>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = self
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.healthy.load(Ordering::Relaxed))
+                .map(|(i, r)| s.spawn(move || (i, r.store.commit(ops))))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut ok = 0;
+        let mut last = None;
+        for (i, r) in results {
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    log::error!(
+                        "metadata replica {} failed a commit and is dropped until remount: {e}",
+                        self.replicas[i].name
+                    );
+                    self.replicas[i].healthy.store(false, Ordering::Relaxed);
+                    last = Some(e);
+                }
+            }
+        }
+        if ok == 0 {
+            return Err(last.unwrap_or(MetaError::ReadOnly));
+        }
+        Ok(())
+    }
+
+    fn sequence(&self) -> Result<u64, MetaError> {
+        self.first_healthy(|s| s.sequence())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::MemStore;
+    use std::sync::Arc;
+
+    struct Shared(Arc<MemStore>);
+    impl MetaStore for Shared {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+            self.0.get(key)
+        }
+        fn range(&self, a: &[u8], b: &[u8], l: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+            self.0.range(a, b, l)
+        }
+        fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
+            self.0.commit(ops)
+        }
+        fn sequence(&self) -> Result<u64, MetaError> {
+            self.0.sequence()
+        }
+    }
+
+    #[test]
+    fn survives_losing_all_but_one_replica() {
+        let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::default())).collect();
+        let r = ReplicatedStore::new(
+            mems.iter()
+                .enumerate()
+                .map(|(i, m)| (format!("r{i}"), Box::new(Shared(m.clone())) as Box<dyn MetaStore>))
+                .collect(),
+        );
+        r.commit(&[Op::Put(b"k".to_vec(), b"1".to_vec())]).unwrap();
+        mems[0].fail.store(true, Ordering::Relaxed);
+        mems[1].fail.store(true, Ordering::Relaxed);
+        r.commit(&[Op::Put(b"k".to_vec(), b"2".to_vec())]).unwrap();
+        assert_eq!(r.get(b"k").unwrap(), Some(b"2".to_vec()));
+        mems[2].fail.store(true, Ordering::Relaxed);
+        assert!(r.commit(&[Op::Del(b"k".to_vec())]).is_err());
+    }
+
+    #[test]
+    fn lagging_lmdb_replica_is_refreshed_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        {
+            let sa = LmdbStore::open(&a).unwrap();
+            let sb = LmdbStore::open(&b).unwrap();
+            sa.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())]).unwrap();
+            sb.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())]).unwrap();
+            sa.commit(&[Op::Put(b"x".to_vec(), b"new".to_vec())]).unwrap();
+            sa.close();
+            sb.close();
+        }
+        let r = ReplicatedStore::open_lmdb(vec![("b".into(), b.clone()), ("a".into(), a.clone())])
+            .unwrap();
+        assert_eq!(r.get(b"x").unwrap(), Some(b"new".to_vec()));
+        // every replica now answers the newest value
+        for rep in &r.replicas {
+            assert_eq!(rep.store.get(b"x").unwrap(), Some(b"new".to_vec()));
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The member-disk seam. Everything shardfs stores on a member goes through
+//! [`DiskBackend`]; a remote disk or a fault-injecting disk plugs in here.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One member disk: a flat namespace of small files addressed by relative
+/// path (`a/b/c`).
+pub trait DiskBackend: Send + Sync + std::fmt::Debug {
+    /// Human description (the directory path for a local member).
+    fn describe(&self) -> String;
+    /// Local directory of the member, if it has one (LMDB needs a path).
+    fn local_root(&self) -> Option<&Path>;
+    /// Create or replace `rel` with `data`. Durable only after [`DiskBackend::sync_file`]
+    /// and [`DiskBackend::sync_dir`] of its directory.
+    fn write_file(&self, rel: &str, data: &[u8]) -> io::Result<()>;
+    /// Write `rel` atomically and durably (temporary file, fsync, rename, fsync dir).
+    fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()>;
+    /// Read all of `rel`.
+    fn read_file(&self, rel: &str) -> io::Result<Vec<u8>>;
+    /// Remove `rel`; a missing file is not an error.
+    fn remove_file(&self, rel: &str) -> io::Result<()>;
+    /// Names in directory `rel` (files only matter to callers).
+    fn list_dir(&self, rel: &str) -> io::Result<Vec<String>>;
+    /// Create directory `rel` and its parents.
+    fn create_dir_all(&self, rel: &str) -> io::Result<()>;
+    /// Make the contents of `rel` durable.
+    fn sync_file(&self, rel: &str) -> io::Result<()>;
+    /// Make the entries of directory `rel` durable.
+    fn sync_dir(&self, rel: &str) -> io::Result<()>;
+    /// (total bytes, available bytes).
+    fn capacity(&self) -> io::Result<(u64, u64)>;
+}
+
+/// A member that is a local directory (in production the mount point of one drive).
+#[derive(Debug)]
+pub struct DirDisk {
+    root: PathBuf,
+}
+
+impl DirDisk {
+    /// A member rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirDisk { root: root.into() }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+impl DiskBackend for DirDisk {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn write_file(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        let mut f = File::create(self.path(rel))?;
+        f.write_all(data)
+    }
+
+    fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        let path = self.path(rel);
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        File::open(dir)?.sync_all()
+    }
+
+    fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(rel))
+    }
+
+    fn remove_file(&self, rel: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(rel)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.path(rel))? {
+            out.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    fn create_dir_all(&self, rel: &str) -> io::Result<()> {
+        fs::create_dir_all(self.path(rel))
+    }
+
+    fn sync_file(&self, rel: &str) -> io::Result<()> {
+        OpenOptions::new()
+            .read(true)
+            .open(self.path(rel))?
+            .sync_data()
+    }
+
+    fn sync_dir(&self, rel: &str) -> io::Result<()> {
+        File::open(self.path(rel))?.sync_all()
+    }
+
+    fn capacity(&self) -> io::Result<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
+        let frag = st.fragment_size() as u64;
+        Ok((
+            st.blocks() as u64 * frag,
+            st.blocks_available() as u64 * frag,
+        ))
+    }
+}
+
+/// An in-memory member for fast tests below FUSE. `fail` makes every call
+/// return EIO, as a dead drive would.
+#[derive(Debug, Default)]
+pub struct MemDisk {
+    files: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// When set, every operation fails with EIO.
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl MemDisk {
+    fn check(&self) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Apply `f` to the stored bytes of `rel` (fault injection).
+    pub fn corrupt(&self, rel: &str, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.files.lock().unwrap().get_mut(rel) {
+            Some(v) => {
+                f(v);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl DiskBackend for MemDisk {
+    fn describe(&self) -> String {
+        "mem".into()
+    }
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+    fn write_file(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.files
+            .lock()
+            .unwrap()
+            .insert(rel.to_string(), data.to_vec());
+        Ok(())
+    }
+    fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        self.write_file(rel, data)
+    }
+    fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
+        self.check()?;
+        self.files
+            .lock()
+            .unwrap()
+            .get(rel)
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+    fn remove_file(&self, rel: &str) -> io::Result<()> {
+        self.check()?;
+        self.files.lock().unwrap().remove(rel);
+        Ok(())
+    }
+    fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
+        self.check()?;
+        let prefix = format!("{rel}/");
+        Ok(self
+            .files
+            .lock()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string)
+            .collect())
+    }
+    fn create_dir_all(&self, _rel: &str) -> io::Result<()> {
+        self.check()
+    }
+    fn sync_file(&self, _rel: &str) -> io::Result<()> {
+        self.check()
+    }
+    fn sync_dir(&self, _rel: &str) -> io::Result<()> {
+        self.check()
+    }
+    fn capacity(&self) -> io::Result<(u64, u64)> {
+        self.check()?;
+        Ok((1 << 40, 1 << 40))
+    }
+}

@@ -1,0 +1,230 @@
+//! `mkfs` and opening the members of an existing pool.
+
+use super::{DirDisk, DiskBackend, Member, PoolError, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+/// Parameters of a new pool.
+#[derive(Debug, Clone)]
+pub struct MkfsOptions {
+    /// Data shards.
+    pub k: u8,
+    /// Parity shards.
+    pub m: u8,
+    /// Shard payload size in bytes (stripe = k * shard_size).
+    pub shard_size: u32,
+    /// Inline (small-file) threshold in bytes.
+    pub inline_max: u32,
+}
+
+impl Default for MkfsOptions {
+    fn default() -> Self {
+        MkfsOptions {
+            k: 4,
+            m: 2,
+            shard_size: 256 * 1024,
+            inline_max: 64 * 1024,
+        }
+    }
+}
+
+fn setup(msg: String) -> PoolError {
+    PoolError::Setup(msg)
+}
+
+/// Format `dirs` as the members of a new pool. Refuses directories that are
+/// already members of a pool or not empty.
+pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError> {
+    let (k, m) = (opt.k as usize, opt.m as usize);
+    if k == 0 || m == 0 || k + m > 64 {
+        return Err(setup(format!(
+            "--data {k} --parity {m}: need at least 1 data and 1 parity shard, at most 64 in all"
+        )));
+    }
+    if dirs.len() < k + m {
+        return Err(setup(format!(
+            "a {k}+{m} pool needs at least {} member directories, {} given",
+            k + m,
+            dirs.len()
+        )));
+    }
+    if !(4096..=16 << 20).contains(&opt.shard_size) || opt.shard_size % 4096 != 0 {
+        return Err(setup(format!(
+            "--shard-size {}: must be a multiple of 4096 between 4 KiB and 16 MiB",
+            opt.shard_size
+        )));
+    }
+    if opt.inline_max as u64 > opt.shard_size as u64 * k as u64 || opt.inline_max > 1 << 20 {
+        return Err(setup(format!(
+            "--inline-max {}: must be at most one stripe and at most 1 MiB",
+            opt.inline_max
+        )));
+    }
+    let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
+    for d in dirs {
+        std::fs::create_dir_all(d)
+            .map_err(|e| setup(format!("{}: cannot create member directory: {e}", d.display())))?;
+        let canon = d
+            .canonicalize()
+            .map_err(|e| setup(format!("{}: {e}", d.display())))?;
+        if let Some(prev) = seen.insert(canon, d) {
+            return Err(setup(format!(
+                "{} is listed twice (same directory as {}): give each member once",
+                d.display(),
+                prev.display()
+            )));
+        }
+        if d.join(SUPERBLOCK_FILE).exists() {
+            return Err(setup(format!(
+                "{} is already a shardfs member: remove its contents first if you mean to reuse it",
+                d.display()
+            )));
+        }
+        if std::fs::read_dir(d)
+            .map_err(|e| setup(format!("{}: {e}", d.display())))?
+            .next()
+            .is_some()
+        {
+            return Err(setup(format!(
+                "{} is not empty: a member directory must start empty",
+                d.display()
+            )));
+        }
+    }
+    let pool_id = super::new_id();
+    let ids: Vec<String> = dirs.iter().map(|_| super::new_id()).collect();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let meta_replicas: Vec<u16> = (0..=m as u16).collect();
+    let mut first = None;
+    for (i, d) in dirs.iter().enumerate() {
+        let sb = Superblock {
+            magic: "shardfs".into(),
+            format_version: FORMAT_VERSION,
+            pool_id: pool_id.clone(),
+            member_id: ids[i].clone(),
+            member_index: i as u16,
+            members: ids.clone(),
+            k: opt.k,
+            m: opt.m,
+            shard_size: opt.shard_size,
+            inline_max: opt.inline_max,
+            meta_replicas: meta_replicas.clone(),
+            created,
+        };
+        let disk = DirDisk::new(d);
+        for dir in 0..256 {
+            disk.create_dir_all(&format!("shards/{dir:02x}"))
+                .map_err(|e| setup(format!("{}: {e}", d.display())))?;
+        }
+        disk.sync_dir("shards")
+            .map_err(|e| setup(format!("{}: {e}", d.display())))?;
+        disk.write_atomic(SUPERBLOCK_FILE, &sb.encode())
+            .map_err(|e| setup(format!("{}: writing superblock: {e}", d.display())))?;
+        first.get_or_insert(sb);
+    }
+    Ok(first.expect("at least one member"))
+}
+
+/// Read the superblocks of `dirs` and check they form one pool. Members of
+/// the pool that were not given are present as offline.
+pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolError> {
+    if dirs.is_empty() {
+        return Err(setup("no member directories given".into()));
+    }
+    let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
+    let mut canon_seen: HashMap<PathBuf, PathBuf> = HashMap::new();
+    for d in dirs {
+        let canon = d.canonicalize().map_err(|e| {
+            setup(format!(
+                "{}: {e}: check the path, or leave a lost member out of the list",
+                d.display()
+            ))
+        })?;
+        if let Some(prev) = canon_seen.insert(canon, d.clone()) {
+            return Err(setup(format!(
+                "{} is listed twice (same directory as {}): give each member once",
+                d.display(),
+                prev.display()
+            )));
+        }
+        let bytes = std::fs::read(d.join(SUPERBLOCK_FILE)).map_err(|e| {
+            setup(format!(
+                "{} is not a formatted shardfs member ({SUPERBLOCK_FILE}: {e}): \
+                 run `shardfs mkfs` to create a pool, or check the path",
+                d.display()
+            ))
+        })?;
+        let sb = Superblock::decode(&bytes).map_err(|e| {
+            setup(format!(
+                "{}: {e}: the member's superblock is damaged or from another version",
+                d.display()
+            ))
+        })?;
+        if let Some((p0, sb0)) = found.first() {
+            if sb.pool_id != sb0.pool_id {
+                return Err(setup(format!(
+                    "{} belongs to pool {}, but {} belongs to pool {}: list members of one pool only",
+                    d.display(),
+                    sb.pool_id,
+                    p0.display(),
+                    sb0.pool_id
+                )));
+            }
+        }
+        if sb.members.get(sb.member_index as usize) != Some(&sb.member_id) {
+            return Err(setup(format!(
+                "{}: superblock member index {} does not match its member list",
+                d.display(),
+                sb.member_index
+            )));
+        }
+        if let Some((p, _)) = found.iter().find(|(_, o)| o.member_id == sb.member_id) {
+            return Err(setup(format!(
+                "{} and {} are the same member {} (a copied directory?): give each member once",
+                d.display(),
+                p.display(),
+                sb.member_id
+            )));
+        }
+        found.push((d.clone(), sb));
+    }
+    let sb0 = found[0].1.clone();
+    let k = sb0.k as usize;
+    if found.len() < k {
+        return Err(setup(format!(
+            "only {} of the pool's {} members were given; at least {} (k) are needed to read any data",
+            found.len(),
+            sb0.members.len(),
+            k
+        )));
+    }
+    let members = sb0
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let present = found.iter().find(|(_, sb)| sb.member_index as usize == i);
+            if present.is_none() {
+                log::warn!("member {i} ({id}) was not given: the pool runs degraded without it");
+            }
+            Member {
+                index: i as u16,
+                id: id.clone(),
+                path: present
+                    .map(|(p, _)| p.display().to_string())
+                    .unwrap_or_else(|| "(missing)".into()),
+                disk: present.map(|(p, _)| Arc::new(DirDisk::new(p)) as Arc<dyn DiskBackend>),
+                online: AtomicBool::new(present.is_some()),
+                errors: AtomicU64::new(0),
+                free: AtomicU64::new(0),
+                total: AtomicU64::new(0),
+            }
+        })
+        .collect();
+    Ok((sb0, members))
+}

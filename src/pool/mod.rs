@@ -1,0 +1,511 @@
+//! The pool of member disks: superblocks, membership, placement and shard
+//! I/O. The pool knows stripes and shards, never inodes or names.
+
+mod disk;
+mod format;
+mod placement;
+mod superblock;
+
+pub use disk::{DirDisk, DiskBackend, MemDisk};
+pub use format::{mkfs, open_members, MkfsOptions};
+pub use superblock::{new_id, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
+
+use crate::ec::{Codec, ShardHeader, ShardId};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Marks a shard slot with no member (the shard was never written).
+pub const NO_MEMBER: u16 = u16::MAX;
+
+/// Where the shards of one stripe generation live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeLoc {
+    /// Generation; part of every shard's name and header.
+    pub generation: u64,
+    /// File bytes held by the stripe.
+    pub len: u32,
+    /// `members[i]` holds shard i, or [`NO_MEMBER`].
+    pub members: Vec<u16>,
+}
+
+/// Errors of the pool layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Fewer than k verified shards could be read.
+    #[error("object {object} stripe {stripe}: only {have} of {need} shards readable")]
+    Unreadable {
+        /// inode
+        object: u64,
+        /// stripe index
+        stripe: u64,
+        /// verified shards found
+        have: usize,
+        /// k
+        need: usize,
+    },
+    /// Too few healthy members to write a stripe safely.
+    #[error("only {have} healthy members, {need} needed to write")]
+    BelowWriteQuorum {
+        /// healthy members
+        have: usize,
+        /// minimum
+        need: usize,
+    },
+    /// Opening or formatting the pool failed; the message names the member and the fix.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Counters shown by `shardctl status`.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Shards found missing, unreadable or corrupt on read.
+    pub bad_shards: AtomicU64,
+    /// Stripes decoded with parity because a data shard was bad.
+    pub reconstructions: AtomicU64,
+    /// Shard files written.
+    pub shards_written: AtomicU64,
+    /// Shard files read.
+    pub shards_read: AtomicU64,
+}
+
+/// One member disk of the pool.
+#[derive(Debug)]
+pub struct Member {
+    /// Index in the superblock's member list.
+    pub index: u16,
+    /// Member id from the superblock.
+    pub id: String,
+    /// Path given at mount, or "(missing)".
+    pub path: String,
+    /// The disk, if it was present at mount.
+    pub disk: Option<Arc<dyn DiskBackend>>,
+    /// False when the member is missing or has failed.
+    pub online: AtomicBool,
+    /// I/O errors seen on this member.
+    pub errors: AtomicU64,
+    free: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Member {
+    /// The disk if the member is online.
+    pub fn live_disk(&self) -> Option<&Arc<dyn DiskBackend>> {
+        if self.online.load(Ordering::Relaxed) {
+            self.disk.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// (total, free) bytes as last measured.
+    pub fn capacity(&self) -> (u64, u64) {
+        (
+            self.total.load(Ordering::Relaxed),
+            self.free.load(Ordering::Relaxed),
+        )
+    }
+
+    fn note_error(&self, what: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        log::warn!("member {} ({}): {}", self.index, self.path, what);
+    }
+}
+
+/// The mounted pool.
+#[derive(Debug)]
+pub struct Pool {
+    /// Pool-wide layout (member-specific fields are those of the first member read).
+    pub sb: Superblock,
+    /// The stripe code.
+    pub codec: Codec,
+    /// All members, by index.
+    pub members: Vec<Member>,
+    /// Counters.
+    pub stats: PoolStats,
+    pool_bytes: [u8; 16],
+    /// Shard files written but not yet fsynced: (member, relative path).
+    unsynced: Mutex<Vec<(u16, String)>>,
+}
+
+/// Relative path of a shard file on its member.
+pub fn shard_path(object: u64, stripe: u64, generation: u64, index: u8) -> String {
+    let dir = (object.wrapping_mul(31).wrapping_add(stripe)) & 0xff;
+    format!("shards/{dir:02x}/{object:x}.{stripe:x}.{generation:x}.{index}")
+}
+
+/// Parse a shard file name back into (object, stripe, generation, index).
+pub fn parse_shard_name(name: &str) -> Option<(u64, u64, u64, u8)> {
+    let mut it = name.split('.');
+    let o = u64::from_str_radix(it.next()?, 16).ok()?;
+    let s = u64::from_str_radix(it.next()?, 16).ok()?;
+    let g = u64::from_str_radix(it.next()?, 16).ok()?;
+    let i = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((o, s, g, i))
+}
+
+impl Pool {
+    /// Build a pool from opened members (see [`open_members`]).
+    pub fn new(sb: Superblock, members: Vec<Member>) -> Result<Pool, PoolError> {
+        let codec = Codec::new(sb.k as usize, sb.m as usize)
+            .map_err(|e| PoolError::Setup(e.to_string()))?;
+        let pool = Pool {
+            pool_bytes: sb.pool_bytes(),
+            sb,
+            codec,
+            members,
+            stats: PoolStats::default(),
+            unsynced: Mutex::new(Vec::new()),
+        };
+        pool.refresh_capacity();
+        Ok(pool)
+    }
+
+    /// Bytes of file data in a full stripe.
+    pub fn stripe_size(&self) -> u64 {
+        self.sb.k as u64 * self.sb.shard_size as u64
+    }
+
+    /// k
+    pub fn k(&self) -> usize {
+        self.sb.k as usize
+    }
+
+    /// m
+    pub fn m(&self) -> usize {
+        self.sb.m as usize
+    }
+
+    /// Members currently online.
+    pub fn online_count(&self) -> usize {
+        self.members.iter().filter(|m| m.live_disk().is_some()).count()
+    }
+
+    /// Re-read every member's capacity.
+    pub fn refresh_capacity(&self) {
+        for m in &self.members {
+            if let Some(d) = m.live_disk() {
+                match d.capacity() {
+                    Ok((t, f)) => {
+                        m.total.store(t, Ordering::Relaxed);
+                        m.free.store(f, Ordering::Relaxed);
+                    }
+                    Err(e) => m.note_error(&format!("statvfs failed: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Usable (total, free) bytes after parity.
+    pub fn usable_capacity(&self) -> (u64, u64) {
+        let (mut t, mut f) = (0u128, 0u128);
+        for m in &self.members {
+            let (mt, mf) = m.capacity();
+            t += mt as u128;
+            f += mf as u128;
+        }
+        let scale = |x: u128| (x * self.k() as u128 / (self.k() + self.m()) as u128) as u64;
+        (scale(t), scale(f))
+    }
+
+    /// Write one stripe generation: encode, place and write k+m shards.
+    /// Shards are not durable until [`Pool::sync_pending`] returns.
+    pub fn write_stripe(
+        &self,
+        object: u64,
+        stripe: u64,
+        generation: u64,
+        data: &[u8],
+    ) -> Result<StripeLoc, PoolError> {
+        let n = self.k() + self.m();
+        let min = self.k() + 1;
+        let shards = self.codec.encode(data);
+        let mut members = vec![NO_MEMBER; n];
+        let mut used: Vec<u16> = Vec::new();
+        let mut todo: Vec<usize> = (0..n).collect();
+        // Two rounds: shards whose member failed are retried on unused members.
+        for _round in 0..2 {
+            let targets = placement::choose(self, todo.len(), &used);
+            let jobs: Vec<(usize, u16)> = todo.iter().copied().zip(targets).collect();
+            let results: Vec<(usize, u16, bool)> = std::thread::scope(|s| {
+                let handles: Vec<_> = jobs
+                    .iter()
+                    .map(|&(idx, mi)| {
+                        let shard = &shards[idx];
+                        s.spawn(move || {
+                            let id = ShardId {
+                                pool: self.pool_bytes,
+                                object,
+                                stripe,
+                                generation,
+                                index: idx as u8,
+                            };
+                            let bytes = ShardHeader::seal(
+                                id,
+                                self.sb.k,
+                                self.sb.m,
+                                data.len() as u32,
+                                shard,
+                            );
+                            let rel = shard_path(object, stripe, generation, idx as u8);
+                            (idx, mi, self.write_shard(mi, &rel, &bytes))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            todo.clear();
+            for (idx, mi, ok) in results {
+                used.push(mi);
+                if ok {
+                    members[idx] = mi;
+                } else {
+                    todo.push(idx);
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+        }
+        let written = members.iter().filter(|&&m| m != NO_MEMBER).count();
+        if written < min {
+            return Err(PoolError::BelowWriteQuorum {
+                have: written,
+                need: min,
+            });
+        }
+        if written < n {
+            log::warn!(
+                "object {object} stripe {stripe} gen {generation} written degraded: {written} of {n} shards"
+            );
+        }
+        Ok(StripeLoc {
+            generation,
+            len: data.len() as u32,
+            members,
+        })
+    }
+
+    fn write_shard(&self, mi: u16, rel: &str, bytes: &[u8]) -> bool {
+        let m = &self.members[mi as usize];
+        let Some(d) = m.live_disk() else { return false };
+        match d.write_file(rel, bytes) {
+            Ok(()) => {
+                self.stats.shards_written.fetch_add(1, Ordering::Relaxed);
+                self.unsynced.lock().unwrap().push((mi, rel.to_string()));
+                true
+            }
+            Err(e) => {
+                m.note_error(&format!("write {rel}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Read one shard and verify it is exactly the shard expected.
+    pub fn read_shard(&self, mi: u16, id: ShardId, stripe_len: u32) -> Result<Vec<u8>, String> {
+        let m = self
+            .members
+            .get(mi as usize)
+            .ok_or_else(|| format!("no member {mi}"))?;
+        let d = m.live_disk().ok_or("member offline")?;
+        let rel = shard_path(id.object, id.stripe, id.generation, id.index);
+        self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+        let bytes = d.read_file(&rel).map_err(|e| format!("read {rel}: {e}"))?;
+        let (h, payload) = ShardHeader::open(&bytes).map_err(|e| format!("{rel}: {e}"))?;
+        if h.id != id || h.stripe_len != stripe_len {
+            return Err(format!("{rel}: header names another shard"));
+        }
+        Ok(payload.to_vec())
+    }
+
+    fn shard_id(&self, object: u64, stripe: u64, generation: u64, index: usize) -> ShardId {
+        ShardId {
+            pool: self.pool_bytes,
+            object,
+            stripe,
+            generation,
+            index: index as u8,
+        }
+    }
+
+    /// Read a stripe, verifying every shard used and decoding from parity
+    /// when a data shard is missing, unreadable or corrupt.
+    pub fn read_stripe(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+    ) -> Result<Vec<u8>, PoolError> {
+        let k = self.k();
+        let n = loc.members.len();
+        // Candidates in preference order: data shards first, then parity.
+        let mut candidates: Vec<usize> = (0..n)
+            .filter(|&i| loc.members[i] != NO_MEMBER)
+            .filter(|&i| self.members[loc.members[i] as usize].live_disk().is_some())
+            .collect();
+        candidates.sort_by_key(|&i| (i >= k) as u8);
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut good = 0;
+        let mut next = 0;
+        while good < k && next < candidates.len() {
+            let batch: Vec<usize> = candidates[next..]
+                .iter()
+                .copied()
+                .take(k - good)
+                .collect();
+            next += batch.len();
+            let results: Vec<(usize, Result<Vec<u8>, String>)> = std::thread::scope(|s| {
+                let hs: Vec<_> = batch
+                    .iter()
+                    .map(|&i| {
+                        let id = self.shard_id(object, stripe, loc.generation, i);
+                        s.spawn(move || (i, self.read_shard(loc.members[i], id, loc.len)))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (i, r) in results {
+                match r {
+                    Ok(p) => {
+                        shards[i] = Some(p);
+                        good += 1;
+                    }
+                    Err(e) => {
+                        self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
+                        self.members[loc.members[i] as usize].note_error(&e);
+                    }
+                }
+            }
+        }
+        if good < k {
+            log::error!("object {object} stripe {stripe}: only {good} of {k} shards readable");
+            return Err(PoolError::Unreadable {
+                object,
+                stripe,
+                have: good,
+                need: k,
+            });
+        }
+        if shards[..k].iter().any(|s| s.is_none()) {
+            self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+            log::info!("object {object} stripe {stripe}: reconstructed from parity");
+        }
+        self.codec
+            .decode(shards, loc.len as usize)
+            .map_err(|_| PoolError::Unreadable {
+                object,
+                stripe,
+                have: good,
+                need: k,
+            })
+    }
+
+    /// Verify every shard of a stripe: `Ok(())` or the reason, per shard.
+    pub fn verify_stripe(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+    ) -> Vec<Result<(), String>> {
+        (0..loc.members.len())
+            .map(|i| {
+                if loc.members[i] == NO_MEMBER {
+                    return Err("never written".into());
+                }
+                let id = self.shard_id(object, stripe, loc.generation, i);
+                self.read_shard(loc.members[i], id, loc.len).map(|_| ())
+            })
+            .collect()
+    }
+
+    /// Remove the shard files of a stripe generation (after the metadata
+    /// that dropped it is durable). Missing members are skipped: their
+    /// orphans are reclaimed by the mount-time sweep.
+    pub fn delete_stripe(&self, object: u64, stripe: u64, loc: &StripeLoc) {
+        for (i, &mi) in loc.members.iter().enumerate() {
+            if mi == NO_MEMBER {
+                continue;
+            }
+            if let Some(d) = self.members[mi as usize].live_disk() {
+                let rel = shard_path(object, stripe, loc.generation, i as u8);
+                if let Err(e) = d.remove_file(&rel) {
+                    self.members[mi as usize].note_error(&format!("remove {rel}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Make every shard written so far durable (fsync files, then their
+    /// directories). Called before a metadata commit that refers to them.
+    pub fn sync_pending(&self) {
+        let list = std::mem::take(&mut *self.unsynced.lock().unwrap());
+        if list.is_empty() {
+            return;
+        }
+        let mut per_member: Vec<Vec<String>> = vec![Vec::new(); self.members.len()];
+        for (mi, rel) in list {
+            per_member[mi as usize].push(rel);
+        }
+        std::thread::scope(|s| {
+            for (mi, rels) in per_member.into_iter().enumerate() {
+                if rels.is_empty() {
+                    continue;
+                }
+                let m = &self.members[mi];
+                s.spawn(move || {
+                    let Some(d) = m.live_disk() else { return };
+                    let mut dirs = std::collections::BTreeSet::new();
+                    for rel in &rels {
+                        match d.sync_file(rel) {
+                            Ok(()) => {}
+                            // superseded and already reclaimed
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => m.note_error(&format!("fsync {rel}: {e}")),
+                        }
+                        if let Some((dir, _)) = rel.rsplit_once('/') {
+                            dirs.insert(dir.to_string());
+                        }
+                    }
+                    for dir in dirs {
+                        if let Err(e) = d.sync_dir(&dir) {
+                            m.note_error(&format!("fsync dir {dir}: {e}"));
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Every shard file on every online member: (member, file name).
+    pub fn list_all_shards(&self) -> Vec<(u16, String)> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let Some(d) = m.live_disk() else { continue };
+            for dir in 0..256 {
+                let rel = format!("shards/{dir:02x}");
+                if let Ok(names) = d.list_dir(&rel) {
+                    out.extend(names.into_iter().map(|n| (m.index, format!("{rel}/{n}"))));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_round_trip() {
+        let p = shard_path(0xabc, 7, 0x99, 5);
+        let name = p.rsplit('/').next().unwrap();
+        assert_eq!(parse_shard_name(name), Some((0xabc, 7, 0x99, 5)));
+        assert_eq!(parse_shard_name("x.tmp"), None);
+    }
+}
