@@ -1,0 +1,259 @@
+//! Test harness: a pool in a temporary directory, mounted through the real
+//! `shardfs` binary, unmounted on drop even when the test fails.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SHARDFS: &str = env!("CARGO_BIN_EXE_shardfs");
+pub const SHARDCTL: &str = env!("CARGO_BIN_EXE_shardctl");
+
+pub struct TestMount {
+    pub tmp: tempfile::TempDir,
+    pub members: Vec<PathBuf>,
+    pub mnt: PathBuf,
+    pub socket: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = p.to_string_lossy();
+    s.lines()
+        .any(|l| l.split(" ").nth(4) == Some(p.as_ref()) && l.contains(" shardfs:"))
+}
+
+fn lazy_unmount(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain syscall on a valid NUL-terminated path.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+impl TestMount {
+    /// mkfs a pool of `n` members with extra mkfs args, and mount it.
+    pub fn new(n: usize, mkfs_args: &[&str]) -> TestMount {
+        let tmp = tempfile::Builder::new()
+            .prefix("shardfs-test")
+            .tempdir()
+            .unwrap();
+        let members: Vec<PathBuf> = (0..n).map(|i| tmp.path().join(format!("disk{i}"))).collect();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = Command::new(SHARDFS)
+            .arg("mkfs")
+            .args(mkfs_args)
+            .args(&members)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mkfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let socket = tmp.path().join("ctl.sock");
+        let log = tmp.path().join("daemon.log");
+        let mut t = TestMount {
+            tmp,
+            members,
+            mnt,
+            socket,
+            child: None,
+            log,
+        };
+        t.mount();
+        t
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Start the daemon over the members that still exist and wait for the mount.
+    pub fn mount(&mut self) {
+        let present: Vec<&PathBuf> = self.members.iter().filter(|m| m.is_dir()).collect();
+        self.mount_with(&present.into_iter().cloned().collect::<Vec<_>>());
+    }
+
+    pub fn mount_with(&mut self, members: &[PathBuf]) {
+        assert!(self.child.is_none(), "already mounted");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(SHARDFS)
+            .arg("mount")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(members)
+            .arg(&self.mnt)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while !is_mounted(&self.mnt) {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("daemon exited with {st} before mounting:\n{}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mount did not appear:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Clean unmount: SIGTERM and wait for the daemon to exit.
+    pub fn unmount(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            loop {
+                if let Some(st) = c.try_wait().unwrap() {
+                    assert!(st.success(), "daemon exit {st}:\n{}", self.log_text());
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    lazy_unmount(&self.mnt);
+                    panic!("daemon did not exit after SIGTERM:\n{}", self.log_text());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(!is_mounted(&self.mnt), "still mounted after clean stop");
+    }
+
+    /// kill -9 the daemon and detach the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        lazy_unmount(&self.mnt);
+        let start = Instant::now();
+        while is_mounted(&self.mnt) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn remount(&mut self) {
+        self.unmount();
+        self.mount();
+    }
+
+    /// Run shardctl with args; returns (success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(SHARDCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Every shard file under the members (member index, path).
+    pub fn shard_files(&self) -> Vec<(usize, PathBuf)> {
+        let mut out = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let Ok(dirs) = std::fs::read_dir(m.join("shards")) else {
+                continue;
+            };
+            for d in dirs.flatten() {
+                for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                    out.push((i, f.path()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Deterministic bytes for a file: no zero bytes, so holes are detectable.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 255) as u8 + 1
+        })
+        .collect()
+}
+
+pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+/// Run a shell command in `dir`, asserting success; returns stdout.
+pub fn sh(dir: &Path, cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
