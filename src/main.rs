@@ -27,9 +27,10 @@ enum Cmd {
         /// Shard size in bytes (a stripe holds k shards); multiple of 4096.
         #[arg(long, default_value_t = 256 * 1024)]
         shard_size: u32,
-        /// Files up to this size live inline in the replicated metadata.
-        #[arg(long, default_value_t = 64 * 1024)]
-        inline_max: u32,
+        /// Files up to this size live inline in the replicated metadata
+        /// (default: 64 KiB, or one stripe if that is smaller).
+        #[arg(long)]
+        inline_max: Option<u32>,
         /// Member directories (at least k+m; created if missing, must be empty).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
@@ -68,7 +69,8 @@ fn main() -> ExitCode {
                 k: data,
                 m: parity,
                 shard_size,
-                inline_max,
+                inline_max: inline_max
+                    .unwrap_or_else(|| (64 * 1024).min(data as u32 * shard_size)),
             },
         )
         .map(|sb| {

@@ -275,8 +275,18 @@ impl Fs {
         if of.refs > 0 {
             return Ok(());
         }
-        self.flush_file_locked(&mut g, h.ino)?;
-        self.close_if_unused(&mut g, h.ino)
+        // Buffered data that cannot be written now (below write quorum) was
+        // already reported to the writer by write/flush; drop it with the handle.
+        let flushed = self.flush_file_locked(&mut g, h.ino);
+        if let Err(e) = &flushed {
+            log::error!("inode {}: buffered data lost at last close: {e}", h.ino);
+            if let Some(of) = g.open.get_mut(&h.ino) {
+                of.dirty.clear();
+                of.inline_dirty = false;
+            }
+        }
+        self.close_if_unused(&mut g, h.ino)?;
+        flushed
     }
 
     /// Drop the open state of an inode with no handles; delete it if unlinked.

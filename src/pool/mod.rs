@@ -226,6 +226,14 @@ impl Pool {
         let shards = self.codec.encode(data);
         let mut members = vec![NO_MEMBER; n];
         let mut used: Vec<u16> = Vec::new();
+        let online = self.online_count();
+        if online < min {
+            log::error!(
+                "only {online} members online, below the write quorum of {min} (k+1): \
+                 refusing writes (EROFS); reads go on"
+            );
+            return Err(PoolError::BelowWriteQuorum { have: online, need: min });
+        }
         let mut todo: Vec<usize> = (0..n).collect();
         // Two rounds: shards whose member failed are retried on unused members.
         for _round in 0..2 {
@@ -273,6 +281,10 @@ impl Pool {
         }
         let written = members.iter().filter(|&&m| m != NO_MEMBER).count();
         if written < min {
+            log::error!(
+                "object {object} stripe {stripe}: only {written} shards could be written, \
+                 below the write quorum of {min} (k+1): refusing the write (EROFS)"
+            );
             return Err(PoolError::BelowWriteQuorum {
                 have: written,
                 need: min,
