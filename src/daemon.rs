@@ -32,7 +32,7 @@ impl MetaStore for SharedStore {
         a: &[u8],
         b: &[u8],
         l: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, crate::meta::MetaError> {
+    ) -> Result<crate::meta::KvPairs, crate::meta::MetaError> {
         self.0.range(a, b, l)
     }
     fn commit(&self, ops: &[crate::meta::Op]) -> Result<(), crate::meta::MetaError> {
@@ -163,7 +163,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
             if let Ok(sig) = sigset.wait() {
                 log::info!("{sig:?}: unmounting {}", mp2.display());
                 if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount failed: {e}; try `fusermount3 -u {}`", mp2.display());
+                    log::error!(
+                        "unmount failed: {e}; try `fusermount3 -u {}`",
+                        mp2.display()
+                    );
                 }
             }
         })
@@ -181,9 +184,13 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
 
 fn mount_error(e: &std::io::Error, root: bool, mp: &Path) -> String {
     let missing_helper = !root
-        && ["/bin/fusermount3", "/usr/bin/fusermount3", "/bin/fusermount"]
-            .iter()
-            .all(|p| !Path::new(p).exists());
+        && [
+            "/bin/fusermount3",
+            "/usr/bin/fusermount3",
+            "/bin/fusermount",
+        ]
+        .iter()
+        .all(|p| !Path::new(p).exists());
     if missing_helper {
         format!(
             "mounting {} failed: {e}. Mounting as a non-root user needs fusermount3: \

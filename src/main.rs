@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "shardfs", version, about = "An erasure-coded filesystem over a pool of disks")]
+#[command(
+    name = "shardfs",
+    version,
+    about = "An erasure-coded filesystem over a pool of disks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -69,8 +73,7 @@ fn main() -> ExitCode {
                 k: data,
                 m: parity,
                 shard_size,
-                inline_max: inline_max
-                    .unwrap_or_else(|| (64 * 1024).min(data as u32 * shard_size)),
+                inline_max: inline_max.unwrap_or_else(|| (64 * 1024).min(data as u32 * shard_size)),
             },
         )
         .map(|sb| {

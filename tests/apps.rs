@@ -18,12 +18,30 @@ fn sqlite3_database_passes_integrity_check() {
     }
     sql.push_str("COMMIT; DELETE FROM t WHERE id % 3 = 0; VACUUM;");
     std::fs::write(t.tmp.path().join("load.sql"), &sql).unwrap();
-    sh(&dir, &format!("sqlite3 test.db < {}", t.tmp.path().join("load.sql").display()));
-    assert_eq!(sh(&dir, "sqlite3 test.db 'PRAGMA integrity_check;'").trim(), "ok");
-    assert_eq!(sh(&dir, "sqlite3 test.db 'SELECT count(*) FROM t;'").trim(), "3334");
+    sh(
+        &dir,
+        &format!(
+            "sqlite3 test.db < {}",
+            t.tmp.path().join("load.sql").display()
+        ),
+    );
+    assert_eq!(
+        sh(&dir, "sqlite3 test.db 'PRAGMA integrity_check;'").trim(),
+        "ok"
+    );
+    assert_eq!(
+        sh(&dir, "sqlite3 test.db 'SELECT count(*) FROM t;'").trim(),
+        "3334"
+    );
     t.remount();
-    assert_eq!(sh(&t.p("dbs"), "sqlite3 test.db 'PRAGMA integrity_check;'").trim(), "ok");
-    assert_eq!(sh(&t.p("dbs"), "sqlite3 test.db 'SELECT count(*) FROM t;'").trim(), "3334");
+    assert_eq!(
+        sh(&t.p("dbs"), "sqlite3 test.db 'PRAGMA integrity_check;'").trim(),
+        "ok"
+    );
+    assert_eq!(
+        sh(&t.p("dbs"), "sqlite3 test.db 'SELECT count(*) FROM t;'").trim(),
+        "3334"
+    );
 }
 
 #[test]
@@ -34,7 +52,11 @@ fn git_commit_and_fsck() {
     sh(&dir, "git init -q repo");
     let repo = dir.join("repo");
     for i in 0..50 {
-        std::fs::write(repo.join(format!("file{i}.txt")), pattern(i, 1000 + (i as usize) * 3000)).unwrap();
+        std::fs::write(
+            repo.join(format!("file{i}.txt")),
+            pattern(i, 1000 + (i as usize) * 3000),
+        )
+        .unwrap();
     }
     sh(
         &repo,
@@ -44,7 +66,10 @@ fn git_commit_and_fsck() {
     );
     t.remount();
     let repo = t.p("code/repo");
-    sh(&repo, "git fsck --full --strict && git status --porcelain | wc -l | grep -qx 0");
+    sh(
+        &repo,
+        "git fsck --full --strict && git status --porcelain | wc -l | grep -qx 0",
+    );
     assert_eq!(sh(&repo, "git log --oneline | wc -l").trim(), "2");
 }
 
@@ -56,14 +81,28 @@ fn tar_extract_then_compare() {
     let src = t.tmp.path().join("src");
     std::fs::create_dir_all(src.join("a/b/empty")).unwrap();
     for i in 0..200u64 {
-        std::fs::write(src.join(format!("a/f{i}")), pattern(i, (i as usize * 997) % 300_000)).unwrap();
+        std::fs::write(
+            src.join(format!("a/f{i}")),
+            pattern(i, (i as usize * 997) % 300_000),
+        )
+        .unwrap();
     }
     std::os::unix::fs::symlink("f1", src.join("a/link")).unwrap();
     std::fs::hard_link(src.join("a/f2"), src.join("a/b/hard")).unwrap();
     let tarball = t.tmp.path().join("src.tar");
-    sh(t.tmp.path(), &format!("tar -cf {} -C {} .", tarball.display(), src.display()));
+    sh(
+        t.tmp.path(),
+        &format!("tar -cf {} -C {} .", tarball.display(), src.display()),
+    );
     sh(&t.p("tarb"), &format!("tar -xpf {}", tarball.display()));
-    sh(t.tmp.path(), &format!("diff -r --no-dereference {} {}", src.display(), t.p("tarb").display()));
+    sh(
+        t.tmp.path(),
+        &format!(
+            "diff -r --no-dereference {} {}",
+            src.display(),
+            t.p("tarb").display()
+        ),
+    );
     // the hard link is one inode
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
@@ -79,15 +118,33 @@ fn rsync_archive_then_compare_and_nothing_to_do_the_second_time() {
     let src = t.tmp.path().join("rs");
     std::fs::create_dir_all(src.join("x/y")).unwrap();
     for i in 0..100u64 {
-        std::fs::write(src.join(format!("x/f{i}")), pattern(i, (i as usize * 4099) % 200_000)).unwrap();
+        std::fs::write(
+            src.join(format!("x/f{i}")),
+            pattern(i, (i as usize * 4099) % 200_000),
+        )
+        .unwrap();
     }
     std::os::unix::fs::symlink("../x/f1", src.join("x/y/l")).unwrap();
-    sh(t.tmp.path(), &format!("rsync -aHX {}/ {}/", src.display(), t.p("sync").display()));
-    sh(t.tmp.path(), &format!("diff -r --no-dereference {} {}", src.display(), t.p("sync").display()));
+    sh(
+        t.tmp.path(),
+        &format!("rsync -aHX {}/ {}/", src.display(), t.p("sync").display()),
+    );
+    sh(
+        t.tmp.path(),
+        &format!(
+            "diff -r --no-dereference {} {}",
+            src.display(),
+            t.p("sync").display()
+        ),
+    );
     // -a kept times and modes: a second run transfers nothing
     let out = sh(
         t.tmp.path(),
-        &format!("rsync -aHX --itemize-changes {}/ {}/", src.display(), t.p("sync").display()),
+        &format!(
+            "rsync -aHX --itemize-changes {}/ {}/",
+            src.display(),
+            t.p("sync").display()
+        ),
     );
     assert_eq!(out.trim(), "", "second rsync had work to do: {out}");
 }

@@ -7,22 +7,37 @@ use std::process::Command;
 
 fn shardfs(args: &[&std::ffi::OsStr]) -> (bool, String) {
     let out = Command::new(SHARDFS).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn mkfs_refuses_too_few_members_bad_layouts_and_used_dirs() {
     let d = tempfile::tempdir().unwrap();
     let dirs: Vec<std::path::PathBuf> = (0..6).map(|i| d.path().join(format!("m{i}"))).collect();
-    let os = |v: &[std::path::PathBuf]| v.iter().map(|p| p.as_os_str().to_owned()).collect::<Vec<_>>();
+    let os = |v: &[std::path::PathBuf]| {
+        v.iter()
+            .map(|p| p.as_os_str().to_owned())
+            .collect::<Vec<_>>()
+    };
     let mut args = vec![std::ffi::OsString::from("mkfs")];
     args.extend(os(&dirs[..5]));
     let (ok, err) = shardfs(&args.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
     assert!(!ok);
-    assert!(err.contains("needs at least 6 member directories, 5 given"), "{err}");
+    assert!(
+        err.contains("needs at least 6 member directories, 5 given"),
+        "{err}"
+    );
     let mut args = vec!["mkfs".into(), "--data".into(), "0".into()];
     args.extend(os(&dirs));
-    let (ok, err) = shardfs(&args.iter().map(|s: &std::ffi::OsString| s.as_os_str()).collect::<Vec<_>>());
+    let (ok, err) = shardfs(
+        &args
+            .iter()
+            .map(|s: &std::ffi::OsString| s.as_os_str())
+            .collect::<Vec<_>>(),
+    );
     assert!(!ok && err.contains("at least 1 data"), "{err}");
     let mut args = vec![std::ffi::OsString::from("mkfs")];
     args.extend(os(&dirs));
@@ -46,7 +61,9 @@ fn mkfs_refuses_too_few_members_bad_layouts_and_used_dirs() {
 fn mount_refuses_foreign_duplicate_unformatted_and_too_few_members() {
     let d = tempfile::tempdir().unwrap();
     let mk = |name: &str| -> Vec<std::path::PathBuf> {
-        let v: Vec<_> = (0..6).map(|i| d.path().join(format!("{name}{i}"))).collect();
+        let v: Vec<_> = (0..6)
+            .map(|i| d.path().join(format!("{name}{i}")))
+            .collect();
         let mut c = Command::new(SHARDFS);
         c.arg("mkfs").args(&v);
         assert!(c.output().unwrap().status.success());
@@ -72,13 +89,21 @@ fn mount_refuses_foreign_duplicate_unformatted_and_too_few_members() {
     let mut foreign: Vec<&std::path::Path> = a[..5].iter().map(|p| p.as_path()).collect();
     foreign.push(&b[0]);
     let err = run(&foreign);
-    assert!(err.contains(&b[0].display().to_string()) && err.contains("belongs to pool"), "{err}");
+    assert!(
+        err.contains(&b[0].display().to_string()) && err.contains("belongs to pool"),
+        "{err}"
+    );
     let mut dup: Vec<&std::path::Path> = a.iter().map(|p| p.as_path()).collect();
     dup.push(&a[2]);
     let err = run(&dup);
     assert!(err.contains("listed twice"), "{err}");
     let copy = d.path().join("copy");
-    let out = Command::new("cp").arg("-a").arg(&a[3]).arg(&copy).output().unwrap();
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&a[3])
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let mut cp: Vec<&std::path::Path> = a[..5].iter().map(|p| p.as_path()).collect();
     cp.push(&copy);
@@ -89,7 +114,12 @@ fn mount_refuses_foreign_duplicate_unformatted_and_too_few_members() {
     let mut unf: Vec<&std::path::Path> = a[..5].iter().map(|p| p.as_path()).collect();
     unf.push(&empty);
     let err = run(&unf);
-    assert!(err.contains(&empty.display().to_string()) && err.contains("not a formatted shardfs member") && err.contains("shardfs mkfs"), "{err}");
+    assert!(
+        err.contains(&empty.display().to_string())
+            && err.contains("not a formatted shardfs member")
+            && err.contains("shardfs mkfs"),
+        "{err}"
+    );
     let few: Vec<&std::path::Path> = a[..3].iter().map(|p| p.as_path()).collect();
     let err = run(&few);
     assert!(err.contains("only 3 of the pool's 6 members"), "{err}");
@@ -117,8 +147,16 @@ fn sigint_and_fusermount_unmount_cleanly_and_data_stays() {
     t.mount();
     assert_eq!(std::fs::read(t.p("bkt/f")).unwrap(), b"kept");
     // fusermount3 -u (from the fuse3 package)
-    let out = Command::new("fusermount3").arg("-u").arg(&t.mnt).output().expect("fusermount3 installed (apt-get install fuse3)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&t.mnt)
+        .output()
+        .expect("fusermount3 installed (apt-get install fuse3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = t.child.take().unwrap().wait().unwrap();
     assert!(st.success(), "{}", t.log_text());
     assert!(t.log_text().contains("unmounted cleanly"));

@@ -45,7 +45,10 @@ fn status_and_locate_in_tables_and_json() {
     for s in stripes {
         let shards = s["shards"].as_array().unwrap();
         assert_eq!(shards.len(), 6);
-        let mut members: Vec<u64> = shards.iter().map(|x| x["member"].as_u64().unwrap()).collect();
+        let mut members: Vec<u64> = shards
+            .iter()
+            .map(|x| x["member"].as_u64().unwrap())
+            .collect();
         members.sort();
         members.dedup();
         assert_eq!(members.len(), 6, "distinct members");
@@ -86,7 +89,8 @@ fn garbage_oversize_and_wrong_version_get_error_replies_and_daemon_lives() {
     assert!(out.contains("pool_id"));
     // two requests on one connection
     let mut s = UnixStream::connect(&t.socket).unwrap();
-    s.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n{\"v\":1,\"cmd\":\"locate\",\"path\":\"x\"}\n").unwrap();
+    s.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n{\"v\":1,\"cmd\":\"locate\",\"path\":\"x\"}\n")
+        .unwrap();
     let mut r = BufReader::new(s);
     let mut l1 = String::new();
     let mut l2 = String::new();
@@ -110,5 +114,8 @@ fn non_root_users_cannot_use_the_socket() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Permission denied") || err.contains("may not use"), "{err}");
+    assert!(
+        err.contains("Permission denied") || err.contains("may not use"),
+        "{err}"
+    );
 }

@@ -14,7 +14,10 @@ const SMALL: &[&str] = &["--shard-size", "4096", "--inline-max", "2048"];
 fn write_corpus(t: &TestMount) -> Vec<(PathBuf, Vec<u8>)> {
     fs::create_dir_all(t.p("bkt/dir")).unwrap();
     let mut out = Vec::new();
-    for (i, n) in [0usize, 100, 2048, 5000, 16384, 70_000, 300_001].iter().enumerate() {
+    for (i, n) in [0usize, 100, 2048, 5000, 16384, 70_000, 300_001]
+        .iter()
+        .enumerate()
+    {
         let p = t.p(&format!("bkt/dir/f{i}"));
         let d = pattern(i as u64 + 100, *n);
         fs::write(&p, &d).unwrap();
@@ -70,7 +73,8 @@ fn every_way_to_lose_two_of_six_members_reads_back_byte_exact() {
             let away_a = lose(&t.members[a], ra);
             let away_b = lose(&t.members[b], !ra);
             for (p, want) in &corpus {
-                let got = read_all(p).unwrap_or_else(|e| panic!("lost {a},{b}: {}: {e}", p.display()));
+                let got =
+                    read_all(p).unwrap_or_else(|e| panic!("lost {a},{b}: {}: {e}", p.display()));
                 assert!(got == *want, "lost {a},{b}: {} differs", p.display());
             }
             restore(&t.members[a], &away_a);
@@ -82,7 +86,10 @@ fn every_way_to_lose_two_of_six_members_reads_back_byte_exact() {
     let (ok, out, _) = t.ctl(&["status", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(v["reconstructions"].as_u64().unwrap() > 0, "parity was used");
+    assert!(
+        v["reconstructions"].as_u64().unwrap() > 0,
+        "parity was used"
+    );
 }
 
 #[test]
@@ -94,9 +101,18 @@ fn losing_three_members_gives_eio_never_wrong_bytes() {
         let aways: Vec<PathBuf> = lost.iter().map(|&i| lose(&t.members[i], true)).collect();
         for (p, want) in &corpus {
             match read_all(p) {
-                Ok(got) => assert!(got == *want, "{lost:?}: {} returned wrong bytes", p.display()),
+                Ok(got) => assert!(
+                    got == *want,
+                    "{lost:?}: {} returned wrong bytes",
+                    p.display()
+                ),
                 Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{lost:?}: {}: {e}", p.display());
+                    assert_eq!(
+                        e.raw_os_error(),
+                        Some(libc::EIO),
+                        "{lost:?}: {}: {e}",
+                        p.display()
+                    );
                     eio += 1;
                 }
             }
@@ -123,13 +139,21 @@ fn remount_with_two_members_deleted_reads_everything() {
         }
         t.mount();
         for (p, want) in &corpus {
-            assert!(read_all(p).unwrap() == *want, "lost {lost:?}: {}", p.display());
+            assert!(
+                read_all(p).unwrap() == *want,
+                "lost {lost:?}: {}",
+                p.display()
+            );
         }
         // with only k members left no stripe could keep any redundancy:
         // data writes are refused with EROFS, reads go on
         let e = fs::write(t.p("bkt/after"), pattern(5, 50_000)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-        assert!(t.log_text().contains("below the write quorum"), "{}", t.log_text());
+        assert!(
+            t.log_text().contains("below the write quorum"),
+            "{}",
+            t.log_text()
+        );
         let (ok, out, _) = t.ctl(&["status"]);
         assert!(ok);
         assert!(out.contains("missing"), "{out}");
@@ -170,7 +194,11 @@ fn a_flipped_byte_in_any_shard_file_is_detected_and_read_around() {
         let pos = (n * 7919) % bad.len(); // header or payload
         bad[pos] ^= 0x40;
         fs::write(shard, &bad).unwrap();
-        assert!(read_all(&t.p("bkt/f")).unwrap() == want, "flip in {}", shard.display());
+        assert!(
+            read_all(&t.p("bkt/f")).unwrap() == want,
+            "flip in {}",
+            shard.display()
+        );
         fs::write(shard, &orig).unwrap();
     }
     // two flipped shards in every stripe at once (m = 2)
@@ -212,12 +240,16 @@ fn kill9_keeps_every_closed_or_fsynced_file_and_writes_no_garbage() {
             let n = [10usize, 3000, 20_000, 100_000, 250_000][(i % 5) as usize];
             let data = pattern(i, n);
             let res = (|| -> std::io::Result<()> {
-                let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(mnt.join(&name))?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(mnt.join(&name))?;
                 partial.push((name.clone(), n));
                 for chunk in data.chunks(7000) {
                     f.write_all(chunk)?;
                 }
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     f.sync_all()?;
                 }
                 drop(f); // close: acknowledged
@@ -250,7 +282,10 @@ fn kill9_keeps_every_closed_or_fsynced_file_and_writes_no_garbage() {
         if let Ok(got) = read_all(&t.p(name)) {
             let want = pattern(i, *n);
             assert!(got.len() <= *n);
-            assert!(got == want[..got.len()], "{name}: holds bytes never written");
+            assert!(
+                got == want[..got.len()],
+                "{name}: holds bytes never written"
+            );
         }
     }
     // everything deleted: no shard leaks (orphans from the crash reclaimed)

@@ -22,7 +22,15 @@ fn cpath(p: &Path) -> CString {
 fn buckets_follow_s3_naming_and_root_holds_only_buckets() {
     let t = TestMount::new(6, &[]);
     fs::create_dir(t.p("good-bucket.1")).unwrap();
-    for bad in ["ab", "Upper", "-lead", "trail-", "192.168.0.1", "under_score", "a..b"] {
+    for bad in [
+        "ab",
+        "Upper",
+        "-lead",
+        "trail-",
+        "192.168.0.1",
+        "under_score",
+        "a..b",
+    ] {
         assert_eq!(errno(fs::create_dir(t.p(bad))), libc::EINVAL, "{bad}");
     }
     assert_eq!(errno(fs::create_dir(t.p(&"a".repeat(64)))), libc::EINVAL);
@@ -34,9 +42,15 @@ fn buckets_follow_s3_naming_and_root_holds_only_buckets() {
     let fifo = cpath(&t.p("rootfifo"));
     // SAFETY: valid path; mkfifo only creates a node.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
     fs::write(t.p("good-bucket.1/k"), b"v").unwrap();
-    assert_eq!(errno(fs::rename(t.p("good-bucket.1/k"), t.p("k"))), libc::EPERM);
+    assert_eq!(
+        errno(fs::rename(t.p("good-bucket.1/k"), t.p("k"))),
+        libc::EPERM
+    );
     assert_eq!(errno(fs::remove_dir(t.p("good-bucket.1"))), libc::ENOTEMPTY);
     fs::remove_file(t.p("good-bucket.1/k")).unwrap();
     fs::remove_dir(t.p("good-bucket.1")).unwrap();
@@ -54,7 +68,12 @@ fn errors_have_the_right_errno() {
     assert_eq!(errno(File::open(t.p("bkt/missing"))), libc::ENOENT);
     assert_eq!(errno(fs::create_dir(t.p("bkt/dir"))), libc::EEXIST);
     assert_eq!(
-        errno(OpenOptions::new().write(true).create_new(true).open(t.p("bkt/file"))),
+        errno(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(t.p("bkt/file"))
+        ),
         libc::EEXIST
     );
     assert_eq!(errno(fs::remove_dir(t.p("bkt/dir"))), libc::ENOTEMPTY);
@@ -65,11 +84,23 @@ fn errors_have_the_right_errno() {
     );
     assert_eq!(errno(fs::remove_dir(t.p("bkt/file"))), libc::ENOTDIR);
     assert_eq!(errno(File::open(t.p("bkt/file/x"))), libc::ENOTDIR);
-    assert_eq!(errno(fs::rename(t.p("bkt/dir"), t.p("bkt/file"))), libc::ENOTDIR);
-    assert_eq!(errno(fs::rename(t.p("bkt/file"), t.p("bkt/dir"))), libc::EISDIR);
+    assert_eq!(
+        errno(fs::rename(t.p("bkt/dir"), t.p("bkt/file"))),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(fs::rename(t.p("bkt/file"), t.p("bkt/dir"))),
+        libc::EISDIR
+    );
     fs::create_dir(t.p("bkt/empty")).unwrap();
-    assert_eq!(errno(fs::rename(t.p("bkt/empty"), t.p("bkt/dir"))), libc::ENOTEMPTY);
-    assert_eq!(errno(fs::rename(t.p("bkt/dir"), t.p("bkt/dir/sub"))), libc::EINVAL);
+    assert_eq!(
+        errno(fs::rename(t.p("bkt/empty"), t.p("bkt/dir"))),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(fs::rename(t.p("bkt/dir"), t.p("bkt/dir/sub"))),
+        libc::EINVAL
+    );
     assert_eq!(
         errno(fs::hard_link(t.p("bkt/dir"), t.p("bkt/dirlink"))),
         libc::EPERM
@@ -81,9 +112,18 @@ fn long_names_and_keys_get_enametoolong() {
     let t = TestMount::new(6, &[]);
     fs::create_dir(t.p("bkt")).unwrap();
     let long = "n".repeat(256);
-    assert_eq!(errno(File::create(t.p(&format!("bkt/{long}")))), libc::ENAMETOOLONG);
-    assert_eq!(errno(fs::metadata(t.p(&format!("bkt/{long}")))), libc::ENAMETOOLONG);
-    assert_eq!(errno(fs::create_dir(t.p(&format!("bkt/{long}")))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(File::create(t.p(&format!("bkt/{long}")))),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(fs::metadata(t.p(&format!("bkt/{long}")))),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(fs::create_dir(t.p(&format!("bkt/{long}")))),
+        libc::ENAMETOOLONG
+    );
     let ok = "n".repeat(255);
     fs::write(t.p(&format!("bkt/{ok}")), b"x").unwrap();
     // keys: 4 levels of 250 bytes + separators = 1003 bytes, then one more
@@ -106,17 +146,39 @@ fn files_of_every_size_round_trip_and_survive_remount() {
     let mut t = TestMount::new(6, SMALL);
     fs::create_dir(t.p("bkt")).unwrap();
     let ss = 16384usize;
-    let sizes = [0, 1, 2047, 2048, 2049, ss - 1, ss, ss + 1, 3 * ss + 5000, 40 * ss];
+    let sizes = [
+        0,
+        1,
+        2047,
+        2048,
+        2049,
+        ss - 1,
+        ss,
+        ss + 1,
+        3 * ss + 5000,
+        40 * ss,
+    ];
     for (i, &n) in sizes.iter().enumerate() {
         fs::write(t.p(&format!("bkt/f{i}")), pattern(i as u64, n)).unwrap();
     }
     for (i, &n) in sizes.iter().enumerate() {
-        assert_eq!(fs::read(t.p(&format!("bkt/f{i}"))).unwrap(), pattern(i as u64, n), "size {n}");
-        assert_eq!(fs::metadata(t.p(&format!("bkt/f{i}"))).unwrap().len(), n as u64);
+        assert_eq!(
+            fs::read(t.p(&format!("bkt/f{i}"))).unwrap(),
+            pattern(i as u64, n),
+            "size {n}"
+        );
+        assert_eq!(
+            fs::metadata(t.p(&format!("bkt/f{i}"))).unwrap().len(),
+            n as u64
+        );
     }
     t.remount();
     for (i, &n) in sizes.iter().enumerate() {
-        assert_eq!(fs::read(t.p(&format!("bkt/f{i}"))).unwrap(), pattern(i as u64, n), "size {n} after remount");
+        assert_eq!(
+            fs::read(t.p(&format!("bkt/f{i}"))).unwrap(),
+            pattern(i as u64, n),
+            "size {n} after remount"
+        );
     }
 }
 
@@ -127,7 +189,13 @@ fn random_writes_truncates_and_sparse_files_match_a_model() {
     fs::create_dir(t.p("bkt")).unwrap();
     let path = t.p("bkt/model");
     let mut model: Vec<u8> = Vec::new();
-    let mut f = OpenOptions::new().read(true).write(true).create(true).open(&path).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     let mut rng = 12345u64;
     let mut next = |n: u64| {
         rng ^= rng << 13;
@@ -232,7 +300,11 @@ fn unlink_while_open_keeps_data_until_last_close_then_reclaims() {
     while !t.shard_files().is_empty() && start.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(t.shard_files().len(), 0, "shards of the deleted file reclaimed");
+    assert_eq!(
+        t.shard_files().len(),
+        0,
+        "shards of the deleted file reclaimed"
+    );
 }
 
 #[test]
@@ -273,7 +345,10 @@ fn rename_replaces_atomically_across_dirs_and_buckets() {
     assert_eq!(fs::metadata(t.p("one")).unwrap().nlink(), 2);
     assert_eq!(fs::metadata(t.p("two")).unwrap().nlink(), 3);
     // a directory may become a bucket only with a valid bucket name
-    assert_eq!(errno(fs::rename(t.p("two/d2"), t.p("Bad_Name"))), libc::EINVAL);
+    assert_eq!(
+        errno(fs::rename(t.p("two/d2"), t.p("Bad_Name"))),
+        libc::EINVAL
+    );
     fs::rename(t.p("two/d2"), t.p("three")).unwrap();
     assert_eq!(fs::read(t.p("three/c")).unwrap(), b"A");
     // replacing an empty directory
@@ -302,7 +377,10 @@ fn hard_links_and_symlinks() {
     std::os::unix::fs::symlink("b", t.p("bkt/s")).unwrap();
     assert_eq!(fs::read_link(t.p("bkt/s")).unwrap(), Path::new("b"));
     assert_eq!(fs::read(t.p("bkt/s")).unwrap(), b"data");
-    assert!(fs::symlink_metadata(t.p("bkt/s")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(t.p("bkt/s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -346,7 +424,10 @@ fn chmod_chown_utimens_show_at_once_and_permissions_are_enforced() {
     assert_eq!(st.stdout, b"secret");
     // cp -p keeps mode and times
     sh(&t.p("bkt"), "cp -p f g");
-    let (a, b) = (fs::metadata(t.p("bkt/f")).unwrap(), fs::metadata(t.p("bkt/g")).unwrap());
+    let (a, b) = (
+        fs::metadata(t.p("bkt/f")).unwrap(),
+        fs::metadata(t.p("bkt/g")).unwrap(),
+    );
     assert_eq!((a.mtime(), a.mode()), (b.mtime(), b.mode()));
 }
 
@@ -362,16 +443,31 @@ fn user_xattrs() {
         let n = CString::new(name).unwrap();
         // SAFETY: valid pointers and lengths.
         let r = unsafe {
-            libc::setxattr(p.as_ptr(), n.as_ptr(), val.as_ptr() as *const _, val.len(), flags)
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                val.as_ptr() as *const _,
+                val.len(),
+                flags,
+            )
         };
-        if r == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
+        if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
     };
     let get = |name: &str| -> Result<Vec<u8>, i32> {
         let n = CString::new(name).unwrap();
         let mut buf = vec![0u8; 1024];
         // SAFETY: valid pointers and lengths.
         let r = unsafe {
-            libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len())
+            libc::getxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr() as *mut _,
+                buf.len(),
+            )
         };
         if r < 0 {
             Err(std::io::Error::last_os_error().raw_os_error().unwrap())
@@ -444,7 +540,10 @@ fn shared_writable_mmap_persists() {
     }
     drop(f);
     let d = fs::read(&p).unwrap();
-    assert_eq!((d[5], d[50_000], d[len - 1], d[6]), (b'X', b'Y', b'Z', b'a'));
+    assert_eq!(
+        (d[5], d[50_000], d[len - 1], d[6]),
+        (b'X', b'Y', b'Z', b'a')
+    );
     t.remount();
     let d = fs::read(&p).unwrap();
     assert_eq!((d[5], d[50_000], d[len - 1]), (b'X', b'Y', b'Z'));
@@ -467,12 +566,18 @@ fn flock_and_fcntl_locks_exclude_other_processes() {
     assert_eq!(String::from_utf8_lossy(&other.stdout).trim(), "busy");
     // SAFETY: valid fd.
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) }, 0);
-    let fw = OpenOptions::new().write(true).open(t.p("bkt/lock")).unwrap();
+    let fw = OpenOptions::new()
+        .write(true)
+        .open(t.p("bkt/lock"))
+        .unwrap();
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as i16;
     fl.l_whence = libc::SEEK_SET as i16;
     // SAFETY: valid fd and struct.
-    assert_eq!(unsafe { libc::fcntl(fw.as_raw_fd(), libc::F_SETLK, &fl) }, 0);
+    assert_eq!(
+        unsafe { libc::fcntl(fw.as_raw_fd(), libc::F_SETLK, &fl) },
+        0
+    );
     let other = std::process::Command::new("python3")
         .arg("-c")
         .arg("import fcntl,sys\nf=open(sys.argv[1],'w')\ntry:\n  fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print('got')\nexcept OSError: print('busy')")
@@ -501,7 +606,9 @@ fn readdir_offsets_stay_valid_while_the_directory_changes() {
             if e.is_null() {
                 break;
             }
-            let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned();
+            let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
             *seen.entry(name).or_insert(0) += 1;
             count += 1;
             if count == 50 {

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "shardctl", version, about = "Admin CLI for a mounted shardfs pool")]
+#[command(
+    name = "shardctl",
+    version,
+    about = "Admin CLI for a mounted shardfs pool"
+)]
 struct Cli {
     /// Control socket (default: the only socket in /run/shardfs).
     #[arg(long, global = true)]
@@ -105,7 +109,11 @@ fn print_locate(l: &Locate) {
             st.stripe, st.generation, st.len
         );
         for sh in &st.shards {
-            let what = if sh.index < l.k as usize { "data" } else { "parity" };
+            let what = if sh.index < l.k as usize {
+                "data"
+            } else {
+                "parity"
+            };
             let member = sh
                 .member
                 .map(|m| format!("member {m}"))

@@ -13,13 +13,17 @@ pub fn find_socket(given: Option<&Path>) -> Result<PathBuf, String> {
         return Ok(p.to_path_buf());
     }
     let entries: Vec<PathBuf> = std::fs::read_dir(DEFAULT_DIR)
-        .map_err(|e| format!("{DEFAULT_DIR}: {e}: is a shardfs daemon running? (or give --socket)"))?
+        .map_err(|e| {
+            format!("{DEFAULT_DIR}: {e}: is a shardfs daemon running? (or give --socket)")
+        })?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "sock"))
         .collect();
     match entries.len() {
-        0 => Err(format!("no control socket in {DEFAULT_DIR}: is a shardfs daemon running?")),
+        0 => Err(format!(
+            "no control socket in {DEFAULT_DIR}: is a shardfs daemon running?"
+        )),
         1 => Ok(entries.into_iter().next().expect("one")),
         _ => Err(format!(
             "several pools are mounted ({}): pick one with --socket",

@@ -142,7 +142,9 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
     };
     let result = match req.cmd {
         Command::Status => status(ctx).map(|s| serde_json::to_value(s).expect("json")),
-        Command::Locate { path } => locate(ctx, &path).map(|l| serde_json::to_value(l).expect("json")),
+        Command::Locate { path } => {
+            locate(ctx, &path).map(|l| serde_json::to_value(l).expect("json"))
+        }
     };
     match result {
         Ok(v) => Reply::ok(v),

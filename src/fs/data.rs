@@ -161,7 +161,7 @@ impl Fs {
                 buf[in_off..in_off + take].copy_from_slice(&data[src..src + take]);
                 of.inode.size = of.inode.size.max(pos + take as u64);
                 pos += take as u64;
-                if pos % ss == 0 {
+                if pos.is_multiple_of(ss) {
                     // the stripe is complete: write it out now
                     self.flush_stripes(&mut g, ino, &[s])?;
                 }
@@ -275,11 +275,15 @@ impl Fs {
             }
             ops.push(Op::Put(stripe_key(ino, s), enc(&loc)));
             let of = g.open.get_mut(&ino).expect("open");
-            of.cache = Some((s, loc.generation, Arc::new({
-                let mut b = buf;
-                b[len..].fill(0);
-                b
-            })));
+            of.cache = Some((
+                s,
+                loc.generation,
+                Arc::new({
+                    let mut b = buf;
+                    b[len..].fill(0);
+                    b
+                }),
+            ));
             covered = covered.max(start + len as u64);
         }
         ops.push(Op::Put(
@@ -391,7 +395,7 @@ impl Fs {
             // the stripe holding the new end keeps only bytes before it:
             // rewrite it so a later extension reads zeros
             let tail = size / ss;
-            if size % ss != 0 && self.stripe_loc(ino, tail)?.is_some() {
+            if !size.is_multiple_of(ss) && self.stripe_loc(ino, tail)?.is_some() {
                 let mut buf = self.read_committed_stripe(g, ino, tail)?.as_ref().clone();
                 buf[(size % ss) as usize..].fill(0);
                 let of = g.open.get_mut(&ino).expect("open");

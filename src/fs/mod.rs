@@ -184,7 +184,10 @@ impl Fs {
 
     /// Store an updated inode: in the open copy and/or in a batch.
     fn put_inode(g: &mut Inner, inode: &Inode, ops: &mut Vec<Op>) {
-        ops.push(Op::Put(inode_key(inode.ino), Self::persist_record(g, inode)));
+        ops.push(Op::Put(
+            inode_key(inode.ino),
+            Self::persist_record(g, inode),
+        ));
         if let Some(of) = g.open.get_mut(&inode.ino) {
             of.inode = inode.clone();
         }

@@ -141,13 +141,7 @@ impl Fs {
         self.create_locked(&mut g, parent, name, n)
     }
 
-    fn create_locked(
-        &self,
-        g: &mut Inner,
-        parent: u64,
-        name: &[u8],
-        n: NewNode,
-    ) -> FsResult<Attr> {
+    fn create_locked(&self, g: &mut Inner, parent: u64, name: &[u8], n: NewNode) -> FsResult<Attr> {
         let mut p = self.dir(g, parent)?;
         self.check_new_name(g, parent, name, n.kind)?;
         if self.dirent(parent, name)?.is_some() {
@@ -241,26 +235,19 @@ impl Fs {
     }
 
     /// Open-file state of `ino`, created (with no references) if needed.
-    pub(super) fn ensure_open<'a>(
-        &self,
-        g: &'a mut Inner,
-        ino: u64,
-    ) -> FsResult<&'a mut OpenFile> {
-        if !g.open.contains_key(&ino) {
+    pub(super) fn ensure_open<'a>(&self, g: &'a mut Inner, ino: u64) -> FsResult<&'a mut OpenFile> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = g.open.entry(ino) {
             let inode = self.load_inode(ino)?;
-            g.open.insert(
-                ino,
-                OpenFile {
-                    refs: 0,
-                    persisted_size: inode.size,
-                    inode,
-                    inline: None,
-                    inline_dirty: false,
-                    dirty: BTreeMap::new(),
-                    attr_dirty: false,
-                    cache: None,
-                },
-            );
+            slot.insert(OpenFile {
+                refs: 0,
+                persisted_size: inode.size,
+                inode,
+                inline: None,
+                inline_dirty: false,
+                dirty: BTreeMap::new(),
+                attr_dirty: false,
+                cache: None,
+            });
         }
         Ok(g.open.get_mut(&ino).expect("just inserted"))
     }

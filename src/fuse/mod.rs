@@ -523,10 +523,7 @@ impl Filesystem for FuseFs {
         };
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let n = new_node(req, k, mode, umask);
-        match self
-            .fs
-            .create_open(parent.0, name.as_bytes(), n, writable)
-        {
+        match self.fs.create_open(parent.0, name.as_bytes(), n, writable) {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &attr(&a),

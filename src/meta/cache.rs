@@ -11,7 +11,7 @@
 //! Invariant: a batch is never split across two store commits, and batches
 //! are committed in the order they were applied.
 
-use super::{MetaError, MetaStore, Op};
+use super::{KvPairs, MetaError, MetaStore, Op};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -78,12 +78,7 @@ impl MetaCache {
     }
 
     /// Up to `limit` live pairs with `start <= key < end`.
-    pub fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+    pub fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError> {
         // Snapshot the overlay first, then read the store: a flush that
         // completes in between only copies overlay entries into the store.
         let overlay: Overlay = {
@@ -248,10 +243,18 @@ mod tests {
     #[test]
     fn overlay_reads_merge_and_sync_persists() {
         let store = Arc::new(MemStore::default());
-        store.commit(&[put("a1", "s"), put("a3", "s"), put("a5", "s")]).unwrap();
+        store
+            .commit(&[put("a1", "s"), put("a3", "s"), put("a5", "s")])
+            .unwrap();
         let c = MetaCache::new(store.clone(), Box::new(|| {}));
-        c.apply(vec![put("a2", "p"), Op::Del(b"a3".to_vec())], vec![]).unwrap();
-        let keys: Vec<Vec<u8>> = c.range(b"a", b"b", 10).unwrap().into_iter().map(|x| x.0).collect();
+        c.apply(vec![put("a2", "p"), Op::Del(b"a3".to_vec())], vec![])
+            .unwrap();
+        let keys: Vec<Vec<u8>> = c
+            .range(b"a", b"b", 10)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
         assert_eq!(keys, vec![b"a1".to_vec(), b"a2".to_vec(), b"a5".to_vec()]);
         assert_eq!(c.range(b"a", b"b", 2).unwrap().len(), 2);
         assert_eq!(store.get(b"a2").unwrap(), None, "not durable before sync");
@@ -266,9 +269,12 @@ mod tests {
         let store = Arc::new(MemStore::default());
         let pre = Arc::new(AtomicUsize::new(0));
         let p2 = pre.clone();
-        let c = MetaCache::new(store.clone(), Box::new(move || {
-            p2.fetch_add(1, Ordering::SeqCst);
-        }));
+        let c = MetaCache::new(
+            store.clone(),
+            Box::new(move || {
+                p2.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
         let after = Arc::new(AtomicUsize::new(0));
         let a2 = after.clone();
         let s2 = store.clone();
@@ -292,6 +298,9 @@ mod tests {
         c.apply(vec![put("k", "v")], vec![]).unwrap();
         store.fail.store(true, Ordering::Relaxed);
         assert!(c.sync().is_err());
-        assert!(matches!(c.apply(vec![put("x", "y")], vec![]), Err(MetaError::ReadOnly)));
+        assert!(matches!(
+            c.apply(vec![put("x", "y")], vec![]),
+            Err(MetaError::ReadOnly)
+        ));
     }
 }

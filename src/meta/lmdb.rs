@@ -1,4 +1,4 @@
-use super::{MetaError, MetaStore, Op, SEQ_KEY};
+use super::{KvPairs, MetaError, MetaStore, Op, SEQ_KEY};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions};
 use std::ops::Bound;
@@ -40,9 +40,8 @@ impl LmdbStore {
         }
         .map_err(|e| err(&e))?;
         let mut wtxn = env.write_txn().map_err(|e| err(&e))?;
-        let db: Database<Bytes, Bytes> = env
-            .create_database(&mut wtxn, None)
-            .map_err(|e| err(&e))?;
+        let db: Database<Bytes, Bytes> =
+            env.create_database(&mut wtxn, None).map_err(|e| err(&e))?;
         wtxn.commit().map_err(|e| err(&e))?;
         Ok(LmdbStore {
             env,
@@ -92,12 +91,7 @@ impl MetaStore for LmdbStore {
             .map(<[u8]>::to_vec))
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError> {
         let rtxn = self.env.read_txn().map_err(|e| self.err(e))?;
         let r = (Bound::Included(start), Bound::Excluded(end));
         let mut out = Vec::new();

@@ -1,4 +1,4 @@
-use super::{MetaError, MetaStore, Op, SEQ_KEY};
+use super::{KvPairs, MetaError, MetaStore, Op, SEQ_KEY};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -28,12 +28,7 @@ impl MetaStore for MemStore {
         Ok(self.map.lock().unwrap().get(key).cloned())
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError> {
         self.check()?;
         Ok(self
             .map

@@ -34,6 +34,9 @@ pub enum MetaError {
     ReadOnly,
 }
 
+/// Key-value pairs returned by range scans.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -48,12 +51,7 @@ pub trait MetaStore: Send + Sync {
     /// Value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
     /// Up to `limit` pairs with `start <= key < end`, in key order.
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError>;
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError>;
     /// Apply `ops` atomically; durable when this returns.
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError>;
     /// Number of batches committed over the store's life.

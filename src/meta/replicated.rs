@@ -1,4 +1,4 @@
-use super::{LmdbStore, MetaError, MetaStore, Op};
+use super::{KvPairs, LmdbStore, MetaError, MetaStore, Op};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -132,12 +132,7 @@ impl MetaStore for ReplicatedStore {
         self.first_healthy(|s| s.get(key))
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError> {
         self.first_healthy(|s| s.range(start, end, limit))
     }
 
@@ -189,7 +184,7 @@ mod tests {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
             self.0.get(key)
         }
-        fn range(&self, a: &[u8], b: &[u8], l: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+        fn range(&self, a: &[u8], b: &[u8], l: usize) -> Result<KvPairs, MetaError> {
             self.0.range(a, b, l)
         }
         fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
@@ -206,7 +201,12 @@ mod tests {
         let r = ReplicatedStore::new(
             mems.iter()
                 .enumerate()
-                .map(|(i, m)| (format!("r{i}"), Box::new(Shared(m.clone())) as Box<dyn MetaStore>))
+                .map(|(i, m)| {
+                    (
+                        format!("r{i}"),
+                        Box::new(Shared(m.clone())) as Box<dyn MetaStore>,
+                    )
+                })
                 .collect(),
         );
         r.commit(&[Op::Put(b"k".to_vec(), b"1".to_vec())]).unwrap();
@@ -226,9 +226,12 @@ mod tests {
         {
             let sa = LmdbStore::open(&a).unwrap();
             let sb = LmdbStore::open(&b).unwrap();
-            sa.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())]).unwrap();
-            sb.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())]).unwrap();
-            sa.commit(&[Op::Put(b"x".to_vec(), b"new".to_vec())]).unwrap();
+            sa.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())])
+                .unwrap();
+            sb.commit(&[Op::Put(b"x".to_vec(), b"old".to_vec())])
+                .unwrap();
+            sa.commit(&[Op::Put(b"x".to_vec(), b"new".to_vec())])
+                .unwrap();
             sa.close();
             sb.close();
         }

@@ -50,7 +50,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             dirs.len()
         )));
     }
-    if !(4096..=16 << 20).contains(&opt.shard_size) || opt.shard_size % 4096 != 0 {
+    if !(4096..=16 << 20).contains(&opt.shard_size) || !opt.shard_size.is_multiple_of(4096) {
         return Err(setup(format!(
             "--shard-size {}: must be a multiple of 4096 between 4 KiB and 16 MiB",
             opt.shard_size
@@ -64,8 +64,12 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
     }
     let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
     for d in dirs {
-        std::fs::create_dir_all(d)
-            .map_err(|e| setup(format!("{}: cannot create member directory: {e}", d.display())))?;
+        std::fs::create_dir_all(d).map_err(|e| {
+            setup(format!(
+                "{}: cannot create member directory: {e}",
+                d.display()
+            ))
+        })?;
         let canon = d
             .canonicalize()
             .map_err(|e| setup(format!("{}: {e}", d.display())))?;

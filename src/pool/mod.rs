@@ -182,7 +182,10 @@ impl Pool {
 
     /// Members currently online.
     pub fn online_count(&self) -> usize {
-        self.members.iter().filter(|m| m.live_disk().is_some()).count()
+        self.members
+            .iter()
+            .filter(|m| m.live_disk().is_some())
+            .count()
     }
 
     /// Re-read every member's capacity.
@@ -232,7 +235,10 @@ impl Pool {
                 "only {online} members online, below the write quorum of {min} (k+1): \
                  refusing writes (EROFS); reads go on"
             );
-            return Err(PoolError::BelowWriteQuorum { have: online, need: min });
+            return Err(PoolError::BelowWriteQuorum {
+                have: online,
+                need: min,
+            });
         }
         let mut todo: Vec<usize> = (0..n).collect();
         // Two rounds: shards whose member failed are retried on unused members.
@@ -365,11 +371,7 @@ impl Pool {
         let mut good = 0;
         let mut next = 0;
         while good < k && next < candidates.len() {
-            let batch: Vec<usize> = candidates[next..]
-                .iter()
-                .copied()
-                .take(k - good)
-                .collect();
+            let batch: Vec<usize> = candidates[next..].iter().copied().take(k - good).collect();
             next += batch.len();
             let results: Vec<(usize, Result<Vec<u8>, String>)> = std::thread::scope(|s| {
                 let hs: Vec<_> = batch

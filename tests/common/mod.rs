@@ -41,7 +41,9 @@ impl TestMount {
             .prefix("shardfs-test")
             .tempdir()
             .unwrap();
-        let members: Vec<PathBuf> = (0..n).map(|i| tmp.path().join(format!("disk{i}"))).collect();
+        let members: Vec<PathBuf> = (0..n)
+            .map(|i| tmp.path().join(format!("disk{i}")))
+            .collect();
         let mnt = tmp.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let out = Command::new(SHARDFS)
@@ -102,7 +104,10 @@ impl TestMount {
         while !is_mounted(&self.mnt) {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("daemon exited with {st} before mounting:\n{}", self.log_text());
+                panic!(
+                    "daemon exited with {st} before mounting:\n{}",
+                    self.log_text()
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
@@ -237,7 +242,9 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
     match r {
         Ok(v) => panic!("expected an error, got Ok({v:?})"),
-        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("no errno in {e}")),
     }
 }
 
