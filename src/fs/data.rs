@@ -13,6 +13,21 @@ use crate::meta::{AfterCommit, Op};
 use crate::pool::StripeLoc;
 use std::sync::Arc;
 
+/// One part of a planned read.
+enum Piece {
+    /// Bytes already copied (buffered data, cache, inline file).
+    Bytes(Vec<u8>),
+    /// A hole.
+    Zeros(usize),
+    /// A committed stripe to read: `take` bytes from `in_off`.
+    Fetch {
+        stripe: u64,
+        in_off: usize,
+        take: usize,
+        loc: StripeLoc,
+    },
+}
+
 impl Fs {
     fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, stripe))? {
@@ -61,21 +76,70 @@ impl Fs {
     }
 
     /// Read up to `size` bytes at `offset`.
+    ///
+    /// The read is planned under the filesystem lock (buffered data is
+    /// copied, stripe locations are taken), and shards are read and decoded
+    /// after it is released, so reads of different stripes run in parallel.
+    /// Shards are immutable and a superseded generation is deleted only
+    /// after the new one is committed: a read that loses that race sees a
+    /// changed location on retry and reads the new generation.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let mut g = self.lock();
         let inode = self.ensure_open(&mut g, ino)?.inode.clone();
-        let result = self.read_locked(&mut g, &inode, offset, size);
+        let plan = self.plan_read(&mut g, &inode, offset, size);
         self.close_if_unused(&mut g, ino)?;
-        result
+        drop(g);
+        let mut out = Vec::new();
+        for piece in plan? {
+            match piece {
+                Piece::Bytes(b) => out.extend_from_slice(&b),
+                Piece::Zeros(n) => out.resize(out.len() + n, 0),
+                Piece::Fetch {
+                    stripe,
+                    in_off,
+                    take,
+                    mut loc,
+                } => {
+                    let mut attempt = 0;
+                    let data = loop {
+                        match self.pool.read_stripe(ino, stripe, &loc) {
+                            Ok(d) => break d,
+                            Err(e) => {
+                                // a concurrent rewrite may have replaced the generation
+                                let now = self.stripe_loc(ino, stripe)?;
+                                match now {
+                                    Some(n) if n.generation != loc.generation && attempt < 3 => {
+                                        attempt += 1;
+                                        loc = n;
+                                    }
+                                    _ => return Err(e.into()),
+                                }
+                            }
+                        }
+                    };
+                    let end = (in_off + take).min(data.len());
+                    let start = in_off.min(end);
+                    out.extend_from_slice(&data[start..end]);
+                    out.resize(out.len() + take - (end - start), 0);
+                    let mut g = self.lock();
+                    if let Some(of) = g.open.get_mut(&ino) {
+                        let mut d = data;
+                        d.resize(self.stripe_size() as usize, 0);
+                        of.cache = Some((stripe, loc.generation, Arc::new(d)));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
-    fn read_locked(
+    fn plan_read(
         &self,
         g: &mut Inner,
         inode: &Inode,
         offset: u64,
         size: u32,
-    ) -> FsResult<Vec<u8>> {
+    ) -> FsResult<Vec<Piece>> {
         match inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
             Kind::File => {}
@@ -92,26 +156,38 @@ impl Fs {
             let s = (offset as usize).min(e);
             let mut out = data[s..e].to_vec();
             out.resize((end - offset) as usize, 0);
-            return Ok(out);
+            return Ok(vec![Piece::Bytes(out)]);
         }
         let ss = self.stripe_size();
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut plan = Vec::new();
         let mut pos = offset;
         while pos < end {
             let s = pos / ss;
             let in_off = (pos % ss) as usize;
             let take = ((ss - pos % ss).min(end - pos)) as usize;
-            let dirty = g.open.get(&ino).and_then(|of| of.dirty.get(&s));
-            match dirty {
-                Some(buf) => out.extend_from_slice(&buf[in_off..in_off + take]),
-                None => {
-                    let data = self.read_committed_stripe(g, ino, s)?;
-                    out.extend_from_slice(&data[in_off..in_off + take]);
-                }
-            }
             pos += take as u64;
+            let of = g.open.get(&ino).expect("open");
+            if let Some(buf) = of.dirty.get(&s) {
+                plan.push(Piece::Bytes(buf[in_off..in_off + take].to_vec()));
+                continue;
+            }
+            let Some(loc) = self.stripe_loc(ino, s)? else {
+                plan.push(Piece::Zeros(take));
+                continue;
+            };
+            match &of.cache {
+                Some((cs, cg, data)) if *cs == s && *cg == loc.generation => {
+                    plan.push(Piece::Bytes(data[in_off..in_off + take].to_vec()));
+                }
+                _ => plan.push(Piece::Fetch {
+                    stripe: s,
+                    in_off,
+                    take,
+                    loc,
+                }),
+            }
         }
-        Ok(out)
+        Ok(plan)
     }
 
     /// Write `data` at `offset`; returns the bytes written.

@@ -12,14 +12,13 @@
 //! are committed in the order they were applied.
 
 use super::{KvPairs, MetaError, MetaStore, Op};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Work to do once the batch it came with is durable.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+use super::Overlay;
 
 #[derive(Default)]
 struct State {
@@ -93,30 +92,7 @@ impl MetaCache {
             }
             o
         };
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut cursor = start.to_vec();
-        let mut store_count = 0;
-        loop {
-            let batch = self.store.range(&cursor, end, limit.max(16))?;
-            let n = batch.len();
-            for (k, v) in batch {
-                cursor = k.clone();
-                if !overlay.contains_key(&k) {
-                    store_count += 1;
-                    out.insert(k, v);
-                }
-            }
-            if n < limit.max(16) || store_count >= limit {
-                break;
-            }
-            cursor.push(0);
-        }
-        for (k, v) in overlay {
-            if let Some(v) = v {
-                out.insert(k, v);
-            }
-        }
-        Ok(out.into_iter().take(limit).collect())
+        super::merge_range(&overlay, self.store.as_ref(), start, end, limit)
     }
 
     /// Apply a batch atomically (visible at once, durable at the next flush).

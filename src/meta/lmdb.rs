@@ -81,6 +81,36 @@ impl LmdbStore {
     }
 }
 
+impl LmdbStore {
+    /// Commit `ops` durably; the commit sequence becomes `seq` if given,
+    /// else the old sequence plus one.
+    pub fn commit_at(&self, ops: &[Op], seq: Option<u64>) -> Result<(), MetaError> {
+        let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => self.db.put(&mut wtxn, k, v),
+                Op::Del(k) => self.db.delete(&mut wtxn, k).map(|_| ()),
+            }
+            .map_err(|e| self.err(e))?;
+        }
+        let seq = match seq {
+            Some(s) => s,
+            None => {
+                self.db
+                    .get(&wtxn, SEQ_KEY)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0)
+                    + 1
+            }
+        };
+        self.db
+            .put(&mut wtxn, SEQ_KEY, &seq.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        wtxn.commit().map_err(|e| self.err(e))
+    }
+}
+
 impl MetaStore for LmdbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let rtxn = self.env.read_txn().map_err(|e| self.err(e))?;
@@ -106,24 +136,7 @@ impl MetaStore for LmdbStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
-        let mut wtxn = self.env.write_txn().map_err(|e| self.err(e))?;
-        for op in ops {
-            match op {
-                Op::Put(k, v) => self.db.put(&mut wtxn, k, v),
-                Op::Del(k) => self.db.delete(&mut wtxn, k).map(|_| ()),
-            }
-            .map_err(|e| self.err(e))?;
-        }
-        let seq = self
-            .db
-            .get(&wtxn, SEQ_KEY)
-            .map_err(|e| self.err(e))?
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
-            .unwrap_or(0);
-        self.db
-            .put(&mut wtxn, SEQ_KEY, &(seq + 1).to_be_bytes())
-            .map_err(|e| self.err(e))?;
-        wtxn.commit().map_err(|e| self.err(e))
+        self.commit_at(ops, None)
     }
 
     fn sequence(&self) -> Result<u64, MetaError> {

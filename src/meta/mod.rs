@@ -4,6 +4,8 @@
 //!
 //! - [`LmdbStore`]: LMDB through heed, in durable mode (one per replica).
 //! - [`MemStore`]: in memory, for tests.
+//! - [`WalStore`]: a write-ahead log in front of LMDB: a commit is one
+//!   append and one fdatasync; batches reach LMDB in checkpoints.
 //! - [`ReplicatedStore`]: the same batch applied to several stores (one per
 //!   metadata member), so metadata survives the loss of m members.
 //! - [`MetaCache`]: write-back overlay with group commit in front of a store.
@@ -12,11 +14,13 @@ mod cache;
 mod lmdb;
 mod mem;
 mod replicated;
+mod wal;
 
 pub use cache::{AfterCommit, MetaCache};
 pub use lmdb::LmdbStore;
 pub use mem::MemStore;
 pub use replicated::ReplicatedStore;
+pub use wal::WalStore;
 
 /// Errors of the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,46 @@ pub trait MetaStore: Send + Sync {
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError>;
     /// Number of batches committed over the store's life.
     fn sequence(&self) -> Result<u64, MetaError>;
+}
+
+/// Pending changes over a store: key -> new value, or `None` for deleted.
+pub type Overlay = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Up to `limit` live pairs in `[start, end)` of `overlay` laid over
+/// `store`. The overlay must be a snapshot taken before the store is read
+/// (a concurrent flush only copies overlay entries into the store).
+pub fn merge_range(
+    overlay: &Overlay,
+    store: &dyn MetaStore,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<KvPairs, MetaError> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    let mut cursor = start.to_vec();
+    let page = limit.clamp(16, 4096);
+    let mut store_count = 0;
+    loop {
+        let batch = store.range(&cursor, end, page)?;
+        let n = batch.len();
+        for (k, v) in batch {
+            cursor.clone_from(&k);
+            if !overlay.contains_key(&k) {
+                store_count += 1;
+                out.insert(k, v);
+            }
+        }
+        if n < page || store_count >= limit {
+            break;
+        }
+        cursor.push(0);
+    }
+    for (k, v) in overlay.range(start.to_vec()..end.to_vec()) {
+        if let Some(v) = v {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(out.into_iter().take(limit).collect())
 }
 
 /// Key under which stores keep their commit sequence (outside every table).

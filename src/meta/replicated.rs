@@ -1,4 +1,4 @@
-use super::{KvPairs, LmdbStore, MetaError, MetaStore, Op};
+use super::{KvPairs, MetaError, MetaStore, Op, WalStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,9 +54,9 @@ impl ReplicatedStore {
                     .into(),
             });
         }
-        let mut opened: Vec<(String, PathBuf, LmdbStore, u64)> = Vec::new();
+        let mut opened: Vec<(String, PathBuf, WalStore, u64)> = Vec::new();
         for (name, dir) in dirs {
-            match LmdbStore::open(&dir).and_then(|s| s.sequence().map(|q| (s, q))) {
+            match WalStore::open(&dir).and_then(|s| s.sequence().map(|q| (s, q))) {
                 Ok((s, q)) => opened.push((name, dir, s, q)),
                 Err(e) => log::error!("metadata replica {name} unusable, skipped: {e}"),
             }
@@ -86,7 +86,7 @@ impl ReplicatedStore {
             store.close();
             let src = opened.iter().find(|o| o.3 == best).expect("best stays");
             src.2.copy_to_dir(&dir)?;
-            let s = LmdbStore::open(&dir)?;
+            let s = WalStore::open(&dir)?;
             opened.push((name, dir, s, best));
         }
         Ok(ReplicatedStore::new(
@@ -176,7 +176,7 @@ impl MetaStore for ReplicatedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::MemStore;
+    use crate::meta::{LmdbStore, MemStore};
     use std::sync::Arc;
 
     struct Shared(Arc<MemStore>);

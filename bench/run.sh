@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# shardfs beside its baselines, in one run, on the same 6 directories:
+# fio sequential write/read (1 MiB, FIO_SIZE), 4 KiB random reads, 10,000
+# small files (create+write+close, stat, read), ls -lR, a tar extract.
+# Peers: mergerfs-off and mergerfs-partial (FUSE without coding) and raw
+# ext4, through ../shared/bench/peer-baseline.sh, with shardfs as its `cmd`
+# peer. Prints the table with ratios and the daemon's peak RSS.
+#
+#   bench/run.sh                       # RUNS=1 PEERS="raw mergerfs-off mergerfs-partial cmd"
+#   RUNS=3 FIO_SIZE=2G bench/run.sh    # medians of 3 rounds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PB=${PEER_BASELINE:-$ROOT/../shared/bench/peer-baseline.sh}
+[ -x "$PB" ] || PB="bash $PB"
+command -v fio >/dev/null && command -v mergerfs >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio mergerfs fuse3 >/dev/null; }
+cargo build --release --bins
+export SCRATCH=${SCRATCH:-/tmp/shardfs-bench}
+export RES=${RES:-/tmp/shardfs-bench-results}
+export RUNS=${RUNS:-1}
+export PEERS=${PEERS:-"raw mergerfs-off mergerfs-partial cmd"}
+export FIO_SIZE=${FIO_SIZE:-2G}
+export PEER_SUBDIR=bench
+export SHARDFS_BIN=$ROOT/target/release/shardfs
+export RSS_FILE=$RES/shardfs-peak-rss.txt
+mkdir -p "$RES"
+rm -f "$RSS_FILE" "$RES/results.tsv"
+# setup: a 4+2 pool over the six fresh directories, mounted in the background
+export PEER_SETUP='"$SHARDFS_BIN" mkfs $DISK_DIRS && { nohup "$SHARDFS_BIN" mount --socket "$SCRATCH/shardfs.sock" $DISK_DIRS "$MOUNTPOINT" > "$RES/shardfs-daemon.log" 2>&1 & echo $! > "$SCRATCH/shardfs.pid"; }'
+# teardown: record the daemon peak RSS (VmHWM covers the whole run,
+# including the sequential write), then unmount and wait for the exit
+export PEER_TEARDOWN='pid=$(cat "$SCRATCH/shardfs.pid"); grep VmHWM /proc/$pid/status >> "$RSS_FILE"; fusermount3 -u "$MOUNTPOINT"; while kill -0 $pid 2>/dev/null; do sleep 0.1; done'
+$PB run
+$PB summarize >/dev/null || true
+python3 - "$RES/results.tsv" "$RSS_FILE" <<'PY'
+import sys, statistics, collections
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+vals = collections.defaultdict(list); units = {}
+for r in rows:
+    if len(r) < 6: continue
+    try: v = float(r[4])
+    except ValueError: continue
+    vals[(r[2], r[3])].append(v); units[r[3]] = r[5]
+peers = [p for p in ["raw", "mergerfs-off", "mergerfs-partial", "cmd"] if any(k[0] == p for k in vals)]
+metrics = list(dict.fromkeys(k[1] for k in vals))
+lower_better = {"s", "us"}
+print(f"{'metric':<22}{'unit':<9}" + "".join(f"{('shardfs' if p=='cmd' else p):>18}" for p in peers)
+      + f"{'shardfs/mfs-off':>17}{'shardfs/mfs-part':>18}")
+for m in metrics:
+    med = {p: statistics.median(vals[(p, m)]) for p in peers if (p, m) in vals}
+    line = f"{m:<22}{units[m]:<9}" + "".join(f"{med.get(p, float('nan')):>18.1f}" for p in peers)
+    for base in ["mergerfs-off", "mergerfs-partial"]:
+        if "cmd" in med and base in med and med[base] > 0:
+            r = med["cmd"] / med[base]
+            if units[m] in lower_better: r = med[base] / med["cmd"]   # >1 means shardfs faster
+            line += f"{r:>17.2f}"
+        else:
+            line += f"{'-':>17}"
+    print(line)
+print("(ratios: >1 means shardfs is faster, for times too)")
+try:
+    print("shardfs daemon peak RSS:", " / ".join(l.split(":")[1].strip() for l in open(sys.argv[2])))
+except FileNotFoundError:
+    print("shardfs daemon peak RSS: not recorded")
+PY
