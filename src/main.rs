@@ -51,6 +51,10 @@ enum Cmd {
         /// Metadata group-commit interval in milliseconds (close and fsync commit at once).
         #[arg(long, default_value_t = 200)]
         flush_ms: u64,
+        /// Kernel readahead for the mount in KiB (sequential reads then reach
+        /// the daemon as 1 MiB requests).
+        #[arg(long, default_value_t = 4096)]
+        readahead_kb: u32,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             socket,
             threads,
             flush_ms,
+            readahead_kb,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
                 socket,
                 threads,
                 flush_interval: Duration::from_millis(flush_ms.max(1)),
+                readahead_kb,
             })
         }
     };

@@ -287,9 +287,7 @@ impl MetaStore for WalStore {
             }
         }
         let keys = self.overlay.read().unwrap().len();
-        if keys > CHECKPOINT_KEYS
-            || log.last_checkpoint.elapsed() > CHECKPOINT_AGE
-        {
+        if keys > CHECKPOINT_KEYS || log.last_checkpoint.elapsed() > CHECKPOINT_AGE {
             self.checkpoint(&mut log)?;
         }
         Ok(())
@@ -365,7 +363,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = WalStore::open(d.path()).unwrap();
         s.commit(&[put("k", "v")]).unwrap();
-        assert_eq!(parse(&std::fs::read(d.path().join(WAL_FILE)).unwrap(), 1).len(), 1);
+        assert_eq!(
+            parse(&std::fs::read(d.path().join(WAL_FILE)).unwrap(), 1).len(),
+            1
+        );
         s.flush().unwrap();
         assert_eq!(s.log.lock().unwrap().len, 0);
         assert_eq!(s.lmdb.get(b"k").unwrap(), Some(b"v".to_vec()));
