@@ -75,22 +75,37 @@ impl Codec {
 
     /// Cut `data` into k data shards (zero padded) and compute m parity shards.
     pub fn encode(&self, data: &[u8]) -> Vec<Vec<u8>> {
+        let (padded, parity) = self.encode_parity(data);
         let len = self.shard_len(data.len());
-        let mut shards: Vec<Vec<u8>> = (0..self.k + self.m)
-            .map(|i| {
-                let mut s = vec![0u8; len];
-                if i < self.k {
-                    let start = (i * len).min(data.len());
-                    let end = ((i + 1) * len).min(data.len());
-                    s[..end - start].copy_from_slice(&data[start..end]);
-                }
-                s
-            })
-            .collect();
-        self.rs
-            .encode(&mut shards)
-            .expect("shards are equal length and counted");
-        shards
+        padded
+            .chunks(len)
+            .map(<[u8]>::to_vec)
+            .chain(parity)
+            .collect()
+    }
+
+    /// Parity of `data` without copying it: returns the data padded to k
+    /// shards (borrowed when it needs no padding; data shard i is bytes
+    /// `i*len..(i+1)*len` with `len = shard_len(data.len())`) and the m
+    /// parity shards.
+    pub fn encode_parity<'a>(&self, data: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Vec<Vec<u8>>) {
+        let len = self.shard_len(data.len());
+        let padded: std::borrow::Cow<'a, [u8]> = if data.len() == len * self.k {
+            std::borrow::Cow::Borrowed(data)
+        } else {
+            let mut v = vec![0u8; len * self.k];
+            v[..data.len()].copy_from_slice(data);
+            std::borrow::Cow::Owned(v)
+        };
+        let mut parity = vec![vec![0u8; len]; self.m];
+        {
+            let data_shards: Vec<&[u8]> = padded.chunks(len).collect();
+            let mut par: Vec<&mut [u8]> = parity.iter_mut().map(|p| p.as_mut_slice()).collect();
+            self.rs
+                .encode_sep(&data_shards, &mut par)
+                .expect("shards are equal length and counted");
+        }
+        (padded, parity)
     }
 
     /// Rebuild the stripe's `data_len` bytes from any k shards. `shards[i]`

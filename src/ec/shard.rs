@@ -58,7 +58,15 @@ pub struct ShardHeader {
 impl ShardHeader {
     /// Serialise `payload` with a header for `id` into a complete shard file.
     pub fn seal(id: ShardId, k: u8, m: u8, stripe_len: u32, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        let mut out = Self::header(id, k, m, stripe_len, payload).to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The header of a shard file holding `payload` (the file is the
+    /// header followed by the payload).
+    pub fn header(id: ShardId, k: u8, m: u8, stripe_len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
+        let mut out = Vec::with_capacity(HEADER_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.push(id.index);
@@ -74,8 +82,7 @@ impl ShardHeader {
         debug_assert_eq!(out.len(), 64);
         let sum = checksum(&out[..64], payload);
         out.extend_from_slice(&sum);
-        out.extend_from_slice(payload);
-        out
+        out.try_into().expect("header length")
     }
 
     /// Parse and verify a shard file. Returns the header and the payload

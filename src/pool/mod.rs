@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Above this many pending shard files, `sync_pending` syncs whole
+/// filesystems instead of single files.
+const SYNCFS_THRESHOLD: usize = 24;
+
 /// Marks a shard slot with no member (the shard was never written).
 pub const NO_MEMBER: u16 = u16::MAX;
 
@@ -226,7 +230,12 @@ impl Pool {
     ) -> Result<StripeLoc, PoolError> {
         let n = self.k() + self.m();
         let min = self.k() + 1;
-        let shards = self.codec.encode(data);
+        let (padded, parity) = self.codec.encode_parity(data);
+        let len = self.codec.shard_len(data.len());
+        let shards: Vec<&[u8]> = padded
+            .chunks(len)
+            .chain(parity.iter().map(Vec::as_slice))
+            .collect();
         let mut members = vec![NO_MEMBER; n];
         let mut used: Vec<u16> = Vec::new();
         let online = self.online_count();
@@ -249,7 +258,7 @@ impl Pool {
                 let handles: Vec<_> = jobs
                     .iter()
                     .map(|&(idx, mi)| {
-                        let shard = &shards[idx];
+                        let shard: &[u8] = shards[idx];
                         s.spawn(move || {
                             let id = ShardId {
                                 pool: self.pool_bytes,
@@ -258,7 +267,7 @@ impl Pool {
                                 generation,
                                 index: idx as u8,
                             };
-                            let bytes = ShardHeader::seal(
+                            let header = ShardHeader::header(
                                 id,
                                 self.sb.k,
                                 self.sb.m,
@@ -266,7 +275,7 @@ impl Pool {
                                 shard,
                             );
                             let rel = shard_path(object, stripe, generation, idx as u8);
-                            (idx, mi, self.write_shard(mi, &rel, &bytes))
+                            (idx, mi, self.write_shard(mi, &rel, &[&header, shard]))
                         })
                     })
                     .collect();
@@ -308,7 +317,7 @@ impl Pool {
         })
     }
 
-    fn write_shard(&self, mi: u16, rel: &str, bytes: &[u8]) -> bool {
+    fn write_shard(&self, mi: u16, rel: &str, bytes: &[&[u8]]) -> bool {
         let m = &self.members[mi as usize];
         let Some(d) = m.live_disk() else { return false };
         match d.write_file(rel, bytes) {
@@ -461,6 +470,9 @@ impl Pool {
         if list.is_empty() {
             return;
         }
+        if list.len() > SYNCFS_THRESHOLD {
+            return self.sync_filesystems(&list);
+        }
         let mut per_member: Vec<Vec<String>> = vec![Vec::new(); self.members.len()];
         for (mi, rel) in list {
             per_member[mi as usize].push(rel);
@@ -488,6 +500,35 @@ impl Pool {
                     for dir in dirs {
                         if let Err(e) = d.sync_dir(&dir) {
                             m.note_error(&format!("fsync dir {dir}: {e}"));
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// syncfs once per filesystem holding members with pending shards (in
+    /// parallel): one writeback pass instead of a journal commit per file.
+    fn sync_filesystems(&self, list: &[(u16, String)]) {
+        let mut groups: std::collections::BTreeMap<Option<u64>, Vec<u16>> = Default::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (mi, _) in list {
+            if !seen.insert(*mi) {
+                continue;
+            }
+            let m = &self.members[*mi as usize];
+            let Some(d) = m.live_disk() else { continue };
+            // unknown filesystems are synced on their own
+            let key = d.fs_id().or(Some(u64::MAX - *mi as u64));
+            groups.entry(key).or_default().push(*mi);
+        }
+        std::thread::scope(|s| {
+            for members in groups.values() {
+                let m = &self.members[members[0] as usize];
+                s.spawn(move || {
+                    if let Some(d) = m.live_disk() {
+                        if let Err(e) = d.sync_fs() {
+                            m.note_error(&format!("syncfs: {e}"));
                         }
                     }
                 });
