@@ -5,4 +5,4 @@ mod codec;
 mod shard;
 
 pub use codec::{Codec, EcError};
-pub use shard::{ShardHeader, ShardId, HEADER_LEN};
+pub use shard::{header_len, ShardHeader, ShardId, BLOCK, HEADER_LEN};

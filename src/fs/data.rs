@@ -13,6 +13,10 @@ use crate::meta::{AfterCommit, Op};
 use crate::pool::StripeLoc;
 use std::sync::Arc;
 
+/// Reads up to this size fetch only the blocks they touch (no stripe
+/// decode, no cache fill); larger reads fetch and cache the whole stripe.
+const RANGE_READ_MAX: usize = 64 * 1024;
+
 /// One part of a planned read.
 enum Piece {
     /// Bytes already copied (buffered data, cache, inline file).
@@ -100,6 +104,13 @@ impl Fs {
                     take,
                     mut loc,
                 } => {
+                    if take <= RANGE_READ_MAX {
+                        // small read: only the data shard blocks it touches
+                        let bytes = self.read_range_retrying(ino, stripe, loc, in_off, take)?;
+                        out.extend_from_slice(&bytes);
+                        out.resize(out.len() + take - bytes.len(), 0);
+                        continue;
+                    }
                     let mut attempt = 0;
                     let data = loop {
                         match self.pool.read_stripe(ino, stripe, &loc) {
@@ -131,6 +142,34 @@ impl Fs {
             }
         }
         Ok(out)
+    }
+
+    /// A range read of a committed stripe, retried when a concurrent
+    /// rewrite replaced the generation it planned to read.
+    fn read_range_retrying(
+        &self,
+        ino: u64,
+        stripe: u64,
+        mut loc: StripeLoc,
+        in_off: usize,
+        take: usize,
+    ) -> FsResult<Vec<u8>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .pool
+                .read_stripe_range(ino, stripe, &loc, in_off, in_off + take)
+            {
+                Ok(b) => return Ok(b),
+                Err(e) => match self.stripe_loc(ino, stripe)? {
+                    Some(n) if n.generation != loc.generation && attempt < 3 => {
+                        attempt += 1;
+                        loc = n;
+                    }
+                    _ => return Err(e.into()),
+                },
+            }
+        }
     }
 
     fn plan_read(

@@ -22,6 +22,8 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()>;
     /// Read all of `rel`.
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>>;
+    /// Read up to `len` bytes of `rel` at `offset` (fewer at end of file).
+    fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Remove `rel`; a missing file is not an error.
     fn remove_file(&self, rel: &str) -> io::Result<()>;
     /// Names in directory `rel` (files only matter to callers).
@@ -91,6 +93,22 @@ impl DiskBackend for DirDisk {
 
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
         fs::read(self.path(rel))
+    }
+
+    fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = File::open(self.path(rel))?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = f.read_at(&mut buf[got..], offset + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
     }
 
     fn remove_file(&self, rel: &str) -> io::Result<()> {
@@ -199,6 +217,12 @@ impl DiskBackend for MemDisk {
             .get(rel)
             .cloned()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+    fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let all = self.read_file(rel)?;
+        let start = (offset as usize).min(all.len());
+        let end = start.saturating_add(len).min(all.len());
+        Ok(all[start..end].to_vec())
     }
     fn remove_file(&self, rel: &str) -> io::Result<()> {
         self.check()?;

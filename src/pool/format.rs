@@ -3,7 +3,6 @@
 use super::{DirDisk, DiskBackend, Member, PoolError, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 /// Parameters of a new pool.
@@ -216,18 +215,14 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
             if present.is_none() {
                 log::warn!("member {i} ({id}) was not given: the pool runs degraded without it");
             }
-            Member {
-                index: i as u16,
-                id: id.clone(),
-                path: present
+            Member::new(
+                i as u16,
+                id.clone(),
+                present
                     .map(|(p, _)| p.display().to_string())
                     .unwrap_or_else(|| "(missing)".into()),
-                disk: present.map(|(p, _)| Arc::new(DirDisk::new(p)) as Arc<dyn DiskBackend>),
-                online: AtomicBool::new(present.is_some()),
-                errors: AtomicU64::new(0),
-                free: AtomicU64::new(0),
-                total: AtomicU64::new(0),
-            }
+                present.map(|(p, _)| Arc::new(DirDisk::new(p)) as Arc<dyn DiskBackend>),
+            )
         })
         .collect();
     Ok((sb0, members))
