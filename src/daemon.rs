@@ -175,7 +175,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     let run = session.run();
-    let res = fs.sync_all();
+    let res = fs.unmount_sync();
     fs.meta.shutdown();
     let _ = flusher.join();
     let _ = std::fs::remove_file(&socket);

@@ -321,3 +321,23 @@ fn metadata_survives_losing_two_metadata_members() {
     t.mount();
     assert_eq!(fs::read(t.p("bkt/new")).unwrap(), b"written while degraded");
 }
+
+#[test]
+fn clean_unmount_skips_the_sweep_and_a_crash_runs_it() {
+    let mut t = TestMount::new(6, SMALL);
+    fs::create_dir(t.p("bkt")).unwrap();
+    fs::write(t.p("bkt/f"), pattern(1, 50_000)).unwrap();
+    // a stray shard file no metadata points to
+    let stray = t.members[2].join("shards/00/ffff.0.1.0");
+    fs::write(&stray, b"stray").unwrap();
+    t.remount();
+    assert!(t.log_text().contains("no sweep needed"));
+    assert!(stray.exists(), "clean mount does not scan the members");
+    t.kill9();
+    t.mount();
+    assert!(
+        !stray.exists(),
+        "mount after a crash sweeps unreferenced shards"
+    );
+    assert_eq!(read_all(&t.p("bkt/f")).unwrap(), pattern(1, 50_000));
+}

@@ -147,7 +147,20 @@ impl Fs {
                 .apply(vec![Op::Put(inode_key(ROOT_INO), enc(&root))], vec![])?;
             fs.meta.sync()?;
         }
-        fs.reclaim_orphans()?;
+        // A clean unmount leaves no orphans and no unreferenced shards; after
+        // anything else (kill -9, crash, a member that missed deletions)
+        // sweep before serving.
+        let clean = read_counter(&fs.meta, "clean", 0)? == 1;
+        if clean {
+            log::info!("last unmount was clean: no sweep needed");
+        } else {
+            fs.reclaim_orphans()?;
+        }
+        fs.meta.apply(
+            vec![Op::Put(counter_key("clean"), 0u64.to_be_bytes().to_vec())],
+            vec![],
+        )?;
+        fs.meta.sync()?;
         Ok(fs)
     }
 
@@ -209,6 +222,21 @@ impl Fs {
             }
         }
         self.meta.sync()?;
+        Ok(())
+    }
+
+    /// Final sync at unmount: flush everything and, if nothing was left to
+    /// sweep, record that the unmount was clean.
+    pub fn unmount_sync(&self) -> FsResult<()> {
+        self.sync_all()?;
+        let orphans = !self.meta.range(b"O", b"P", 1)?.is_empty();
+        if !orphans && !self.pool.garbage_left() && self.lock().open.is_empty() {
+            self.meta.apply(
+                vec![Op::Put(counter_key("clean"), 1u64.to_be_bytes().to_vec())],
+                vec![],
+            )?;
+            self.meta.sync()?;
+        }
         Ok(())
     }
 

@@ -149,6 +149,8 @@ pub struct Pool {
     /// read costs one block read. Shard files are immutable, so an entry
     /// stays true; the payload blocks are still verified on every read.
     headers: Mutex<std::collections::HashMap<(u16, ShardId), Arc<ShardHeader>>>,
+    /// Set when a superseded shard could not be deleted.
+    garbage_left: AtomicBool,
 }
 
 /// Headers kept by the range-read cache (about 600 bytes each for 256 KiB
@@ -187,6 +189,7 @@ impl Pool {
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
+            garbage_left: AtomicBool::new(false),
         };
         pool.refresh_capacity();
         Ok(pool)
@@ -576,13 +579,24 @@ impl Pool {
             if mi == NO_MEMBER {
                 continue;
             }
-            if let Some(d) = self.members[mi as usize].live_disk() {
-                let rel = shard_path(object, stripe, loc.generation, i as u8);
-                if let Err(e) = d.remove_file(&rel) {
-                    self.members[mi as usize].note_error(&format!("remove {rel}: {e}"));
+            match self.members[mi as usize].live_disk() {
+                Some(d) => {
+                    let rel = shard_path(object, stripe, loc.generation, i as u8);
+                    if let Err(e) = d.remove_file(&rel) {
+                        self.members[mi as usize].note_error(&format!("remove {rel}: {e}"));
+                        self.garbage_left.store(true, Ordering::Relaxed);
+                    }
                 }
+                // the shard stays on the absent member: sweep at next mount
+                None => self.garbage_left.store(true, Ordering::Relaxed),
             }
         }
+    }
+
+    /// True when some superseded shard could not be deleted (member offline
+    /// or failing), so the next mount must sweep.
+    pub fn garbage_left(&self) -> bool {
+        self.garbage_left.load(Ordering::Relaxed)
     }
 
     /// Make every shard written so far durable (fsync files, then their
