@@ -644,3 +644,37 @@ fn fsync_fdatasync_and_empty_directories_persist() {
     assert!(fs::metadata(t.p("bkt/a/b/c")).unwrap().is_dir());
     assert_eq!(fs::read(t.p("bkt/a/x")).unwrap(), b"hello");
 }
+
+#[test]
+fn a_full_pool_returns_enospc_and_recovers_after_delete() {
+    // six 24 MiB members (8 MiB of each go to the metadata log)
+    let t = TestMount::new_with(6, &[], Some(24));
+    fs::create_dir(t.p("bkt")).unwrap();
+    let chunk = pattern(1, 1 << 20);
+    let mut f = File::create(t.p("bkt/big")).unwrap();
+    let mut err = None;
+    for _ in 0..200 {
+        if let Err(e) = f.write_all(&chunk) {
+            err = Some(e);
+            break;
+        }
+    }
+    let e = err
+        .or_else(|| f.sync_all().err())
+        .expect("the pool fills up");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    drop(f);
+    assert!(t.log_text().contains("ENOSPC"));
+    fs::remove_file(t.p("bkt/big")).unwrap();
+    // space comes back once the deletion is committed
+    let start = std::time::Instant::now();
+    loop {
+        let r = fs::write(t.p("bkt/after"), pattern(2, 5 << 20));
+        if r.is_ok() {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 10, "space not reclaimed: {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(fs::read(t.p("bkt/after")).unwrap(), pattern(2, 5 << 20));
+}

@@ -81,6 +81,7 @@ impl FsError {
             FsError::Pool(PoolError::Unreadable { .. }) => libc::EIO,
             // too few healthy members to write with redundancy
             FsError::Pool(PoolError::BelowWriteQuorum { .. }) => libc::EROFS,
+            FsError::Pool(PoolError::NoSpace) => libc::ENOSPC,
             FsError::Pool(PoolError::Setup(_)) => libc::EIO,
             // after a failed metadata commit we refuse writes
             FsError::Meta(MetaError::ReadOnly) => libc::EROFS,

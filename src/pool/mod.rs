@@ -56,6 +56,9 @@ pub enum PoolError {
         /// minimum
         need: usize,
     },
+    /// Members are out of space.
+    #[error("members are out of space")]
+    NoSpace,
     /// Opening or formatting the pool failed; the message names the member and the fix.
     #[error("{0}")]
     Setup(String),
@@ -276,11 +279,12 @@ impl Pool {
             });
         }
         let mut todo: Vec<usize> = (0..n).collect();
+        let mut out_of_space = false;
         // Two rounds: shards whose member failed are retried on unused members.
         for _round in 0..2 {
             let targets = placement::choose(self, todo.len(), &used);
             let jobs: Vec<(usize, u16)> = todo.iter().copied().zip(targets).collect();
-            let results: Vec<(usize, u16, bool)> = std::thread::scope(|s| {
+            let results: Vec<(usize, u16, Result<(), bool>)> = std::thread::scope(|s| {
                 let handles: Vec<_> = jobs
                     .iter()
                     .map(|&(idx, mi)| {
@@ -308,12 +312,14 @@ impl Pool {
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
             todo.clear();
-            for (idx, mi, ok) in results {
+            for (idx, mi, res) in results {
                 used.push(mi);
-                if ok {
-                    members[idx] = mi;
-                } else {
-                    todo.push(idx);
+                match res {
+                    Ok(()) => members[idx] = mi,
+                    Err(full) => {
+                        out_of_space |= full;
+                        todo.push(idx);
+                    }
                 }
             }
             if todo.is_empty() {
@@ -322,6 +328,21 @@ impl Pool {
         }
         let written = members.iter().filter(|&&m| m != NO_MEMBER).count();
         if written < min {
+            // the shards that did land are useless: remove them now
+            for (i, &mi) in members.iter().enumerate() {
+                if mi != NO_MEMBER {
+                    if let Some(d) = self.members[mi as usize].live_disk() {
+                        let _ = d.remove_file(&shard_path(object, stripe, generation, i as u8));
+                    }
+                }
+            }
+            if out_of_space {
+                log::error!(
+                    "object {object} stripe {stripe}: members are full, only {written} shards \
+                     could be written (ENOSPC)"
+                );
+                return Err(PoolError::NoSpace);
+            }
             log::error!(
                 "object {object} stripe {stripe}: only {written} shards could be written, \
                  below the write quorum of {min} (k+1): refusing the write (EROFS)"
@@ -343,18 +364,23 @@ impl Pool {
         })
     }
 
-    fn write_shard(&self, mi: u16, rel: &str, bytes: &[&[u8]]) -> bool {
+    /// Write one shard file; `Err(true)` when the member is out of space.
+    fn write_shard(&self, mi: u16, rel: &str, bytes: &[&[u8]]) -> Result<(), bool> {
         let m = &self.members[mi as usize];
-        let Some(d) = m.live_disk() else { return false };
+        let Some(d) = m.live_disk() else {
+            return Err(false);
+        };
         match d.write_file(rel, bytes) {
             Ok(()) => {
                 self.stats.shards_written.fetch_add(1, Ordering::Relaxed);
                 self.unsynced.lock().unwrap().push((mi, rel.to_string()));
-                true
+                Ok(())
             }
             Err(e) => {
                 m.note_error(&format!("write {rel}: {e}"));
-                false
+                // do not leave a partial shard behind
+                let _ = d.remove_file(rel);
+                Err(e.raw_os_error() == Some(libc::ENOSPC))
             }
         }
     }

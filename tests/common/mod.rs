@@ -17,6 +17,8 @@ pub struct TestMount {
     pub socket: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Extra mounts (e.g. small tmpfs members) to undo after the FUSE mount.
+    pub extra_mounts: Vec<PathBuf>,
 }
 
 pub fn is_mounted(p: &Path) -> bool {
@@ -37,6 +39,12 @@ fn lazy_unmount(p: &Path) {
 impl TestMount {
     /// mkfs a pool of `n` members with extra mkfs args, and mount it.
     pub fn new(n: usize, mkfs_args: &[&str]) -> TestMount {
+        Self::new_with(n, mkfs_args, None)
+    }
+
+    /// Like `new`, but every member is a tmpfs of `tmpfs_mib` MiB (a small
+    /// disk that fills up).
+    pub fn new_with(n: usize, mkfs_args: &[&str], tmpfs_mib: Option<u64>) -> TestMount {
         let tmp = tempfile::Builder::new()
             .prefix("shardfs-test")
             .tempdir()
@@ -44,6 +52,19 @@ impl TestMount {
         let members: Vec<PathBuf> = (0..n)
             .map(|i| tmp.path().join(format!("disk{i}")))
             .collect();
+        let mut extra_mounts = Vec::new();
+        if let Some(mib) = tmpfs_mib {
+            for m in &members {
+                std::fs::create_dir(m).unwrap();
+                let st = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                    .arg(m)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "mount tmpfs (tests run as root)");
+                extra_mounts.push(m.clone());
+            }
+        }
         let mnt = tmp.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let out = Command::new(SHARDFS)
@@ -66,6 +87,7 @@ impl TestMount {
             socket,
             child: None,
             log,
+            extra_mounts,
         };
         t.mount();
         t
@@ -219,6 +241,9 @@ impl Drop for TestMount {
         }
         if is_mounted(&self.mnt) {
             lazy_unmount(&self.mnt);
+        }
+        for m in &self.extra_mounts {
+            lazy_unmount(m);
         }
         if std::thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log_text());
