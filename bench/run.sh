@@ -30,8 +30,22 @@ rm -f "$RSS_FILE" "$RES/results.tsv"
 export PEER_SETUP='"$SHARDFS_BIN" mkfs $DISK_DIRS && { nohup "$SHARDFS_BIN" mount --socket "$SCRATCH/shardfs.sock" $DISK_DIRS "$MOUNTPOINT" > "$RES/shardfs-daemon.log" 2>&1 & echo $! > "$SCRATCH/shardfs.pid"; }'
 # teardown: record the daemon peak RSS (VmHWM covers the whole run,
 # including the sequential write), then unmount and wait for the exit
-export PEER_TEARDOWN='pid=$(cat "$SCRATCH/shardfs.pid"); grep VmHWM /proc/$pid/status >> "$RSS_FILE"; fusermount3 -u "$MOUNTPOINT"; while kill -0 $pid 2>/dev/null; do sleep 0.1; done'
+export PEER_TEARDOWN='pid=$(cat "$SCRATCH/shardfs.pid"); echo "whole run: $(grep -E "VmHWM|RssAnon|RssFile" /proc/$pid/status | tr -s " \t" " " | tr "\n" " ")" >> "$RSS_FILE"; fusermount3 -u "$MOUNTPOINT"; while kill -0 $pid 2>/dev/null; do sleep 0.1; done'
 $PB run
+# Peak RSS during the sequential write alone: a fresh pool, one fio run.
+if [[ " $PEERS " == *" cmd "* ]]; then
+  R=$SCRATCH/rss; rm -rf "$R"; mkdir -p "$R/mnt"
+  "$SHARDFS_BIN" mkfs "$R"/d{1..6} >/dev/null
+  "$SHARDFS_BIN" mount --socket "$R/sock" "$R"/d{1..6} "$R/mnt" > "$R/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do mountpoint -q "$R/mnt" && break; sleep 0.1; done
+  mkdir "$R/mnt/bench"
+  fio --ioengine=psync --direct=0 --fallocate=none --numjobs=1 --name=seqwrite \
+    --filename="$R/mnt/bench/seq" --rw=write --bs=1M --size="$FIO_SIZE" --end_fsync=1 > /dev/null
+  echo "sequential write ($FIO_SIZE): $(grep -E "VmHWM" /proc/$pid/status | tr -s " \t" " ")" >> "$RSS_FILE"
+  fusermount3 -u "$R/mnt"; wait $pid || true
+  rm -rf "$R"
+fi
 $PB summarize >/dev/null || true
 python3 - "$RES/results.tsv" "$RSS_FILE" <<'PY'
 import sys, statistics, collections
@@ -60,7 +74,8 @@ for m in metrics:
     print(line)
 print("(ratios: >1 means shardfs is faster, for times too)")
 try:
-    print("shardfs daemon peak RSS:", " / ".join(l.split(":")[1].strip() for l in open(sys.argv[2])))
+    for l in open(sys.argv[2]):
+        print("shardfs daemon peak RSS,", l.strip())
 except FileNotFoundError:
     print("shardfs daemon peak RSS: not recorded")
 PY
