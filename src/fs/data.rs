@@ -452,7 +452,7 @@ impl Fs {
     /// Flush buffered data of the file behind a handle (FUSE flush = close(2)).
     pub fn flush_handle(&self, fh: u64) -> FsResult<()> {
         let (ino, writable) = self.handle(fh)?;
-        if writable || self.meta.dirty() {
+        if writable {
             self.fsync(ino)?;
         }
         Ok(())
