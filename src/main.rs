@@ -29,7 +29,7 @@ enum Cmd {
         #[arg(long, short = 'm', default_value_t = 2)]
         parity: u8,
         /// Shard size in bytes (a stripe holds k shards); multiple of 4096.
-        #[arg(long, default_value_t = 256 * 1024)]
+        #[arg(long, default_value_t = 1024 * 1024)]
         shard_size: u32,
         /// Files up to this size live inline in the replicated metadata
         /// (default: 64 KiB, or one stripe if that is smaller).

@@ -13,10 +13,6 @@ use crate::meta::{AfterCommit, Op};
 use crate::pool::StripeLoc;
 use std::sync::Arc;
 
-/// Reads up to this size fetch only the blocks they touch (no stripe
-/// decode, no cache fill); larger reads fetch and cache the whole stripe.
-const RANGE_READ_MAX: usize = 64 * 1024;
-
 /// One part of a planned read.
 enum Piece {
     /// Bytes already copied (buffered data, cache, inline file).
@@ -102,42 +98,13 @@ impl Fs {
                     stripe,
                     in_off,
                     take,
-                    mut loc,
+                    loc,
                 } => {
-                    if take <= RANGE_READ_MAX {
-                        // small read: only the data shard blocks it touches
-                        let bytes = self.read_range_retrying(ino, stripe, loc, in_off, take)?;
-                        out.extend_from_slice(&bytes);
-                        out.resize(out.len() + take - bytes.len(), 0);
-                        continue;
-                    }
-                    let mut attempt = 0;
-                    let data = loop {
-                        match self.pool.read_stripe(ino, stripe, &loc) {
-                            Ok(d) => break d,
-                            Err(e) => {
-                                // a concurrent rewrite may have replaced the generation
-                                let now = self.stripe_loc(ino, stripe)?;
-                                match now {
-                                    Some(n) if n.generation != loc.generation && attempt < 3 => {
-                                        attempt += 1;
-                                        loc = n;
-                                    }
-                                    _ => return Err(e.into()),
-                                }
-                            }
-                        }
-                    };
-                    let end = (in_off + take).min(data.len());
-                    let start = in_off.min(end);
-                    out.extend_from_slice(&data[start..end]);
-                    out.resize(out.len() + take - (end - start), 0);
-                    let mut g = self.lock();
-                    if let Some(of) = g.open.get_mut(&ino) {
-                        let mut d = data;
-                        d.resize(self.stripe_size() as usize, 0);
-                        of.cache = Some((stripe, loc.generation, Arc::new(d)));
-                    }
+                    // only the data shard blocks the range touches; a bad
+                    // or missing shard falls back to a decode from any k
+                    let bytes = self.read_range_retrying(ino, stripe, loc, in_off, take)?;
+                    out.extend_from_slice(&bytes);
+                    out.resize(out.len() + take - bytes.len(), 0);
                 }
             }
         }

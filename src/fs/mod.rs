@@ -30,7 +30,7 @@ pub type FsResult<T> = Result<T, FsError>;
 /// Largest file size (2^50 bytes: far beyond any member, and offsets stay exact).
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 /// Dirty stripes an open file may buffer before they are written out.
-const MAX_DIRTY_STRIPES: usize = 4;
+const MAX_DIRTY_STRIPES: usize = 2;
 
 /// State of a file while any handle (or pending writeback) has it open.
 #[derive(Debug)]

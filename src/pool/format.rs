@@ -23,7 +23,7 @@ impl Default for MkfsOptions {
         MkfsOptions {
             k: 4,
             m: 2,
-            shard_size: 256 * 1024,
+            shard_size: 1024 * 1024,
             inline_max: 64 * 1024,
         }
     }
