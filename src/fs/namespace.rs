@@ -284,6 +284,12 @@ impl Fs {
         if of.refs > 0 {
             return Ok(());
         }
+        // data that arrived without a handle (mmap writeback) is written out
+        // before the state goes
+        self.flush_file_locked(g, ino)?;
+        let Some(of) = g.open.get(&ino) else {
+            return Ok(());
+        };
         let unlinked = of.inode.nlink == 0;
         g.open.remove(&ino);
         if unlinked {

@@ -1,15 +1,21 @@
 use super::{KvPairs, MetaError, MetaStore, Op, WalStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+type CommitJob = (Arc<[Op]>, crossbeam::channel::Sender<Result<(), MetaError>>);
 
 /// One copy of the metadata.
 pub struct Replica {
     /// Name for logs and status (the member path).
     pub name: String,
     /// The store.
-    pub store: Box<dyn MetaStore>,
+    pub store: Arc<dyn MetaStore>,
     /// False after a failed call; the replica is skipped until remount.
     pub healthy: AtomicBool,
+    /// The replica's commit thread (commits of all replicas run in
+    /// parallel without spawning a thread per commit).
+    jobs: crossbeam::channel::Sender<CommitJob>,
 }
 
 /// Applies every batch to all healthy replicas, in parallel. A batch is
@@ -33,10 +39,25 @@ impl ReplicatedStore {
         ReplicatedStore {
             replicas: replicas
                 .into_iter()
-                .map(|(name, store)| Replica {
-                    name,
-                    store,
-                    healthy: AtomicBool::new(true),
+                .map(|(name, store)| {
+                    let store: Arc<dyn MetaStore> = Arc::from(store);
+                    let (tx, rx) = crossbeam::channel::unbounded::<CommitJob>();
+                    let worker = store.clone();
+                    std::thread::Builder::new()
+                        .name("meta-replica".into())
+                        .spawn(move || {
+                            // ends when the store (and its sender) is dropped
+                            for (ops, reply) in rx {
+                                let _ = reply.send(worker.commit(&ops));
+                            }
+                        })
+                        .expect("spawn replica committer");
+                    Replica {
+                        name,
+                        store,
+                        healthy: AtomicBool::new(true),
+                        jobs: tx,
+                    }
                 })
                 .collect(),
         }
@@ -137,16 +158,22 @@ impl MetaStore for ReplicatedStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
-        let results: Vec<(usize, Result<(), MetaError>)> = std::thread::scope(|s| {
-            let hs: Vec<_> = self
-                .replicas
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.healthy.load(Ordering::Relaxed))
-                .map(|(i, r)| s.spawn(move || (i, r.store.commit(ops))))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let ops: Arc<[Op]> = Arc::from(ops);
+        let pending: Vec<(usize, crossbeam::channel::Receiver<Result<(), MetaError>>)> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.healthy.load(Ordering::Relaxed))
+            .map(|(i, r)| {
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                let _ = r.jobs.send((ops.clone(), tx));
+                (i, rx)
+            })
+            .collect();
+        let results: Vec<(usize, Result<(), MetaError>)> = pending
+            .into_iter()
+            .map(|(i, rx)| (i, rx.recv().unwrap_or(Err(MetaError::ReadOnly))))
+            .collect();
         let mut ok = 0;
         let mut last = None;
         for (i, r) in results {
