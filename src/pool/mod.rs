@@ -484,8 +484,10 @@ impl Pool {
         }
         let read_seg = |&(i, a, b): &(usize, usize, usize)| -> Result<Vec<u8>, (u16, String)> {
             let mi = loc.members[i];
-            if mi == NO_MEMBER {
-                return Err((mi, "never written".to_string()));
+            // a shard never written, or on a member known to be gone, is not
+            // a new error: go straight to the decode
+            if mi == NO_MEMBER || self.members[mi as usize].live_disk().is_none() {
+                return Err((NO_MEMBER, "unavailable".to_string()));
             }
             let id = self.shard_id(object, stripe, loc.generation, i);
             self.read_shard_range(mi, id, loc.len, a, b)
