@@ -46,6 +46,22 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// Reply to an empty-reply request with success or the error's errno.
+fn reply_empty(r: Result<(), FsError>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// Reply with a new or found entry, or the error's errno.
+fn reply_entry(r: Result<Attr, FsError>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn ts(t: (i64, u32)) -> SystemTime {
     if t.0 >= 0 {
         UNIX_EPOCH + Duration::new(t.0 as u64, t.1)
@@ -144,10 +160,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(self.fs.lookup(parent.0, name.as_bytes()), reply)
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -211,10 +224,7 @@ impl Filesystem for FuseFs {
         };
         let mut n = new_node(req, k, mode, umask);
         n.rdev = rdev;
-        match self.fs.create_node(parent.0, name.as_bytes(), n) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(self.fs.create_node(parent.0, name.as_bytes(), n), reply)
     }
 
     fn mkdir(
@@ -227,24 +237,15 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let n = new_node(req, Kind::Dir, mode, umask);
-        match self.fs.create_node(parent.0, name.as_bytes(), n) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(self.fs.create_node(parent.0, name.as_bytes(), n), reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.unlink(parent.0, name.as_bytes()), reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.rmdir(parent.0, name.as_bytes()), reply)
     }
 
     fn symlink(
@@ -261,10 +262,10 @@ impl Filesystem for FuseFs {
         }
         let mut n = new_node(req, Kind::Symlink, 0o777, 0);
         n.target = t.to_vec();
-        match self.fs.create_node(parent.0, link_name.as_bytes(), n) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(
+            self.fs.create_node(parent.0, link_name.as_bytes(), n),
+            reply,
+        )
     }
 
     fn rename(
@@ -282,16 +283,16 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.fs.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            noreplace,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            self.fs.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                noreplace,
+            ),
+            reply,
+        )
     }
 
     fn link(
@@ -302,10 +303,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, newname.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_entry(self.fs.link(ino.0, newparent.0, newname.as_bytes()), reply)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -360,10 +358,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         // flush is close(2): data written through this handle becomes durable
-        match self.fs.flush_handle(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.flush_handle(fh.0), reply)
     }
 
     fn release(
@@ -376,10 +371,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.release(fh.0), reply)
     }
 
     fn fsync(
@@ -390,10 +382,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.fsync(ino.0), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -494,10 +483,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(ino.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.fs.removexattr(ino.0, name.as_bytes()), reply)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

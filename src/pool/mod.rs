@@ -385,15 +385,20 @@ impl Pool {
         }
     }
 
-    /// Read one shard and verify it is exactly the shard expected.
-    pub fn read_shard(&self, mi: u16, id: ShardId, stripe_len: u32) -> Result<Vec<u8>, String> {
+    /// The disk and relative path of a shard about to be read (counted).
+    fn shard_file(&self, mi: u16, id: &ShardId) -> Result<(&Arc<dyn DiskBackend>, String), String> {
         let m = self
             .members
             .get(mi as usize)
             .ok_or_else(|| format!("no member {mi}"))?;
         let d = m.live_disk().ok_or("member offline")?;
-        let rel = shard_path(id.object, id.stripe, id.generation, id.index);
         self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+        Ok((d, shard_path(id.object, id.stripe, id.generation, id.index)))
+    }
+
+    /// Read one shard and verify it is exactly the shard expected.
+    pub fn read_shard(&self, mi: u16, id: ShardId, stripe_len: u32) -> Result<Vec<u8>, String> {
+        let (d, rel) = self.shard_file(mi, &id)?;
         let bytes = d.read_file(&rel).map_err(|e| format!("read {rel}: {e}"))?;
         let (h, payload) = ShardHeader::open(&bytes).map_err(|e| format!("{rel}: {e}"))?;
         if h.id != id || h.stripe_len != stripe_len {
@@ -413,15 +418,9 @@ impl Pool {
         end: usize,
     ) -> Result<Vec<u8>, String> {
         use crate::ec::{header_len, BLOCK};
-        let m = self
-            .members
-            .get(mi as usize)
-            .ok_or_else(|| format!("no member {mi}"))?;
-        let d = m.live_disk().ok_or("member offline")?;
-        let rel = shard_path(id.object, id.stripe, id.generation, id.index);
+        let (d, rel) = self.shard_file(mi, &id)?;
         let payload_len = self.codec.shard_len(stripe_len as usize);
         let hlen = header_len(payload_len);
-        self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
         let cached = self.headers.lock().unwrap().get(&(mi, id)).cloned();
         let h = match cached {
             Some(h) => h,
