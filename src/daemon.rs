@@ -120,7 +120,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
     let socket = cfg.socket.clone().unwrap_or_else(|| {
-        Path::new(control::DEFAULT_DIR).join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
+        control::default_dir().join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
     });
     let ctx = Arc::new(control::server::Context {
         fs: fs.clone(),

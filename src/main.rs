@@ -42,7 +42,8 @@ enum Cmd {
     /// Mount a pool: shardfs mount DIR... MOUNTPOINT. Runs in the foreground;
     /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT` unmount cleanly.
     Mount {
-        /// Control socket path (default /run/shardfs/<pool>.sock).
+        /// Control socket path (default /run/shardfs/<pool>.sock; for other
+        /// users than root $XDG_RUNTIME_DIR/shardfs/<pool>.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
         /// FUSE worker threads.

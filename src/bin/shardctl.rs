@@ -13,7 +13,8 @@ use std::process::ExitCode;
     about = "Admin CLI for a mounted shardfs pool"
 )]
 struct Cli {
-    /// Control socket (default: the only socket in /run/shardfs).
+    /// Control socket (default: the only socket in /run/shardfs, or in
+    /// $XDG_RUNTIME_DIR/shardfs for users other than root).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
     /// Print JSON instead of tables.

@@ -7,22 +7,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Find the socket to talk to: the one given, or the only socket in
-/// [`DEFAULT_DIR`].
+/// [`default_dir`].
 pub fn find_socket(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }
-    let entries: Vec<PathBuf> = std::fs::read_dir(DEFAULT_DIR)
-        .map_err(|e| {
-            format!("{DEFAULT_DIR}: {e}: is a shardfs daemon running? (or give --socket)")
-        })?
+    let dir = default_dir();
+    let dir = dir.display();
+    let entries: Vec<PathBuf> = std::fs::read_dir(default_dir())
+        .map_err(|e| format!("{dir}: {e}: is a shardfs daemon running? (or give --socket)"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "sock"))
         .collect();
     match entries.len() {
         0 => Err(format!(
-            "no control socket in {DEFAULT_DIR}: is a shardfs daemon running?"
+            "no control socket in {dir}: is a shardfs daemon running?"
         )),
         1 => Ok(entries.into_iter().next().expect("one")),
         _ => Err(format!(

@@ -17,8 +17,21 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest reply a client accepts (a locate of a huge file is long).
 pub const MAX_REPLY: usize = 64 << 20;
-/// Directory of control sockets by default.
+/// Directory of control sockets by default, for root.
 pub const DEFAULT_DIR: &str = "/run/shardfs";
+
+/// Directory of control sockets by default: [`DEFAULT_DIR`] for root,
+/// `$XDG_RUNTIME_DIR/shardfs` (or `/tmp/shardfs-UID`) for other users.
+pub fn default_dir() -> std::path::PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return DEFAULT_DIR.into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d).join("shardfs"),
+        _ => format!("/tmp/shardfs-{uid}").into(),
+    }
+}
 
 /// A request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
