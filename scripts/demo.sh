@@ -38,6 +38,6 @@ shardfs demo pool (4 data + 2 parity over 6 member directories) is mounted:
   members       $DEMO/disks/disk0 .. disk5
   log           $DEMO/shardfs.log
   admin         $BIN/shardctl --socket $SOCK status
-Try:  mkdir $MNT/photos && cp -r /usr/share/doc/git $MNT/photos/ && $BIN/shardctl --socket $SOCK locate photos/git/copyright
+Try:  mkdir $MNT/photos && cp -r /usr/share/common-licenses $MNT/photos/ && $BIN/shardctl --socket $SOCK locate photos/common-licenses/GPL-3
 Stop: ./scripts/demo.sh stop
 MSG
