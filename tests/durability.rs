@@ -61,10 +61,15 @@ fn restore(member: &Path, away: &Path) {
     fs::rename(away, member).unwrap();
 }
 
-#[test]
-fn every_way_to_lose_two_of_six_members_reads_back_byte_exact() {
-    let t = TestMount::new(6, SMALL);
-    let corpus = write_corpus(&t);
+fn lose_every_pair(mkfs_args: &[&str], extra: &[usize]) {
+    let t = TestMount::new(6, mkfs_args);
+    let mut corpus = write_corpus(&t);
+    for (i, &n) in extra.iter().enumerate() {
+        let p = t.p(&format!("bkt/extra{i}"));
+        let d = pattern(500 + i as u64, n);
+        fs::write(&p, &d).unwrap();
+        corpus.push((p, d));
+    }
     let mut ways = 0;
     for a in 0..6 {
         for b in a + 1..6 {
@@ -90,6 +95,19 @@ fn every_way_to_lose_two_of_six_members_reads_back_byte_exact() {
         v["reconstructions"].as_u64().unwrap() > 0,
         "parity was used"
     );
+}
+
+#[test]
+fn every_way_to_lose_two_of_six_members_reads_back_byte_exact() {
+    // small stripes: many stripes and shard boundaries per file
+    lose_every_pair(SMALL, &[]);
+}
+
+#[test]
+fn every_way_to_lose_two_members_of_a_default_pool_reads_back_byte_exact() {
+    // default layout (1 MiB shards, 4 MiB stripes, 64 KiB inline), with
+    // files of several stripes and a partial tail
+    lose_every_pair(&[], &[9 << 20, (4 << 20) + 12_345, 100_000]);
 }
 
 #[test]
