@@ -274,7 +274,16 @@ impl Fs {
         let live_end = (start + ss).min(size);
         let covers = from <= start && to >= live_end;
         let buf = if covers {
-            vec![0; ss as usize]
+            // bytes the write does not cover must read as zeros
+            let mut b = g.spare.pop().unwrap_or_default();
+            let (a, z) = (from.saturating_sub(start) as usize, (to - start) as usize);
+            if b.len() == ss as usize {
+                b[..a].fill(0);
+                b[z..].fill(0);
+            } else {
+                b = vec![0; ss as usize];
+            }
+            b
         } else {
             let mut b = self.read_committed_stripe(g, ino, s)?.as_ref().clone();
             // bytes past EOF must read as zeros once the file grows
@@ -357,7 +366,7 @@ impl Fs {
             }
             ops.push(Op::Put(stripe_key(ino, s), enc(&loc)));
             let of = g.open.get_mut(&ino).expect("open");
-            of.cache = Some((
+            let old = of.cache.replace((
                 s,
                 loc.generation,
                 Arc::new({
@@ -366,6 +375,12 @@ impl Fs {
                     b
                 }),
             ));
+            // the stripe it replaces as the file's cache is free for reuse
+            if let Some(b) = old.and_then(|(_, _, a)| Arc::try_unwrap(a).ok()) {
+                if g.spare.len() < 2 && b.len() == ss as usize {
+                    g.spare.push(b);
+                }
+            }
             covered = covered.max(start + len as u64);
         }
         ops.push(Op::Put(
