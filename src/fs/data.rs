@@ -8,10 +8,31 @@
 //! wholly old or wholly new.
 
 use super::schema::*;
-use super::{Fs, FsError, FsResult, Inner, MAX_DIRTY_STRIPES, MAX_FILE_SIZE};
+use super::{Fs, FsError, FsResult, InFlight, Inner, MAX_DIRTY_STRIPES, MAX_FILE_SIZE};
 use crate::meta::{AfterCommit, Op};
 use crate::pool::StripeLoc;
 use std::sync::Arc;
+
+/// Stripes a file may have in background writes at once.
+const MAX_INFLIGHT: usize = 2;
+
+/// Grow the durable size of an open file after a commit that made the data
+/// up to `covered` durable. It never passes the start of a stripe still
+/// buffered or in flight, so after a crash the committed size covers only
+/// bytes that were committed; with nothing pending, all of the logical
+/// size is durable.
+fn advance_persisted(of: &mut super::OpenFile, covered: u64, ss: u64) {
+    let lowest_pending = of
+        .dirty
+        .keys()
+        .chain(of.inflight.keys())
+        .min()
+        .map(|s| s * ss);
+    of.persisted_size = match lowest_pending {
+        None => of.inode.size,
+        Some(p) => of.persisted_size.max(covered.min(p)).min(of.inode.size),
+    };
+}
 
 /// One part of a planned read.
 enum Piece {
@@ -177,6 +198,10 @@ impl Fs {
                 plan.push(Piece::Bytes(buf[in_off..in_off + take].to_vec()));
                 continue;
             }
+            if let Some(f) = of.inflight.get(&s) {
+                plan.push(Piece::Bytes(f.data[in_off..in_off + take].to_vec()));
+                continue;
+            }
             let Some(loc) = self.stripe_loc(ino, s)? else {
                 plan.push(Piece::Zeros(take));
                 continue;
@@ -203,6 +228,9 @@ impl Fs {
             .checked_add(data.len() as u64)
             .filter(|&e| e <= MAX_FILE_SIZE)
             .ok_or(FsError::FileTooBig)?;
+        // commit background stripe writes that have finished (errors of
+        // earlier writes surface here)
+        self.reap_ready(&mut g, ino)?;
         let of = self.ensure_open(&mut g, ino)?;
         match of.inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
@@ -244,8 +272,8 @@ impl Fs {
                 of.inode.size = of.inode.size.max(pos + take as u64);
                 pos += take as u64;
                 if pos.is_multiple_of(ss) {
-                    // the stripe is complete: write it out now
-                    self.flush_stripes(&mut g, ino, &[s])?;
+                    // the stripe is complete: write it out in the background
+                    self.start_stripe_write(&mut g, ino, s)?;
                 }
             }
             let of = g.open.get_mut(&ino).expect("open");
@@ -285,7 +313,12 @@ impl Fs {
             }
             b
         } else {
-            let mut b = self.read_committed_stripe(g, ino, s)?.as_ref().clone();
+            let inflight = of.inflight.get(&s).map(|f| f.data.clone());
+            let mut b = match inflight {
+                // the newest bytes of the stripe are still being written
+                Some(d) => d.as_ref().clone(),
+                None => self.read_committed_stripe(g, ino, s)?.as_ref().clone(),
+            };
             // bytes past EOF must read as zeros once the file grows
             let valid = size.saturating_sub(start).min(ss) as usize;
             b[valid..].fill(0);
@@ -337,6 +370,8 @@ impl Fs {
         let ss = self.stripe_size();
         let mut covered = 0u64;
         for &s in stripes {
+            // an older write of this stripe commits first
+            self.reap_one(g, ino, s)?;
             let of = g.open.get_mut(&ino).expect("open");
             let Some(buf) = of.dirty.remove(&s) else {
                 continue;
@@ -388,14 +423,161 @@ impl Fs {
             g.next_gen.to_be_bytes().to_vec(),
         ));
         let of = g.open.get_mut(&ino).expect("open");
-        // The durable size grows only over data that is now written; with no
-        // stripes left dirty every byte up to the logical size is durable.
-        of.persisted_size = if of.dirty.is_empty() {
-            of.inode.size
-        } else {
-            of.persisted_size.max(covered).min(of.inode.size)
-        };
+        advance_persisted(of, covered, ss);
         ops.push(Op::Del(inline_key(ino)));
+        let inode = of.inode.clone();
+        of.attr_dirty = false;
+        Self::put_inode(g, &inode, &mut ops);
+        self.meta.apply(ops, after)?;
+        Ok(())
+    }
+
+    /// Hand the complete dirty stripe `s` to a background writer, so the
+    /// caller's next write overlaps its encoding and shard I/O.
+    fn start_stripe_write(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
+        // Failures we can foresee are reported to this write, not a later
+        // one: too few members, or members close to full (room for the
+        // stripes in flight and this one, on every member, with margin).
+        let min = self.pool.k() + 1;
+        let shard_len = self.pool.codec.shard_len(self.stripe_size() as usize);
+        if self.pool.online_count() < min || !self.pool.has_room(shard_len, 4 * MAX_INFLIGHT) {
+            return self.flush_stripes(g, ino, &[s]);
+        }
+        // one write per stripe at a time keeps a stripe's commits in order;
+        // a bounded number per file bounds memory
+        self.reap_one(g, ino, s)?;
+        while g.open.get(&ino).map_or(0, |of| of.inflight.len()) >= MAX_INFLIGHT {
+            let oldest = g.open[&ino]
+                .inflight
+                .iter()
+                .min_by_key(|(_, f)| f.generation)
+                .map(|(s, _)| *s)
+                .expect("non-empty");
+            self.reap_one(g, ino, oldest)?;
+        }
+        let ss = self.stripe_size();
+        let of = g.open.get_mut(&ino).expect("open");
+        let Some(buf) = of.dirty.remove(&s) else {
+            return Ok(());
+        };
+        let start = s * ss;
+        if start >= of.inode.size {
+            return Ok(()); // truncated away
+        }
+        let len = (of.inode.size - start).min(ss) as usize;
+        let generation = g.next_gen;
+        g.next_gen += 1;
+        let data = Arc::new(buf);
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let (pool, job_data) = (self.pool.clone(), data.clone());
+        let spawned = std::thread::Builder::new()
+            .name("stripe-write".into())
+            .spawn(move || {
+                let _ = tx.send(pool.write_stripe(ino, s, generation, &job_data[..len]));
+            });
+        let of = g.open.get_mut(&ino).expect("open");
+        if spawned.is_err() {
+            // no thread to be had: write it here
+            of.dirty
+                .insert(s, Arc::try_unwrap(data).unwrap_or_else(|a| (*a).clone()));
+            return self.flush_stripes(g, ino, &[s]);
+        }
+        of.inflight.insert(
+            s,
+            InFlight {
+                generation,
+                len,
+                data,
+                done: rx,
+            },
+        );
+        Ok(())
+    }
+
+    /// Commit the background writes of `ino` that have finished.
+    fn reap_ready(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let ready: Vec<u64> = match g.open.get(&ino) {
+            Some(of) => of
+                .inflight
+                .iter()
+                .filter(|(_, f)| !f.done.is_empty())
+                .map(|(s, _)| *s)
+                .collect(),
+            None => return Ok(()),
+        };
+        for s in ready {
+            self.reap_one(g, ino, s)?;
+        }
+        Ok(())
+    }
+
+    /// Wait for every background write of `ino` and commit it; the first
+    /// error is returned after all are reaped.
+    fn reap(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let all: Vec<u64> = match g.open.get(&ino) {
+            Some(of) => of.inflight.keys().copied().collect(),
+            None => return Ok(()),
+        };
+        let mut first = Ok(());
+        for s in all {
+            if let Err(e) = self.reap_one(g, ino, s) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Wait for the background write of stripe `s` (if any) and commit its
+    /// location. Blocks under the filesystem lock: the writer needs only the
+    /// pool, never this lock.
+    fn reap_one(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
+        let Some(f) = g.open.get_mut(&ino).and_then(|of| of.inflight.remove(&s)) else {
+            return Ok(());
+        };
+        let res = f.done.recv().unwrap_or_else(|_| {
+            Err(crate::pool::PoolError::Setup(
+                "stripe writer thread ended without a result".into(),
+            ))
+        });
+        let ss = self.stripe_size();
+        let loc = match res {
+            Ok(loc) => loc,
+            Err(e) => {
+                // keep the bytes buffered (unless newer ones are) so a later
+                // flush retries them; the error goes to this caller
+                let of = g.open.get_mut(&ino).expect("open");
+                of.dirty
+                    .entry(s)
+                    .or_insert_with(|| Arc::try_unwrap(f.data).unwrap_or_else(|a| (*a).clone()));
+                return Err(e.into());
+            }
+        };
+        let mut after: Vec<AfterCommit> = Vec::new();
+        match self.stripe_loc(ino, s)? {
+            // a newer generation is committed already: ours is stale
+            Some(cur) if cur.generation > loc.generation => {
+                self.pool.delete_stripe(ino, s, &loc);
+                return Ok(());
+            }
+            Some(old) => {
+                let pool = self.pool.clone();
+                after.push(Box::new(move || pool.delete_stripe(ino, s, &old)));
+            }
+            None => {}
+        }
+        self.stats
+            .stripes_written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ops = vec![
+            Op::Put(stripe_key(ino, s), enc(&loc)),
+            Op::Put(counter_key("gen"), g.next_gen.to_be_bytes().to_vec()),
+            Op::Del(inline_key(ino)),
+        ];
+        let of = g.open.get_mut(&ino).expect("open");
+        of.cache = Some((s, loc.generation, f.data));
+        advance_persisted(of, s * ss + f.len as u64, ss);
         let inode = of.inode.clone();
         of.attr_dirty = false;
         Self::put_inode(g, &inode, &mut ops);
@@ -405,6 +587,10 @@ impl Fs {
 
     /// Write out everything buffered for `ino` (close, fsync).
     pub(super) fn flush_file_locked(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        if !g.open.contains_key(&ino) {
+            return Ok(());
+        }
+        self.reap(g, ino)?;
         let Some(of) = g.open.get_mut(&ino) else {
             return Ok(());
         };

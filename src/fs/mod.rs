@@ -49,6 +49,19 @@ struct OpenFile {
     attr_dirty: bool,
     /// Last stripe read: (stripe, generation, data).
     cache: Option<(u64, u64, Arc<Vec<u8>>)>,
+    /// Full stripes being written in the background, by stripe.
+    inflight: BTreeMap<u64, InFlight>,
+}
+
+/// A stripe handed to a background writer. Its metadata is committed when
+/// the writer is reaped (next write, close, fsync, truncate), in the
+/// caller's order; reads see its bytes meanwhile.
+#[derive(Debug)]
+struct InFlight {
+    generation: u64,
+    len: usize,
+    data: Arc<Vec<u8>>,
+    done: crossbeam::channel::Receiver<Result<StripeLoc, crate::pool::PoolError>>,
 }
 
 #[derive(Debug)]

@@ -247,6 +247,7 @@ impl Fs {
                 dirty: BTreeMap::new(),
                 attr_dirty: false,
                 cache: None,
+                inflight: BTreeMap::new(),
             });
         }
         Ok(g.open.get_mut(&ino).expect("just inserted"))

@@ -236,6 +236,22 @@ impl Pool {
         }
     }
 
+    /// True when at least k+m online members have room for `shards` more
+    /// shards of `shard_len` bytes each (fresh statvfs, not the cached
+    /// capacity). Lets a caller write asynchronously only when it will not
+    /// run out of space; near full it writes synchronously, so ENOSPC
+    /// reaches the write that caused it.
+    pub fn has_room(&self, shard_len: usize, shards: usize) -> bool {
+        let need = (shard_len as u64 + 64 * 1024) * shards as u64;
+        let with_room = self
+            .members
+            .iter()
+            .filter_map(|m| m.live_disk())
+            .filter(|d| d.capacity().map(|(_, free)| free >= need).unwrap_or(false))
+            .count();
+        with_room >= self.k() + self.m()
+    }
+
     /// Usable (total, free) bytes after parity.
     pub fn usable_capacity(&self) -> (u64, u64) {
         let (mut t, mut f) = (0u128, 0u128);
