@@ -63,6 +63,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Many short-lived I/O threads would each get a malloc arena holding
+    // freed stripe buffers; two arenas keep the daemon's memory bounded.
+    // SAFETY: mallopt only tunes the allocator, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let res = match cli.cmd {
