@@ -392,39 +392,31 @@ impl Fs {
                     return Err(e.into());
                 }
             };
-            self.stats
-                .stripes_written
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(old) = self.stripe_loc(ino, s)? {
-                let pool = self.pool.clone();
-                after.push(Box::new(move || pool.delete_stripe(ino, s, &old)));
-            }
-            ops.push(Op::Put(stripe_key(ino, s), enc(&loc)));
-            let of = g.open.get_mut(&ino).expect("open");
-            let old = of.cache.replace((
-                s,
-                loc.generation,
-                Arc::new({
-                    let mut b = buf;
-                    b[len..].fill(0);
-                    b
-                }),
-            ));
-            // the stripe it replaces as the file's cache is free for reuse
-            if let Some(b) = old.and_then(|(_, _, a)| Arc::try_unwrap(a).ok()) {
-                if g.spare.len() < 2 && b.len() == ss as usize {
-                    g.spare.push(b);
-                }
-            }
+            self.record_stripe(g, ino, s, &loc, Arc::new(buf), len, &mut ops, &mut after)?;
             covered = covered.max(start + len as u64);
         }
+        self.commit_stripes(g, ino, covered, ops, after)
+    }
+
+    /// Commit recorded stripes with the generation counter, the file's
+    /// inode (its durable size advanced to `covered`, see
+    /// [`advance_persisted`]) and the removal of any inline copy.
+    fn commit_stripes(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        covered: u64,
+        mut ops: Vec<Op>,
+        after: Vec<AfterCommit>,
+    ) -> FsResult<()> {
         ops.push(Op::Put(
             counter_key("gen"),
             g.next_gen.to_be_bytes().to_vec(),
         ));
+        ops.push(Op::Del(inline_key(ino)));
+        let ss = self.stripe_size();
         let of = g.open.get_mut(&ino).expect("open");
         advance_persisted(of, covered, ss);
-        ops.push(Op::Del(inline_key(ino)));
         let inode = of.inode.clone();
         of.attr_dirty = false;
         Self::put_inode(g, &inode, &mut ops);
@@ -554,12 +546,35 @@ impl Fs {
                 return Err(e.into());
             }
         };
+        let mut ops = Vec::new();
         let mut after: Vec<AfterCommit> = Vec::new();
+        if !self.record_stripe(g, ino, s, &loc, f.data, f.len, &mut ops, &mut after)? {
+            return Ok(());
+        }
+        self.commit_stripes(g, ino, s * ss + f.len as u64, ops, after)
+    }
+
+    /// Record a written stripe generation in `ops`: `T(ino, s)` switches to
+    /// `loc`, the superseded generation is deleted after the commit, and the
+    /// stripe's bytes become the file's cached stripe (the one they replace
+    /// is kept for reuse). If a newer generation is committed already, ours
+    /// is stale: its shards are deleted and `false` is returned.
+    #[allow(clippy::too_many_arguments)]
+    fn record_stripe(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        s: u64,
+        loc: &StripeLoc,
+        mut data: Arc<Vec<u8>>,
+        len: usize,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<AfterCommit>,
+    ) -> FsResult<bool> {
         match self.stripe_loc(ino, s)? {
-            // a newer generation is committed already: ours is stale
             Some(cur) if cur.generation > loc.generation => {
-                self.pool.delete_stripe(ino, s, &loc);
-                return Ok(());
+                self.pool.delete_stripe(ino, s, loc);
+                return Ok(false);
             }
             Some(old) => {
                 let pool = self.pool.clone();
@@ -567,22 +582,20 @@ impl Fs {
             }
             None => {}
         }
-        self.stats
-            .stripes_written
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut ops = vec![
-            Op::Put(stripe_key(ino, s), enc(&loc)),
-            Op::Put(counter_key("gen"), g.next_gen.to_be_bytes().to_vec()),
-            Op::Del(inline_key(ino)),
-        ];
+        ops.push(Op::Put(stripe_key(ino, s), enc(loc)));
+        // bytes past the stripe's data must read as zeros from the cache
+        if data[len..].iter().any(|&b| b != 0) {
+            Arc::make_mut(&mut data)[len..].fill(0);
+        }
+        let ss = self.stripe_size() as usize;
         let of = g.open.get_mut(&ino).expect("open");
-        of.cache = Some((s, loc.generation, f.data));
-        advance_persisted(of, s * ss + f.len as u64, ss);
-        let inode = of.inode.clone();
-        of.attr_dirty = false;
-        Self::put_inode(g, &inode, &mut ops);
-        self.meta.apply(ops, after)?;
-        Ok(())
+        let old = of.cache.replace((s, loc.generation, data));
+        if let Some(b) = old.and_then(|(_, _, a)| Arc::try_unwrap(a).ok()) {
+            if g.spare.len() < 2 && b.len() == ss {
+                g.spare.push(b);
+            }
+        }
+        Ok(true)
     }
 
     /// Write out everything buffered for `ino` (close, fsync).

@@ -88,13 +88,6 @@ pub type Attr = Inode;
 /// One readdir entry: (inode, offset of the next entry, kind, name).
 pub type DirEntry = (u64, u64, Kind, Vec<u8>);
 
-/// Counters of the filesystem layer.
-#[derive(Debug, Default)]
-pub struct FsStats {
-    /// Stripes written.
-    pub stripes_written: std::sync::atomic::AtomicU64,
-}
-
 /// The filesystem.
 pub struct Fs {
     /// The pool of members.
@@ -102,8 +95,6 @@ pub struct Fs {
     /// Metadata, through the write-back cache.
     pub meta: Arc<MetaCache>,
     inner: Mutex<Inner>,
-    /// Counters.
-    pub stats: FsStats,
 }
 
 impl std::fmt::Debug for Fs {
@@ -138,7 +129,6 @@ impl Fs {
                 next_gen,
                 spare: Vec::new(),
             }),
-            stats: FsStats::default(),
         };
         if fs.meta.get(&inode_key(ROOT_INO))?.is_none() {
             let t = now();
