@@ -7,9 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod crash;
 pub mod daemon;
 pub mod ec;
 pub mod fs;
 pub mod fuse;
 pub mod meta;
+pub mod model;
 pub mod pool;

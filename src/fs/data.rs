@@ -258,6 +258,14 @@ impl Fs {
             if !of.inode.striped {
                 self.convert_to_striped(&mut g, ino)?;
             }
+            let old = g.open.get(&ino).expect("open").inode.size;
+            if end > old {
+                let (mut ops, mut after) = (Vec::new(), Vec::new());
+                self.clear_past_eof(&mut g, ino, old, &mut ops, &mut after)?;
+                if !ops.is_empty() {
+                    self.meta.apply(ops, after)?;
+                }
+            }
             let ss = self.stripe_size();
             let mut pos = offset;
             while pos < end {
@@ -287,6 +295,66 @@ impl Fs {
         }
         self.close_if_unused(&mut g, ino)?;
         Ok(data.len() as u32)
+    }
+
+    /// Before a striped file grows past `old` (its size): make sure no
+    /// committed stripe holds bytes at or past `old`, since those would
+    /// appear in the grown file where zeros belong. A running mount never
+    /// commits such bytes (shrinking rewrites the tail stripe), but a crash
+    /// can: a stripe may be committed while the durable size stays below
+    /// it, because the size only advances over data with no older pending
+    /// stripe before it. Checked once per open session, at the first growth;
+    /// the tail stripe is reloaded zero-filled and stripes wholly past EOF
+    /// are dropped (in `ops`, with their shards deleted after the commit).
+    fn clear_past_eof(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        old: u64,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<AfterCommit>,
+    ) -> FsResult<()> {
+        let of = g.open.get_mut(&ino).expect("open");
+        if of.eof_checked || !of.inode.striped {
+            return Ok(());
+        }
+        of.eof_checked = true;
+        let busy = |of: &super::OpenFile, s: u64| {
+            of.dirty.contains_key(&s) || of.inflight.contains_key(&s)
+        };
+        let ss = self.stripe_size();
+        let tail = old / ss;
+        if !old.is_multiple_of(ss) && !busy(of, tail) {
+            if let Some(loc) = self.stripe_loc(ino, tail)? {
+                if loc.len as u64 > old % ss {
+                    log::warn!(
+                        "inode {ino}: stripe {tail} holds bytes past the end of the file \
+                         (left by a crash); they are cleared before the file grows"
+                    );
+                    // loads the stripe with every byte past EOF zeroed
+                    self.stripe_buffer(g, ino, tail, old, old)?;
+                }
+            }
+        }
+        let sp = stripe_prefix(ino);
+        let start = stripe_key(ino, old.div_ceil(ss));
+        for (k, v) in self
+            .meta
+            .range(&start, &crate::meta::prefix_end(&sp), usize::MAX)?
+        {
+            let s = key_u64_at(&k, 9);
+            if busy(g.open.get(&ino).expect("open"), s) {
+                continue;
+            }
+            log::warn!(
+                "inode {ino}: stripe {s} lies past the end of the file (left by a crash): dropped"
+            );
+            let loc: StripeLoc = dec("stripe", &v)?;
+            ops.push(Op::Del(k));
+            let pool = self.pool.clone();
+            after.push(Box::new(move || pool.delete_stripe(ino, s, &loc)));
+        }
+        Ok(())
     }
 
     /// Ensure a dirty buffer exists for stripe `s`, loading the committed
@@ -631,6 +699,24 @@ impl Fs {
     }
 
     /// Flush buffered data of the file behind a handle (FUSE flush = close(2)).
+    /// Wait for every background stripe write to land and record it (in
+    /// the metadata cache; nothing is committed). Tests use it to fence
+    /// fault injection off from writes in flight.
+    pub fn quiesce(&self) -> FsResult<()> {
+        let mut g = self.lock();
+        let inos: Vec<u64> = g.open.keys().copied().collect();
+        let mut first = Ok(());
+        for ino in inos {
+            if let Err(e) = self.reap(&mut g, ino) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// FUSE flush: a handle opened for writing makes its file durable.
     pub fn flush_handle(&self, fh: u64) -> FsResult<()> {
         let (ino, writable) = self.handle(fh)?;
         if writable {
@@ -670,6 +756,9 @@ impl Fs {
             }
         }
         let ss = self.stripe_size();
+        if size > old {
+            self.clear_past_eof(g, ino, old, ops, after)?;
+        }
         if size < old {
             // Drop whole stripes past the new end, in the same batch as the
             // rewrite of the stripe holding the new end (if any).

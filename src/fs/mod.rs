@@ -51,6 +51,9 @@ struct OpenFile {
     cache: Option<(u64, u64, Arc<Vec<u8>>)>,
     /// Full stripes being written in the background, by stripe.
     inflight: BTreeMap<u64, InFlight>,
+    /// True once committed stripes past EOF were looked for (see
+    /// `Fs::clear_past_eof`); growth in this open session needs no check.
+    eof_checked: bool,
 }
 
 /// A stripe handed to a background writer. Its metadata is committed when

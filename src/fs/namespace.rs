@@ -124,6 +124,19 @@ impl Fs {
         Ok(())
     }
 
+    /// True if directory `dir` is `top` or lies below it.
+    fn is_below(&self, g: &Inner, mut dir: u64, top: u64) -> FsResult<bool> {
+        loop {
+            if dir == top {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = self.inode(g, dir)?.parent;
+        }
+    }
+
     /// Look up `name` in `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
         if name.len() > super::names::NAME_MAX {
@@ -248,6 +261,7 @@ impl Fs {
                 attr_dirty: false,
                 cache: None,
                 inflight: BTreeMap::new(),
+                eof_checked: false,
             });
         }
         Ok(g.open.get_mut(&ino).expect("just inserted"))
@@ -414,11 +428,24 @@ impl Fs {
         let mut p = self.dir(&g, parent)?;
         self.dir(&g, newparent)?;
         let src = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
-        self.check_new_name(&g, newparent, newname, src.kind)?;
+        if newname.len() > super::names::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        // the kernel's order: existence, RENAME_NOREPLACE, ancestry, same
+        // inode, kinds, emptiness; shardfs's own name rules come last
         let dst = self.dirent(newparent, newname)?;
+        if dst.is_some() && noreplace {
+            return Err(FsError::Exists);
+        }
+        if src.kind == Kind::Dir && self.is_below(&g, newparent, src.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
         if let Some(dst) = &dst {
-            if noreplace {
-                return Err(FsError::Exists);
+            if dst.kind == Kind::Dir && self.is_below(&g, parent, dst.ino)? {
+                // the target is an ancestor of the source
+                return Err(FsError::NotEmpty);
             }
             if dst.ino == src.ino {
                 return Ok(()); // two links to one inode: nothing to do
@@ -430,18 +457,7 @@ impl Fs {
                 (false, false) => {}
             }
         }
-        if src.kind == Kind::Dir {
-            // refuse moving a directory into its own subtree
-            let mut cur = newparent;
-            while cur != ROOT_INO {
-                if cur == src.ino {
-                    return Err(FsError::Invalid(
-                        "cannot move a directory into itself".into(),
-                    ));
-                }
-                cur = self.inode(&g, cur)?.parent;
-            }
-        }
+        self.check_new_name(&g, newparent, newname, src.kind)?;
         let t = now();
         let mut ops = Vec::new();
         let mut after = Vec::new();

@@ -36,6 +36,12 @@ impl Fs {
         }
         let mut g = self.lock();
         let mut inode = self.inode(&g, ino)?;
+        if !matches!(inode.kind, Kind::File | Kind::Dir) {
+            // as Linux: user.* attributes belong to files and directories
+            return Err(FsError::NotPermitted(
+                "user.* xattrs only on regular files and directories".into(),
+            ));
+        }
         let exists = self.meta.get(&xattr_key(ino, name))?.is_some();
         if create && exists {
             return Err(FsError::Exists);
