@@ -518,7 +518,7 @@ pub enum Out {
     Skipped,
 }
 
-type R = Result<Out, i32>;
+pub type R = Result<Out, i32>;
 
 /// A result without the bytes, for logs.
 fn brief(r: &R) -> String {
@@ -671,7 +671,8 @@ impl Pair {
         }
     }
 
-    fn run(&mut self, op: &Op) -> (R, R) {
+    /// Run one operation on both sides without comparing.
+    pub fn run(&mut self, op: &Op) -> (R, R) {
         let fs = self.rig.fs.as_ref().expect("mounted");
         match *op {
             Op::Mkdir(p) => {
@@ -1051,13 +1052,20 @@ impl Pair {
 
     /// After a crash: the tree must be one the model allows; adopt it.
     pub fn check_recovered(&mut self) {
+        let m = self.model.clone();
+        self.check_recovered_any(&[m]);
+    }
+
+    /// After a crash: the tree must be one that one of `models` allows
+    /// (several when an operation was cut short: before and after it).
+    pub fn check_recovered_any(&mut self, models: &[Model]) {
         let got = match view_real(self.rig.fs()) {
             Ok(v) => v,
             Err((p, e)) => self.fail(&format!("after crash, {} gave errno {e}", show(&p))),
         };
         let mut why = Vec::new();
         let mut chosen = None;
-        for cand in self.model.crash_candidates() {
+        for cand in models.iter().flat_map(|m| m.crash_candidates()) {
             let ((want, _), inos) = view_model(&cand);
             let mut ok = true;
             // everything but uncertain file contents must match exactly
