@@ -21,7 +21,7 @@ fn crash_at(ops: &[Op], stop: u64, policy: Unsynced) -> u64 {
     clock.stop_at(stop);
     let mut candidates = Vec::new();
     for op in ops {
-        let before = pair.model.clone();
+        let before = pair.s.model.clone();
         let (want, got) = pair.run(op);
         match (&want, &got) {
             (a, b) if a == b => {}
@@ -39,7 +39,7 @@ fn crash_at(ops: &[Op], stop: u64, policy: Unsynced) -> u64 {
         }
     }
     let events = clock.events() - base;
-    candidates.push(pair.model.clone());
+    candidates.push(pair.s.model.clone());
     pair.rig.crash(policy);
     if let Err(e) = pair.rig.mount() {
         panic!("stop {stop}, {policy:?}: mount after the crash failed: {e}");

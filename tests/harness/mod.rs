@@ -538,10 +538,8 @@ fn real<T>(r: Result<T, FsError>) -> Result<T, i32> {
 
 /// The model and the filesystem side by side.
 pub struct Pair {
-    pub model: Model,
+    pub s: Session,
     pub rig: Rig,
-    /// Open handles in opening order: (model fh, real fh).
-    handles: Vec<(u64, u64)>,
     /// The member currently failed, if any.
     lost: Option<usize>,
     /// Members ever failed or corrupted: their shards may be missing or
@@ -566,7 +564,7 @@ impl Pair {
     pub fn new() -> Pair {
         let mut p = Pair::empty();
         for path in [&b"/bkt"[..], b"/bucket-two", b"/bkt/dir1"] {
-            p.model.mkdir(path, 0o755).expect("model setup");
+            p.s.model.mkdir(path, 0o755).expect("model setup");
             let fs = p.rig.fs();
             let (d, n) = parent_of(fs, path).expect("setup parent");
             fs.create_node(d, n, new_node(Kind::Dir, 0o755, b""))
@@ -579,44 +577,14 @@ impl Pair {
     /// A pair over an empty filesystem.
     pub fn empty() -> Pair {
         Pair {
-            model: Model::new(),
+            s: Session::new(Model::new()),
             rig: Rig::new(),
-            handles: Vec::new(),
             lost: None,
             bad: BTreeSet::new(),
             steps: 0,
             log: Vec::new(),
             tally: BTreeMap::new(),
         }
-    }
-
-    fn path(&self, p: Pick) -> Vec<u8> {
-        let paths = self.model.paths();
-        let names = names();
-        match p {
-            Pick::Path(p) => p.as_bytes().to_vec(),
-            Pick::Existing(i) if !paths.is_empty() => paths[i as usize % paths.len()].0.clone(),
-            Pick::Existing(i) => [b"/".as_slice(), &names[i as usize % names.len()]].concat(),
-            Pick::New(d, n) => {
-                // the root once, every other directory three times
-                let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
-                for (p, ino) in &paths {
-                    if matches!(self.model.tree[ino].body, Body::Dir(_)) {
-                        dirs.extend([p.clone(), p.clone(), p.clone()]);
-                    }
-                }
-                let dir = &dirs[d as usize % dirs.len()];
-                [dir.as_slice(), b"/", &names[n as usize % names.len()]].concat()
-            }
-        }
-    }
-
-    fn handle(&self, h: u8) -> Option<(usize, u64, u64)> {
-        if self.handles.is_empty() {
-            return None;
-        }
-        let i = h as usize % self.handles.len();
-        Some((i, self.handles[i].0, self.handles[i].1))
     }
 
     /// Run one operation on both sides and compare.
@@ -656,7 +624,7 @@ impl Pair {
 
     /// Compare the whole tree with the model.
     pub fn compare(&self) {
-        let (want, _) = view_model(&self.model);
+        let (want, _) = view_model(&self.s.model);
         match view_real(self.rig.fs()) {
             Ok(got) => {
                 if let Some(d) = diff(&want, &got) {
@@ -673,7 +641,334 @@ impl Pair {
 
     /// Run one operation on both sides without comparing.
     pub fn run(&mut self, op: &Op) -> (R, R) {
-        let fs = self.rig.fs.as_ref().expect("mounted");
+        match *op {
+            Op::Lose(i) => {
+                let i = i as usize % MEMBERS;
+                let budget = self.bad.contains(&i) || self.bad.len() < M;
+                if self.lost.is_some() || !budget {
+                    return (Ok(Out::Skipped), Ok(Out::Skipped));
+                }
+                self.rig.fail(i, true);
+                self.lost = Some(i);
+                self.bad.insert(i);
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Return => {
+                if let Some(i) = self.lost.take() {
+                    self.rig.fail(i, false);
+                }
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Flip(f, at) => {
+                let mut shards = Vec::new();
+                for (mi, d) in self.rig.disks.iter().enumerate() {
+                    let allowed = self.bad.contains(&mi) || self.bad.len() < M;
+                    if Some(mi) == self.lost || !allowed {
+                        continue;
+                    }
+                    for (rel, len) in d.list() {
+                        if rel.starts_with("shards/") && len > 0 {
+                            shards.push((mi, rel, len));
+                        }
+                    }
+                }
+                if shards.is_empty() {
+                    return (Ok(Out::Skipped), Ok(Out::Skipped));
+                }
+                let (mi, rel, len) = &shards[f as usize % shards.len()];
+                let at = at as usize % len;
+                self.rig.disks[*mi].corrupt(rel, |v| v[at] ^= 1 << (at % 8));
+                self.bad.insert(*mi);
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::DegradedRead(pick) => {
+                self.degraded_read(pick);
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Remount => {
+                self.remount();
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Crash(seed) => {
+                self.crash(Unsynced::Mixed(seed));
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            _ => {
+                let fs = self.rig.fs.as_ref().expect("mounted");
+                self.s.exec(fs, op)
+            }
+        }
+    }
+
+    /// Fail members so that m are bad, read everything (must be exact);
+    /// then fail one more, read everything (exact or EIO); restore.
+    fn degraded_read(&mut self, pick: u8) {
+        // writes in flight would see the extra failures: let them land first
+        if let Err(e) = self.rig.fs().quiesce() {
+            self.fail(&format!(
+                "background writes failed before the degraded read: {e}"
+            ));
+        }
+        let mut failed = Vec::new();
+        let mut extra: Vec<usize> = (0..MEMBERS).filter(|i| !self.bad.contains(i)).collect();
+        let turn = pick as usize % extra.len().max(1);
+        extra.rotate_left(turn);
+        let mut bad = self.bad.clone();
+        for &i in &extra {
+            if bad.len() >= M {
+                break;
+            }
+            bad.insert(i);
+            failed.push(i);
+        }
+        // the bad members that are not lost are failed too: the worst case
+        for &i in &bad {
+            if Some(i) != self.lost {
+                self.rig.fail(i, true);
+            }
+        }
+        self.compare();
+        // one more than m: reads may fail, never return wrong bytes
+        if let Some(&more) = extra.get(failed.len()) {
+            self.rig.fail(more, true);
+            let (want, _) = view_model(&self.s.model);
+            let fs = self.rig.fs();
+            for (path, ino) in self.s.model.paths() {
+                if !matches!(self.s.model.tree[&ino].body, Body::File(_)) {
+                    continue;
+                }
+                let Ok(rino) = resolve(fs, &path) else {
+                    self.fail(&format!("{} vanished with m+1 members failed", show(&path)));
+                };
+                match fs.read(rino, 0, u32::MAX / 2) {
+                    Ok(d) if d == want.1[&path] => {}
+                    Ok(d) => self.fail(&format!(
+                        "{}: WRONG BYTES with m+1 members failed ({} bytes)",
+                        show(&path),
+                        d.len()
+                    )),
+                    Err(e) if e.errno() == libc::EIO => {}
+                    Err(e) => self.fail(&format!("{}: {e} with m+1 failed", show(&path))),
+                }
+            }
+            self.rig.fail(more, false);
+        }
+        for &i in &bad {
+            if Some(i) != self.lost {
+                self.rig.fail(i, false);
+            }
+        }
+    }
+
+    /// Close every handle, unmount cleanly, mount again and compare.
+    pub fn remount(&mut self) {
+        for (m, r) in std::mem::take(&mut self.s.handles) {
+            let fs = self.rig.fs();
+            let want = self.s.model.close(m);
+            let got = real(fs.flush_handle(r)).and(real(fs.release(r)));
+            if want.is_ok() != got.is_ok() {
+                self.fail(&format!("close at unmount: model {want:?}, real {got:?}"));
+            }
+        }
+        self.s.model.unmount();
+        if let Err(e) = self.rig.unmount() {
+            self.fail(&format!("unmount: {e}"));
+        }
+        if let Err(e) = self.rig.mount() {
+            self.fail(&format!("mount after a clean unmount: {e}"));
+        }
+        self.compare();
+        self.check_no_leaks();
+    }
+
+    /// Every shard file on a reachable member belongs to a committed stripe.
+    pub fn check_no_leaks(&self) {
+        let fs = self.rig.fs();
+        let mut referenced = BTreeSet::new();
+        for (path, _) in self.s.model.paths() {
+            let Ok(ino) = resolve(fs, &path) else {
+                continue;
+            };
+            for (s, loc) in fs.stripes(ino).unwrap_or_default() {
+                for (i, &mi) in loc.members.iter().enumerate() {
+                    referenced.insert((
+                        mi as usize,
+                        shardfs::pool::shard_path(ino, s, loc.generation, i as u8),
+                    ));
+                }
+            }
+        }
+        for (mi, d) in self.rig.disks.iter().enumerate() {
+            if Some(mi) == self.lost {
+                continue;
+            }
+            for (rel, _) in d.list() {
+                if rel.starts_with("shards/") && !referenced.contains(&(mi, rel.clone())) {
+                    // deletions that failed while the member was away are
+                    // swept at the next mount that is not clean
+                    if !self.rig.fs().pool.garbage_left() && self.bad.is_empty() {
+                        self.fail(&format!("leaked shard {rel} on member {mi}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Power cut, mount, and check the result is a state the model allows.
+    pub fn crash(&mut self, policy: Unsynced) {
+        self.s.handles.clear();
+        self.rig.crash(policy);
+        if let Err(e) = self.rig.mount() {
+            self.fail(&format!("mount after a crash: {e}"));
+        }
+        self.check_recovered();
+    }
+
+    /// After a crash: the tree must be one the model allows; adopt it.
+    pub fn check_recovered(&mut self) {
+        let m = self.s.model.clone();
+        self.check_recovered_any(&[m]);
+    }
+
+    /// After a crash: the tree must be one that one of `models` allows
+    /// (several when an operation was cut short: before and after it).
+    pub fn check_recovered_any(&mut self, models: &[Model]) {
+        let got = match view_real(self.rig.fs()) {
+            Ok(v) => v,
+            Err((p, e)) => self.fail(&format!("after crash, {} gave errno {e}", show(&p))),
+        };
+        let mut why = Vec::new();
+        let mut chosen = None;
+        for cand in models.iter().flat_map(|m| m.crash_candidates()) {
+            let ((want, _), inos) = view_model(&cand);
+            let mut ok = true;
+            // everything but uncertain file contents must match exactly
+            let mut w2 = want.clone();
+            let mut g2 = got.0.clone();
+            let mut recovered = BTreeMap::new();
+            for (p, ino) in &inos {
+                let node = &cand.tree[ino];
+                if let Body::File(_) = node.body {
+                    let Some(bytes) = got.1.get(p) else { continue };
+                    if let Err(e) = content_allowed(node, bytes) {
+                        why.push(format!("{}: {e}", show(p)));
+                        ok = false;
+                        break;
+                    }
+                    recovered.insert(*ino, bytes.clone());
+                    // sizes are checked through the contents
+                    if let Some(s) = w2.get_mut(p) {
+                        s.size = 0;
+                    }
+                    if let Some(s) = g2.get_mut(p) {
+                        s.size = 0;
+                    }
+                }
+            }
+            if ok {
+                if let Some(d) = diff(&(w2, BTreeMap::new()), &(g2, BTreeMap::new())) {
+                    why.push(d);
+                    ok = false;
+                }
+            }
+            if ok {
+                chosen = Some((cand, recovered));
+                break;
+            }
+        }
+        match chosen {
+            Some((cand, recovered)) => self.s.model.adopt_after_crash(cand, &recovered),
+            None => self.fail(&format!(
+                "the tree after a crash matches no state the model allows: {why:?}"
+            )),
+        }
+        self.log.push("(recovered)".into());
+        self.compare();
+    }
+}
+
+/// One client's view: the model, its open handles (model fh, real fh),
+/// and the directories it may touch (all when empty).
+pub struct Session {
+    pub model: Model,
+    pub handles: Vec<(u64, u64)>,
+    pub confine: Vec<Vec<u8>>,
+}
+
+impl Session {
+    fn path(&self, p: Pick) -> Vec<u8> {
+        let mut paths = self.model.paths();
+        let names = names();
+        // a confined session picks inside its directories only
+        let mut dirs: Vec<Vec<u8>> = if self.confine.is_empty() {
+            vec![Vec::new()] // the root once
+        } else {
+            self.confine.clone()
+        };
+        if !self.confine.is_empty() {
+            paths.retain(|(p, _)| self.allowed(p));
+        }
+        match p {
+            Pick::Path(p) => p.as_bytes().to_vec(),
+            Pick::Existing(i) if !paths.is_empty() => paths[i as usize % paths.len()].0.clone(),
+            Pick::Existing(i) => {
+                let dir = dirs.first().cloned().unwrap_or_default();
+                [dir.as_slice(), b"/", &names[i as usize % names.len()]].concat()
+            }
+            Pick::New(d, n) => {
+                // every directory but the root three times
+                for (p, ino) in &paths {
+                    if matches!(self.model.tree[ino].body, Body::Dir(_)) {
+                        dirs.extend([p.clone(), p.clone(), p.clone()]);
+                    }
+                }
+                let dir = &dirs[d as usize % dirs.len()];
+                [dir.as_slice(), b"/", &names[n as usize % names.len()]].concat()
+            }
+        }
+    }
+
+    fn handle(&self, h: u8) -> Option<(usize, u64, u64)> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        let i = h as usize % self.handles.len();
+        Some((i, self.handles[i].0, self.handles[i].1))
+    }
+
+    pub fn new(model: Model) -> Session {
+        Session {
+            model,
+            handles: Vec::new(),
+            confine: Vec::new(),
+        }
+    }
+
+    /// True if `path` is inside the directories this session may touch.
+    fn allowed(&self, path: &[u8]) -> bool {
+        self.confine.is_empty()
+            || self
+                .confine
+                .iter()
+                .any(|c| path.starts_with(c) && path.len() > c.len() && path[c.len()] == b'/')
+    }
+
+    /// Run a namespace or data operation on both sides (fault and
+    /// lifecycle operations are the [`Pair`]'s).
+    pub fn exec(&mut self, fs: &Fs, op: &Op) -> (R, R) {
+        if !self.confine.is_empty() {
+            let picks: Vec<Pick> = match *op {
+                Op::Mkdir(p) | Op::Create(p, _) | Op::Open(p, _, _) | Op::Truncate(p, _) => vec![p],
+                Op::Unlink(p) | Op::Rmdir(p) | Op::Symlink(p) | Op::Chmod(p, _) => vec![p],
+                Op::SetXattr(p, ..) | Op::GetXattr(p, _) | Op::RemoveXattr(p, _) => vec![p],
+                Op::Rename(a, b, _) | Op::Link(a, b) => vec![a, b],
+                Op::SyncAll => return (Ok(Out::Skipped), Ok(Out::Skipped)),
+                _ => vec![],
+            };
+            if !picks.iter().all(|&p| self.allowed(&self.path(p))) {
+                return (Ok(Out::Skipped), Ok(Out::Skipped));
+            }
+        }
         match *op {
             Op::Mkdir(p) => {
                 let path = self.path(p);
@@ -711,13 +1006,13 @@ impl Pair {
                     Err(_) => real(fs.create_open(d, n, new_node(Kind::File, 0o644, b""), true))
                         .map(|(_, fh)| fh),
                 });
-                self.pair_handles(want, got)
+                self.pair_handles(fs, want, got)
             }
             Op::Open(p, w, t) => {
                 let path = self.path(p);
                 let want = self.model.open(&path, w, t);
                 let got = resolve(fs, &path).and_then(|ino| open_real(fs, ino, w, t));
-                self.pair_handles(want, got)
+                self.pair_handles(fs, want, got)
             }
             Op::Write(h, off, n, seed) => {
                 let Some((_, mfh, rfh)) = self.handle(h) else {
@@ -857,259 +1152,22 @@ impl Pair {
                     done(real(fs.meta.sync().map_err(FsError::from))),
                 )
             }
-            Op::Lose(i) => {
-                let i = i as usize % MEMBERS;
-                let budget = self.bad.contains(&i) || self.bad.len() < M;
-                if self.lost.is_some() || !budget {
-                    return (Ok(Out::Skipped), Ok(Out::Skipped));
-                }
-                self.rig.fail(i, true);
-                self.lost = Some(i);
-                self.bad.insert(i);
-                (Ok(Out::Done), Ok(Out::Done))
-            }
-            Op::Return => {
-                if let Some(i) = self.lost.take() {
-                    self.rig.fail(i, false);
-                }
-                (Ok(Out::Done), Ok(Out::Done))
-            }
-            Op::Flip(f, at) => {
-                let mut shards = Vec::new();
-                for (mi, d) in self.rig.disks.iter().enumerate() {
-                    let allowed = self.bad.contains(&mi) || self.bad.len() < M;
-                    if Some(mi) == self.lost || !allowed {
-                        continue;
-                    }
-                    for (rel, len) in d.list() {
-                        if rel.starts_with("shards/") && len > 0 {
-                            shards.push((mi, rel, len));
-                        }
-                    }
-                }
-                if shards.is_empty() {
-                    return (Ok(Out::Skipped), Ok(Out::Skipped));
-                }
-                let (mi, rel, len) = &shards[f as usize % shards.len()];
-                let at = at as usize % len;
-                self.rig.disks[*mi].corrupt(rel, |v| v[at] ^= 1 << (at % 8));
-                self.bad.insert(*mi);
-                (Ok(Out::Done), Ok(Out::Done))
-            }
-            Op::DegradedRead(pick) => {
-                self.degraded_read(pick);
-                (Ok(Out::Done), Ok(Out::Done))
-            }
-            Op::Remount => {
-                self.remount();
-                (Ok(Out::Done), Ok(Out::Done))
-            }
-            Op::Crash(seed) => {
-                self.crash(Unsynced::Mixed(seed));
-                (Ok(Out::Done), Ok(Out::Done))
-            }
+            _ => (Ok(Out::Skipped), Ok(Out::Skipped)),
         }
     }
 
-    fn pair_handles(&mut self, want: Result<u64, i32>, got: Result<u64, i32>) -> (R, R) {
+    fn pair_handles(&mut self, fs: &Fs, want: Result<u64, i32>, got: Result<u64, i32>) -> (R, R) {
         match (&want, &got) {
             (Ok(m), Ok(r)) => self.handles.push((*m, *r)),
             (Ok(m), Err(_)) => {
                 let _ = self.model.close(*m);
             }
             (Err(_), Ok(r)) => {
-                let fs = self.rig.fs();
                 let _ = fs.release(*r);
             }
             _ => {}
         }
         (want.map(|_| Out::Done), got.map(|_| Out::Done))
-    }
-
-    /// Fail members so that m are bad, read everything (must be exact);
-    /// then fail one more, read everything (exact or EIO); restore.
-    fn degraded_read(&mut self, pick: u8) {
-        // writes in flight would see the extra failures: let them land first
-        if let Err(e) = self.rig.fs().quiesce() {
-            self.fail(&format!(
-                "background writes failed before the degraded read: {e}"
-            ));
-        }
-        let mut failed = Vec::new();
-        let mut extra: Vec<usize> = (0..MEMBERS).filter(|i| !self.bad.contains(i)).collect();
-        let turn = pick as usize % extra.len().max(1);
-        extra.rotate_left(turn);
-        let mut bad = self.bad.clone();
-        for &i in &extra {
-            if bad.len() >= M {
-                break;
-            }
-            bad.insert(i);
-            failed.push(i);
-        }
-        // the bad members that are not lost are failed too: the worst case
-        for &i in &bad {
-            if Some(i) != self.lost {
-                self.rig.fail(i, true);
-            }
-        }
-        self.compare();
-        // one more than m: reads may fail, never return wrong bytes
-        if let Some(&more) = extra.get(failed.len()) {
-            self.rig.fail(more, true);
-            let (want, _) = view_model(&self.model);
-            let fs = self.rig.fs();
-            for (path, ino) in self.model.paths() {
-                if !matches!(self.model.tree[&ino].body, Body::File(_)) {
-                    continue;
-                }
-                let Ok(rino) = resolve(fs, &path) else {
-                    self.fail(&format!("{} vanished with m+1 members failed", show(&path)));
-                };
-                match fs.read(rino, 0, u32::MAX / 2) {
-                    Ok(d) if d == want.1[&path] => {}
-                    Ok(d) => self.fail(&format!(
-                        "{}: WRONG BYTES with m+1 members failed ({} bytes)",
-                        show(&path),
-                        d.len()
-                    )),
-                    Err(e) if e.errno() == libc::EIO => {}
-                    Err(e) => self.fail(&format!("{}: {e} with m+1 failed", show(&path))),
-                }
-            }
-            self.rig.fail(more, false);
-        }
-        for &i in &bad {
-            if Some(i) != self.lost {
-                self.rig.fail(i, false);
-            }
-        }
-    }
-
-    /// Close every handle, unmount cleanly, mount again and compare.
-    pub fn remount(&mut self) {
-        for (m, r) in std::mem::take(&mut self.handles) {
-            let fs = self.rig.fs();
-            let want = self.model.close(m);
-            let got = real(fs.flush_handle(r)).and(real(fs.release(r)));
-            if want.is_ok() != got.is_ok() {
-                self.fail(&format!("close at unmount: model {want:?}, real {got:?}"));
-            }
-        }
-        self.model.unmount();
-        if let Err(e) = self.rig.unmount() {
-            self.fail(&format!("unmount: {e}"));
-        }
-        if let Err(e) = self.rig.mount() {
-            self.fail(&format!("mount after a clean unmount: {e}"));
-        }
-        self.compare();
-        self.check_no_leaks();
-    }
-
-    /// Every shard file on a reachable member belongs to a committed stripe.
-    pub fn check_no_leaks(&self) {
-        let fs = self.rig.fs();
-        let mut referenced = BTreeSet::new();
-        for (path, _) in self.model.paths() {
-            let Ok(ino) = resolve(fs, &path) else {
-                continue;
-            };
-            for (s, loc) in fs.stripes(ino).unwrap_or_default() {
-                for (i, &mi) in loc.members.iter().enumerate() {
-                    referenced.insert((
-                        mi as usize,
-                        shardfs::pool::shard_path(ino, s, loc.generation, i as u8),
-                    ));
-                }
-            }
-        }
-        for (mi, d) in self.rig.disks.iter().enumerate() {
-            if Some(mi) == self.lost {
-                continue;
-            }
-            for (rel, _) in d.list() {
-                if rel.starts_with("shards/") && !referenced.contains(&(mi, rel.clone())) {
-                    // deletions that failed while the member was away are
-                    // swept at the next mount that is not clean
-                    if !self.rig.fs().pool.garbage_left() && self.bad.is_empty() {
-                        self.fail(&format!("leaked shard {rel} on member {mi}"));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Power cut, mount, and check the result is a state the model allows.
-    pub fn crash(&mut self, policy: Unsynced) {
-        self.handles.clear();
-        self.rig.crash(policy);
-        if let Err(e) = self.rig.mount() {
-            self.fail(&format!("mount after a crash: {e}"));
-        }
-        self.check_recovered();
-    }
-
-    /// After a crash: the tree must be one the model allows; adopt it.
-    pub fn check_recovered(&mut self) {
-        let m = self.model.clone();
-        self.check_recovered_any(&[m]);
-    }
-
-    /// After a crash: the tree must be one that one of `models` allows
-    /// (several when an operation was cut short: before and after it).
-    pub fn check_recovered_any(&mut self, models: &[Model]) {
-        let got = match view_real(self.rig.fs()) {
-            Ok(v) => v,
-            Err((p, e)) => self.fail(&format!("after crash, {} gave errno {e}", show(&p))),
-        };
-        let mut why = Vec::new();
-        let mut chosen = None;
-        for cand in models.iter().flat_map(|m| m.crash_candidates()) {
-            let ((want, _), inos) = view_model(&cand);
-            let mut ok = true;
-            // everything but uncertain file contents must match exactly
-            let mut w2 = want.clone();
-            let mut g2 = got.0.clone();
-            let mut recovered = BTreeMap::new();
-            for (p, ino) in &inos {
-                let node = &cand.tree[ino];
-                if let Body::File(_) = node.body {
-                    let Some(bytes) = got.1.get(p) else { continue };
-                    if let Err(e) = content_allowed(node, bytes) {
-                        why.push(format!("{}: {e}", show(p)));
-                        ok = false;
-                        break;
-                    }
-                    recovered.insert(*ino, bytes.clone());
-                    // sizes are checked through the contents
-                    if let Some(s) = w2.get_mut(p) {
-                        s.size = 0;
-                    }
-                    if let Some(s) = g2.get_mut(p) {
-                        s.size = 0;
-                    }
-                }
-            }
-            if ok {
-                if let Some(d) = diff(&(w2, BTreeMap::new()), &(g2, BTreeMap::new())) {
-                    why.push(d);
-                    ok = false;
-                }
-            }
-            if ok {
-                chosen = Some((cand, recovered));
-                break;
-            }
-        }
-        match chosen {
-            Some((cand, recovered)) => self.model.adopt_after_crash(cand, &recovered),
-            None => self.fail(&format!(
-                "the tree after a crash matches no state the model allows: {why:?}"
-            )),
-        }
-        self.log.push("(recovered)".into());
-        self.compare();
     }
 }
 
