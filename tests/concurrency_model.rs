@@ -67,11 +67,11 @@ fn prefixes(i: usize) -> Vec<Vec<u8>> {
     ]
 }
 
+/// Paths with what is seen of them, and file contents by path.
+type Part = (Vec<(Vec<u8>, harness::Seen)>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// The part of a view below the given directories (the directories too).
-fn restrict(
-    v: &harness::View,
-    keep: &[Vec<u8>],
-) -> (Vec<(Vec<u8>, harness::Seen)>, Vec<(Vec<u8>, Vec<u8>)>) {
+fn restrict(v: &harness::View, keep: &[Vec<u8>]) -> Part {
     let inside = |p: &Vec<u8>| keep.iter().any(|k| p.starts_with(k));
     (
         v.0.iter()
