@@ -270,7 +270,13 @@ fn kill9_keeps_every_closed_or_fsynced_file_and_writes_no_garbage() {
                 if i.is_multiple_of(3) {
                     f.sync_all()?;
                 }
-                drop(f); // close: acknowledged
+                // close: acknowledged only if it succeeds (dropping a File
+                // ignores the error, which the kill can cause)
+                let fd = std::os::unix::io::IntoRawFd::into_raw_fd(f);
+                // SAFETY: we own fd and close it once.
+                if unsafe { libc::close(fd) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             })();
             if res.is_err() {
