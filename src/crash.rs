@@ -224,6 +224,19 @@ impl CrashDisk {
         hit
     }
 
+    /// Files whose live contents would not survive a crash as they are.
+    pub fn unsynced(&self) -> Vec<String> {
+        let f = self.files.lock().unwrap();
+        f.live
+            .keys()
+            .chain(f.durable.keys())
+            .filter(|k| f.live.get(*k) != f.durable.get(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Every file on the disk (live view) with its length.
     pub fn list(&self) -> Vec<(String, usize)> {
         let f = self.files.lock().unwrap();

@@ -93,6 +93,10 @@ pub struct MountConfig {
     pub flush_interval: Duration,
     /// kernel readahead for the mount, KiB
     pub readahead_kb: u32,
+    /// repair and scrub rate limit, bytes/s (0: none)
+    pub repair_rate: u64,
+    /// hours between scrub passes
+    pub scrub_interval_hours: u64,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -122,9 +126,25 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     let socket = cfg.socket.clone().unwrap_or_else(|| {
         control::default_dir().join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
     });
+    let maintenance = Arc::new(crate::maintenance::Maintenance::default());
+    maintenance
+        .repair
+        .rate_limit
+        .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
+    maintenance
+        .scrub
+        .rate_limit
+        .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
+    let maint_thread = crate::maintenance::spawn(
+        fs.clone(),
+        maintenance.clone(),
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(cfg.scrub_interval_hours.max(1) * 3600),
+    );
     let ctx = Arc::new(control::server::Context {
         fs: fs.clone(),
         replicas: opened.replicas.clone(),
+        maintenance: maintenance.clone(),
     });
     let socket = control::server::spawn(&socket, ctx)
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
@@ -175,6 +195,8 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     let run = session.run();
+    maintenance.stop();
+    let _ = maint_thread.join();
     let res = fs.unmount_sync();
     fs.meta.shutdown();
     let _ = flusher.join();

@@ -9,9 +9,11 @@
 pub mod control;
 pub mod crash;
 pub mod daemon;
+pub mod durability;
 pub mod ec;
 pub mod fs;
 pub mod fuse;
+pub mod maintenance;
 pub mod meta;
 pub mod model;
 pub mod pool;

@@ -56,6 +56,13 @@ enum Cmd {
         /// the daemon as 1 MiB requests).
         #[arg(long, default_value_t = 4096)]
         readahead_kb: u32,
+        /// Repair and scrub rate limit in bytes/s (0: none); change it at
+        /// runtime with `shardctl repair rate`.
+        #[arg(long, default_value_t = shardfs::fs::DEFAULT_RATE)]
+        repair_rate: u64,
+        /// Hours between scrub passes.
+        #[arg(long, default_value_t = 168)]
+        scrub_interval_hours: u64,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
             threads,
             flush_ms,
             readahead_kb,
+            repair_rate,
+            scrub_interval_hours,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -114,6 +123,8 @@ fn main() -> ExitCode {
                 threads,
                 flush_interval: Duration::from_millis(flush_ms.max(1)),
                 readahead_kb,
+                repair_rate,
+                scrub_interval_hours,
             })
         }
     };

@@ -99,7 +99,7 @@ fn generator_reaches_every_operation() {
     let mut runner = TestRunner::deterministic();
     let strategy = prop::collection::vec(op(true), 50..120);
     let mut total: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
-    for _ in 0..60 {
+    for _ in 0..100 {
         let ops = strategy.new_tree(&mut runner).expect("generate").current();
         for (k, (a, b, c)) in run_sequence(&ops) {
             let t = total.entry(k).or_default();
@@ -108,7 +108,7 @@ fn generator_reaches_every_operation() {
             t.2 += c;
         }
     }
-    eprintln!("operation: ok / error / skipped over 60 sequences");
+    eprintln!("operation: ok / error / skipped over 100 sequences");
     for (k, (a, b, c)) in &total {
         eprintln!("  {k:14} {a:6} {b:6} {c:6}");
     }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use shardfs::control::client::{call, find_socket};
 use shardfs::control::{Command, Locate, Status};
+use shardfs::fs::Progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +34,174 @@ enum Cmd {
         /// BUCKET/KEY
         path: String,
     },
+    /// Repair: rebuild lost or bad shards onto healthy members.
+    Repair {
+        #[command(subcommand)]
+        cmd: RepairCmd,
+    },
+    /// Scrub: read and verify every shard, repair what is wrong.
+    Scrub {
+        #[command(subcommand)]
+        cmd: ScrubCmd,
+    },
+    /// Change members online.
+    Disk {
+        #[command(subcommand)]
+        cmd: DiskCmd,
+    },
+    /// Estimated annual durability (nines) of the pool as it is now.
+    Durability {
+        /// Annual failure rate of one failure domain, e.g. 0.015.
+        #[arg(long)]
+        afr: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepairCmd {
+    /// Progress, rate and ETA of the current or last pass.
+    Status {
+        /// Keep showing progress until the pass ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Start a pass now.
+    Start,
+    /// Set the repair and scrub rate limit (bytes/s; 0 = unlimited).
+    Rate {
+        /// bytes per second (suffixes K, M, G allowed)
+        rate: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScrubCmd {
+    /// Start a pass now.
+    Start,
+    /// Coverage of the current or last pass, and when the last one ended.
+    Status {
+        /// Keep showing progress until the pass ends.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DiskCmd {
+    /// Take member ID out now; repair rebuilds its shards from redundancy.
+    Fail {
+        /// member index (see `shardctl status`)
+        id: u16,
+    },
+    /// Move every shard off member ID, then mark it removed.
+    Drain {
+        /// member index (see `shardctl status`)
+        id: u16,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K') | Some('k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') | Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') | Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad rate {s:?}: give bytes per second, e.g. 50M"))
+}
+
+/// `[#####.....]  45.0%`
+fn bar(done: u64, total: u64) -> String {
+    let frac = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let n = (frac * 30.0).round() as usize;
+    format!(
+        "[{}{}] {:5.1}%",
+        "#".repeat(n),
+        ".".repeat(30 - n),
+        frac * 100.0
+    )
+}
+
+fn print_progress(what: &str, p: &Progress) {
+    let state = if p.running { "running" } else { "idle" };
+    println!(
+        "{what}     {state}, {} passes finished since mount",
+        p.passes
+    );
+    println!(
+        "progress   {} {}/{} stripes",
+        bar(p.stripes_done, p.stripes_total),
+        p.stripes_done,
+        p.stripes_total
+    );
+    let limit = if p.rate_limit == 0 {
+        "unlimited".to_string()
+    } else {
+        format!("{}/s", human(p.rate_limit))
+    };
+    println!("rate       {}/s (limit {limit})", human(p.rate as u64));
+    if let Some(eta) = p.eta_secs {
+        println!("eta        {:.0} s", eta);
+    }
+    if what == "scrub " {
+        println!("bad shards {} found, {} repaired", p.shards, p.repaired);
+    } else {
+        println!(
+            "shards     {} rebuilt; {} stripes could not be finished",
+            p.shards, p.stripes_failed
+        );
+        println!(
+            "remaining  {} stripes need repair after the last pass",
+            p.remaining
+        );
+    }
+    match p.last_pass_end {
+        Some(t) => println!("last pass  ended at {t} (unix time)"),
+        None => println!("last pass  none finished since mount"),
+    }
+}
+
+fn show_progress(
+    socket: &std::path::Path,
+    cmd: Command,
+    what: &str,
+    json: bool,
+    wait: bool,
+) -> Result<(), String> {
+    loop {
+        let v = call(socket, cmd.clone())?;
+        let p: Progress = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        } else {
+            print_progress(what, &p);
+        }
+        if !wait || !p.running {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if !json {
+            println!();
+        }
+    }
+}
+
+fn print_value(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).expect("json"));
+    } else if let Some(m) = v.get("message").and_then(|m| m.as_str()) {
+        println!("{m}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(v).expect("json"));
+    }
 }
 
 fn human(n: u64) -> String {
@@ -151,6 +320,89 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 let l: Locate = serde_json::from_value(v).map_err(|e| e.to_string())?;
                 print_locate(&l);
+            }
+        }
+        Cmd::Repair { cmd } => match cmd {
+            RepairCmd::Status { wait } => {
+                show_progress(&socket, Command::RepairStatus, "repair", cli.json, wait)?
+            }
+            RepairCmd::Start => {
+                call(&socket, Command::RepairStart)?;
+                if !cli.json {
+                    println!("repair pass requested; see `shardctl repair status`");
+                }
+            }
+            RepairCmd::Rate { rate } => {
+                let bytes_per_sec = parse_rate(&rate)?;
+                call(&socket, Command::RepairRate { bytes_per_sec })?;
+                if !cli.json {
+                    println!(
+                        "repair and scrub rate limit: {}",
+                        if bytes_per_sec == 0 {
+                            "unlimited".to_string()
+                        } else {
+                            format!("{}/s", human(bytes_per_sec))
+                        }
+                    );
+                }
+            }
+        },
+        Cmd::Scrub { cmd } => match cmd {
+            ScrubCmd::Start => {
+                call(&socket, Command::ScrubStart)?;
+                if !cli.json {
+                    println!("scrub pass requested; see `shardctl scrub status`");
+                }
+            }
+            ScrubCmd::Status { wait } => {
+                show_progress(&socket, Command::ScrubStatus, "scrub ", cli.json, wait)?
+            }
+        },
+        Cmd::Disk { cmd } => {
+            let v = match cmd {
+                DiskCmd::Fail { id } => call(&socket, Command::DiskFail { member: id })?,
+                DiskCmd::Drain { id } => call(&socket, Command::DiskDrain { member: id })?,
+            };
+            print_value(&v, cli.json);
+        }
+        Cmd::Durability { afr } => {
+            if let Some(a) = afr {
+                if !(a > 0.0 && a < 1.0) {
+                    return Err(format!(
+                        "--afr {a}: give a rate between 0 and 1, e.g. 0.015"
+                    ));
+                }
+            }
+            let v = call(&socket, Command::Durability { afr })?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                let i = &v["input"];
+                let e = &v["estimate"];
+                println!(
+                    "layout      {}+{} over {} members in {} failure domains (tolerates {} domain failures)",
+                    i["k"], i["m"], i["members"], i["domains"], e["tolerated_domain_failures"]
+                );
+                println!(
+                    "assumed     AFR {:.2} % per domain; repair of one domain {:.2} h ({}/s, {})",
+                    i["afr"].as_f64().unwrap_or(0.0) * 100.0,
+                    i["repair_hours"].as_f64().unwrap_or(0.0),
+                    human(i["repair_rate_bytes_per_sec"].as_f64().unwrap_or(0.0) as u64),
+                    i["repair_rate_source"].as_str().unwrap_or("")
+                );
+                println!(
+                    "durability  {:.2} nines a year (annual loss probability {:.3e}; MTTDL {:.3e} h)",
+                    e["nines"].as_f64().unwrap_or(f64::INFINITY),
+                    e["annual_loss_probability"].as_f64().unwrap_or(0.0),
+                    e["mttdl_hours"].as_f64().unwrap_or(0.0)
+                );
+                if i["degraded_stripes"].as_u64().unwrap_or(0) > 0 {
+                    println!(
+                        "degraded    {} stripes lack shards: {:.2} nines until repair ends",
+                        i["degraded_stripes"],
+                        e["degraded_nines"].as_f64().unwrap_or(0.0)
+                    );
+                }
             }
         }
     }

@@ -34,7 +34,7 @@ pub fn default_dir() -> std::path::PathBuf {
 }
 
 /// A request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Request {
     /// protocol version
     pub v: u32,
@@ -44,7 +44,7 @@ pub struct Request {
 }
 
 /// Commands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// Pool and member status.
@@ -53,6 +53,34 @@ pub enum Command {
     Locate {
         /// "bucket/key"
         path: String,
+    },
+    /// Repair progress, rate and ETA.
+    RepairStatus,
+    /// Start a repair pass now.
+    RepairStart,
+    /// Set the repair and scrub rate limit (bytes/s, 0 = none).
+    RepairRate {
+        /// bytes per second
+        bytes_per_sec: u64,
+    },
+    /// Start a scrub pass now.
+    ScrubStart,
+    /// Scrub progress and when the last full pass ended.
+    ScrubStatus,
+    /// Take a member out now and rebuild its shards from redundancy.
+    DiskFail {
+        /// member index
+        member: u16,
+    },
+    /// Move every shard off a member, then mark it removed.
+    DiskDrain {
+        /// member index
+        member: u16,
+    },
+    /// Estimated annual durability.
+    Durability {
+        /// annual failure rate per failure domain (default 1.5 %)
+        afr: Option<f64>,
     },
 }
 

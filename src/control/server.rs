@@ -20,6 +20,8 @@ pub struct Context {
     pub fs: Arc<Fs>,
     /// the metadata replicas
     pub replicas: Arc<ReplicatedStore>,
+    /// repair and scrub
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
 }
 
 /// Bind the socket (mode 0600) and serve it on a thread.
@@ -145,11 +147,158 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
         Command::Locate { path } => {
             locate(ctx, &path).map(|l| serde_json::to_value(l).expect("json"))
         }
+        Command::RepairStatus => Ok(json(ctx.maintenance.repair.snapshot())),
+        Command::RepairStart => {
+            ctx.maintenance.repair.request();
+            Ok(json(ctx.maintenance.repair.snapshot()))
+        }
+        Command::RepairRate { bytes_per_sec } => {
+            ctx.maintenance
+                .repair
+                .rate_limit
+                .store(bytes_per_sec, Ordering::Relaxed);
+            ctx.maintenance
+                .scrub
+                .rate_limit
+                .store(bytes_per_sec, Ordering::Relaxed);
+            Ok(json(ctx.maintenance.repair.snapshot()))
+        }
+        Command::ScrubStart => {
+            ctx.maintenance
+                .scrub
+                .requested
+                .store(true, Ordering::SeqCst);
+            ctx.maintenance.repair.request(); // wakes the thread
+            Ok(json(ctx.maintenance.scrub.snapshot()))
+        }
+        Command::ScrubStatus => Ok(json(ctx.maintenance.scrub.snapshot())),
+        Command::DiskFail { member } => set_health(ctx, member, crate::pool::Health::Failed),
+        Command::DiskDrain { member } => set_health(ctx, member, crate::pool::Health::Draining),
+        Command::Durability { afr } => durability(ctx, afr),
     };
     match result {
         Ok(v) => Reply::ok(v),
         Err(e) => Reply::err(e),
     }
+}
+
+fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).expect("json")
+}
+
+fn set_health(
+    ctx: &Context,
+    member: u16,
+    h: crate::pool::Health,
+) -> Result<serde_json::Value, String> {
+    let pool = &ctx.fs.pool;
+    let m = pool
+        .members
+        .get(member as usize)
+        .ok_or_else(|| format!("no member {member}: the pool has {}", pool.members.len()))?;
+    let cur = m.health();
+    use crate::pool::Health;
+    match (cur, h) {
+        (Health::Missing, _) => return Err(format!("member {member} is missing from this mount")),
+        (Health::Removed, _) => return Err(format!("member {member} was already removed")),
+        (Health::Failed, Health::Draining) => {
+            return Err(format!(
+                "member {member} has failed: its shards are rebuilt from redundancy, not drained"
+            ))
+        }
+        _ => {}
+    }
+    // refuse a change that would leave too few members for the code
+    let left = pool
+        .members
+        .iter()
+        .filter(|x| x.index != member && x.writable_disk().is_some())
+        .count();
+    let need = pool.k() + 1;
+    if left < need {
+        return Err(format!(
+            "only {left} other members are online; taking member {member} out would leave \
+             fewer than k+1 = {need} for writes"
+        ));
+    }
+    ctx.fs
+        .set_member_health(member, h)
+        .map_err(|e| e.to_string())?;
+    ctx.maintenance.repair.request();
+    Ok(json(serde_json::json!({
+        "member": member,
+        "state": h.name(),
+        "message": format!(
+            "member {member} is now {}; repair moves its shards (see `shardctl repair status`)",
+            h.name()
+        ),
+    })))
+}
+
+fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, String> {
+    use crate::durability::{estimate, DurabilityInput, DEFAULT_AFR};
+    let pool = &ctx.fs.pool;
+    pool.refresh_capacity();
+    let present: Vec<_> = pool
+        .members
+        .iter()
+        .filter(|m| !matches!(m.health(), crate::pool::Health::Removed))
+        .collect();
+    // members on one filesystem (device) are one failure domain
+    let mut domains = std::collections::BTreeSet::new();
+    for m in &present {
+        let key = m
+            .disk
+            .as_ref()
+            .and_then(|d| d.fs_id())
+            .unwrap_or(1 << 40 | m.index as u64);
+        domains.insert(key);
+    }
+    // data to rebuild after one domain fails: the most used domain's bytes
+    let mut per_domain: std::collections::BTreeMap<u64, u64> = Default::default();
+    for m in &present {
+        let key = m
+            .disk
+            .as_ref()
+            .and_then(|d| d.fs_id())
+            .unwrap_or(1 << 40 | m.index as u64);
+        let (t, f) = m.capacity();
+        *per_domain.entry(key).or_default() += t.saturating_sub(f);
+    }
+    let used = per_domain.values().copied().max().unwrap_or(0);
+    let repair = ctx.maintenance.repair.snapshot();
+    let (rate, rate_source) = if repair.passes > 0 && repair.rate > 0.0 && repair.bytes_done > 0 {
+        (repair.rate, "measured by the last repair pass")
+    } else if repair.rate_limit > 0 {
+        (
+            repair.rate_limit as f64,
+            "the repair rate limit (no repair measured yet)",
+        )
+    } else {
+        (200e6, "200 MB/s assumed (no repair measured, no limit set)")
+    };
+    let repair_hours = (used as f64 / rate / 3600.0).max(1.0 / 60.0);
+    let degraded = ctx.fs.counts().map(|c| c.2).unwrap_or(0);
+    let input = DurabilityInput {
+        k: pool.k(),
+        m: pool.m(),
+        members: present.len(),
+        domains: domains.len(),
+        afr: afr.unwrap_or(DEFAULT_AFR),
+        repair_hours,
+        degraded: usize::from(degraded > 0),
+        parallel_repair: false,
+    };
+    let est = estimate(&input)?;
+    Ok(serde_json::json!({
+        "input": {
+            "k": input.k, "m": input.m, "members": input.members, "domains": input.domains,
+            "afr": input.afr, "repair_hours": input.repair_hours,
+            "used_bytes_per_domain": used, "repair_rate_bytes_per_sec": rate,
+            "repair_rate_source": rate_source, "degraded_stripes": degraded,
+        },
+        "estimate": est,
+    }))
 }
 
 fn status(ctx: &Context) -> Result<Status, String> {
@@ -163,13 +312,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         .iter()
         .map(|m| {
             let (total, free) = m.capacity();
-            let state = if m.disk.is_none() {
-                "missing"
-            } else if m.live_disk().is_some() {
-                "online"
-            } else {
-                "failed"
-            };
+            let state = m.health().name();
             let meta_replica = if pool.sb.meta_replicas.contains(&m.index) {
                 Some(
                     replicas

@@ -10,7 +10,9 @@
 mod data;
 mod error;
 mod namespace;
+mod repair;
 pub use namespace::{NewNode, SetAttr};
+pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
 pub mod names;
 pub mod schema;
 mod xattr;
@@ -157,6 +159,7 @@ impl Fs {
                 .apply(vec![Op::Put(inode_key(ROOT_INO), enc(&root))], vec![])?;
             fs.meta.sync()?;
         }
+        fs.load_member_health()?;
         // A clean unmount leaves no orphans and no unreferenced shards; after
         // anything else (kill -9, crash, a member that missed deletions)
         // sweep before serving.
@@ -281,7 +284,7 @@ impl Fs {
                 None => false,
             };
             if !keep {
-                if let Some(d) = self.pool.members[mi as usize].live_disk() {
+                if let Some(d) = self.pool.members[mi as usize].disk.as_ref() {
                     if d.remove_file(&rel).is_ok() {
                         removed += 1;
                     }

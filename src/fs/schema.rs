@@ -12,6 +12,7 @@
 //! | `T`   | `T` ++ ino ++ stripe        | `StripeLoc`      |
 //! | `B`   | `B` ++ ino                  | inline file data |
 //! | `O`   | `O` ++ ino                  | orphan (unlinked while open) |
+//! | `H`   | `H` ++ member index (u16)   | member [`crate::pool::Health`] set by an admin |
 
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +159,13 @@ pub fn inline_key(ino: u64) -> Vec<u8> {
 /// `O` key.
 pub fn orphan_key(ino: u64) -> Vec<u8> {
     k1(b'O', ino)
+}
+
+/// `H` key: the persisted health of a member.
+pub fn health_key(member: u16) -> Vec<u8> {
+    let mut k = b"H".to_vec();
+    k.extend_from_slice(&member.to_be_bytes());
+    k
 }
 
 /// Encode a record.

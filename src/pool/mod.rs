@@ -77,6 +77,64 @@ pub struct PoolStats {
     pub shards_read: AtomicU64,
 }
 
+/// Health of a member. Reads use online, suspect and draining members;
+/// new shards (writes, repair) go to online members only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Serving reads and writes.
+    Online,
+    /// Errors seen recently: still read, no new shards.
+    Suspect,
+    /// Taken out (too many errors, or `shardctl disk fail`): neither read
+    /// nor written; repair rebuilds its shards elsewhere.
+    Failed,
+    /// Being emptied (`shardctl disk drain`): read, no new shards; repair
+    /// moves its shards off, then it is removed.
+    Draining,
+    /// Emptied by a drain: holds no referenced shard.
+    Removed,
+    /// Not given at mount.
+    Missing,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Online,
+            1 => Health::Suspect,
+            2 => Health::Failed,
+            3 => Health::Draining,
+            4 => Health::Removed,
+            _ => Health::Missing,
+        }
+    }
+
+    /// Lower-case name, as shown by `shardctl status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Online => "online",
+            Health::Suspect => "suspect",
+            Health::Failed => "failed",
+            Health::Draining => "draining",
+            Health::Removed => "removed",
+            Health::Missing => "missing",
+        }
+    }
+
+    /// True if shards on a member in this state can be read.
+    pub fn readable(self) -> bool {
+        matches!(self, Health::Online | Health::Suspect | Health::Draining)
+    }
+}
+
+/// Consecutive I/O errors that make an online member suspect.
+pub const SUSPECT_AFTER: u64 = 3;
+/// Consecutive I/O errors that make a member failed.
+pub const FAIL_AFTER: u64 = 24;
+/// Consecutive successes that make a suspect member online again.
+pub const CLEAR_AFTER: u64 = 256;
+
 /// One member disk of the pool.
 #[derive(Debug)]
 pub struct Member {
@@ -88,10 +146,13 @@ pub struct Member {
     pub path: String,
     /// The disk, if it was present at mount.
     pub disk: Option<Arc<dyn DiskBackend>>,
-    /// False when the member is missing or has failed.
-    pub online: AtomicBool,
+    /// [`Health`] as a number (see [`Member::health`]).
+    state: std::sync::atomic::AtomicU8,
     /// I/O errors seen on this member.
     pub errors: AtomicU64,
+    /// Errors since the last success, and successes since the last error.
+    streak_errors: AtomicU64,
+    streak_ok: AtomicU64,
     free: AtomicU64,
     total: AtomicU64,
 }
@@ -103,20 +164,88 @@ impl Member {
             index,
             id,
             path,
-            online: AtomicBool::new(disk.is_some()),
+            state: std::sync::atomic::AtomicU8::new(if disk.is_some() {
+                Health::Online as u8
+            } else {
+                Health::Missing as u8
+            }),
             disk,
             errors: AtomicU64::new(0),
+            streak_errors: AtomicU64::new(0),
+            streak_ok: AtomicU64::new(0),
             free: AtomicU64::new(0),
             total: AtomicU64::new(0),
         }
     }
 
-    /// The disk if the member is online.
+    /// The disk if shards on the member can be read (online, suspect, draining).
     pub fn live_disk(&self) -> Option<&Arc<dyn DiskBackend>> {
-        if self.online.load(Ordering::Relaxed) {
+        if self.health().readable() {
             self.disk.as_ref()
         } else {
             None
+        }
+    }
+
+    /// The disk if new shards may go to the member (online only).
+    pub fn writable_disk(&self) -> Option<&Arc<dyn DiskBackend>> {
+        if self.health() == Health::Online {
+            self.disk.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Set the health (admin commands, persisted states at mount). A
+    /// member without a disk stays missing.
+    pub fn set_health(&self, h: Health) {
+        if self.disk.is_none() {
+            return;
+        }
+        let old = self.health();
+        if old != h {
+            log::warn!(
+                "member {} ({}): {} -> {}",
+                self.index,
+                self.path,
+                old.name(),
+                h.name()
+            );
+            self.state.store(h as u8, Ordering::Relaxed);
+            self.streak_errors.store(0, Ordering::Relaxed);
+            self.streak_ok.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Move from `from` to `to` only if the member is in `from`.
+    fn transition(&self, from: Health, to: Health, why: &str) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            log::warn!(
+                "member {} ({}): {} -> {}: {why}",
+                self.index,
+                self.path,
+                from.name(),
+                to.name()
+            );
+        }
+        ok
+    }
+
+    /// A successful I/O: a long enough run clears suspicion.
+    fn note_ok(&self) {
+        self.streak_errors.store(0, Ordering::Relaxed);
+        let n = self.streak_ok.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= CLEAR_AFTER && self.health() == Health::Suspect {
+            self.transition(Health::Suspect, Health::Online, "errors stopped");
         }
     }
 
@@ -128,9 +257,24 @@ impl Member {
         )
     }
 
+    /// An I/O error (or a shard that failed verification): counted; runs
+    /// of errors make the member suspect, then failed.
     fn note_error(&self, what: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.streak_ok.store(0, Ordering::Relaxed);
         log::warn!("member {} ({}): {}", self.index, self.path, what);
+        let n = self.streak_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= FAIL_AFTER {
+            for from in [Health::Online, Health::Suspect] {
+                self.transition(
+                    from,
+                    Health::Failed,
+                    "too many consecutive errors; repair rebuilds its shards elsewhere",
+                );
+            }
+        } else if n >= SUSPECT_AFTER {
+            self.transition(Health::Online, Health::Suspect, "consecutive errors");
+        }
     }
 }
 
@@ -154,6 +298,12 @@ pub struct Pool {
     headers: Mutex<std::collections::HashMap<(u16, ShardId), Arc<ShardHeader>>>,
     /// Set when a superseded shard could not be deleted.
     garbage_left: AtomicBool,
+    /// Placement's random numbers, seeded from the pool id so that a test
+    /// replaying the same operations gets the same placement.
+    rng: Mutex<rand::rngs::StdRng>,
+    /// Shards found unreadable or corrupt on a readable member, for repair:
+    /// (object, stripe, generation, index).
+    bad: Mutex<std::collections::BTreeSet<(u64, u64, u64, u8)>>,
 }
 
 /// Headers kept by the range-read cache (about 2 KiB each for 1 MiB
@@ -184,6 +334,11 @@ impl Pool {
     pub fn new(sb: Superblock, members: Vec<Member>) -> Result<Pool, PoolError> {
         let codec = Codec::new(sb.k as usize, sb.m as usize)
             .map_err(|e| PoolError::Setup(e.to_string()))?;
+        let seeded = {
+            use rand::SeedableRng;
+            let b = sb.pool_bytes();
+            rand::rngs::StdRng::seed_from_u64(u64::from_le_bytes(b[..8].try_into().unwrap()))
+        };
         let pool = Pool {
             pool_bytes: sb.pool_bytes(),
             sb,
@@ -193,9 +348,17 @@ impl Pool {
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
             garbage_left: AtomicBool::new(false),
+            bad: Mutex::new(Default::default()),
+            rng: Mutex::new(seeded),
         };
         pool.refresh_capacity();
         Ok(pool)
+    }
+
+    /// A uniform random number in [0, 1) from the pool's generator.
+    pub fn random(&self) -> f64 {
+        use rand::Rng;
+        self.rng.lock().unwrap().random::<f64>()
     }
 
     /// Bytes of file data in a full stripe.
@@ -213,11 +376,11 @@ impl Pool {
         self.sb.m as usize
     }
 
-    /// Members currently online.
+    /// Members that may take new shards (online).
     pub fn online_count(&self) -> usize {
         self.members
             .iter()
-            .filter(|m| m.live_disk().is_some())
+            .filter(|m| m.writable_disk().is_some())
             .count()
     }
 
@@ -246,7 +409,7 @@ impl Pool {
         let with_room = self
             .members
             .iter()
-            .filter_map(|m| m.live_disk())
+            .filter_map(|m| m.writable_disk())
             .filter(|d| d.capacity().map(|(_, free)| free >= need).unwrap_or(false))
             .count();
         with_room >= self.k() + self.m()
@@ -380,14 +543,82 @@ impl Pool {
         })
     }
 
+    /// Write new copies of shards `slots` of a stripe generation whose data
+    /// is `data`: in place when the slot's member is online (a rotten copy
+    /// on a healthy disk), else on an online member holding no shard of the
+    /// stripe (never two shards of a stripe on one member). Returns (slot, member)
+    /// for every shard written; fewer than asked when members run out.
+    /// Not durable until [`Pool::sync_pending`].
+    pub fn rebuild_shards(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        data: &[u8],
+        slots: &[usize],
+    ) -> Vec<(usize, u16)> {
+        let (padded, parity) = self.codec.encode_parity(data);
+        let len = self.codec.shard_len(data.len());
+        let shards: Vec<&[u8]> = padded
+            .chunks(len)
+            .chain(parity.iter().map(Vec::as_slice))
+            .collect();
+        let mut exclude: Vec<u16> = loc.members.clone();
+        let mut done = Vec::new();
+        for &slot in slots {
+            let id = self.shard_id(object, stripe, loc.generation, slot);
+            let header =
+                ShardHeader::header(id, self.sb.k, self.sb.m, data.len() as u32, shards[slot]);
+            let rel = shard_path(object, stripe, loc.generation, slot as u8);
+            // a bad copy on a healthy member (bit rot) is rewritten in place
+            let here = loc.members[slot];
+            if here != NO_MEMBER
+                && self.members[here as usize].writable_disk().is_some()
+                && self
+                    .write_shard(here, &rel, &[&header, shards[slot]])
+                    .is_ok()
+            {
+                self.headers.lock().unwrap().remove(&(here, id));
+                done.push((slot, here));
+                continue;
+            }
+            // a few tries: a target may fail (then it is excluded too)
+            for _ in 0..3 {
+                let Some(&mi) = placement::choose(self, 1, &exclude).first() else {
+                    break;
+                };
+                exclude.push(mi);
+                if self.write_shard(mi, &rel, &[&header, shards[slot]]).is_ok() {
+                    done.push((slot, mi));
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// Remove one shard file (a replaced copy) if its member is reachable.
+    pub fn remove_shard(&self, mi: u16, object: u64, stripe: u64, generation: u64, index: u8) {
+        if let Some(d) = self.members.get(mi as usize).and_then(|m| m.live_disk()) {
+            let rel = shard_path(object, stripe, generation, index);
+            if d.remove_file(&rel).is_err() {
+                self.garbage_left.store(true, Ordering::Relaxed);
+            }
+        } else if mi != NO_MEMBER {
+            // stays on the absent member until the next sweep
+            self.garbage_left.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Write one shard file; `Err(true)` when the member is out of space.
     fn write_shard(&self, mi: u16, rel: &str, bytes: &[&[u8]]) -> Result<(), bool> {
         let m = &self.members[mi as usize];
-        let Some(d) = m.live_disk() else {
+        let Some(d) = m.writable_disk() else {
             return Err(false);
         };
         match d.write_file(rel, bytes) {
             Ok(()) => {
+                m.note_ok();
                 self.stats.shards_written.fetch_add(1, Ordering::Relaxed);
                 self.unsynced.lock().unwrap().push((mi, rel.to_string()));
                 Ok(())
@@ -420,7 +651,49 @@ impl Pool {
         if h.id != id || h.stripe_len != stripe_len {
             return Err(format!("{rel}: header names another shard"));
         }
+        self.members[mi as usize].note_ok();
         Ok(payload.to_vec())
+    }
+
+    /// Record a shard that failed to read or verify on member `mi`: the
+    /// member's error count, and the shard for repair.
+    pub fn shard_failed(&self, mi: u16, id: &ShardId, why: &str) {
+        self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
+        let m = &self.members[mi as usize];
+        // I/O errors say the disk is failing; a checksum mismatch says a
+        // sector rotted (counted, repaired in place, but no verdict on
+        // the member)
+        if why.starts_with("read ") || why.contains("offline") {
+            m.note_error(why);
+        } else {
+            m.errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!("member {} ({}): {why}", m.index, m.path);
+        }
+        self.bad
+            .lock()
+            .unwrap()
+            .insert((id.object, id.stripe, id.generation, id.index));
+    }
+
+    /// True if the shard was found bad and not yet repaired.
+    pub fn is_bad(&self, object: u64, stripe: u64, generation: u64, index: u8) -> bool {
+        self.bad
+            .lock()
+            .unwrap()
+            .contains(&(object, stripe, generation, index))
+    }
+
+    /// Forget a bad shard (repaired, or its stripe rewritten).
+    pub fn clear_bad(&self, object: u64, stripe: u64, generation: u64, index: u8) {
+        self.bad
+            .lock()
+            .unwrap()
+            .remove(&(object, stripe, generation, index));
+    }
+
+    /// Number of shards known bad and not yet repaired.
+    pub fn bad_count(&self) -> usize {
+        self.bad.lock().unwrap().len()
     }
 
     /// Read bytes `start..end` of one shard's payload, verifying the header
@@ -470,6 +743,7 @@ impl Pool {
         }
         h.verify_blocks(first, &data)
             .map_err(|e| format!("{rel}: {e}"))?;
+        self.members[mi as usize].note_ok();
         Ok(data[start - from..end - from].to_vec())
     }
 
@@ -525,8 +799,9 @@ impl Pool {
                 Ok(bytes) => out.extend_from_slice(&bytes),
                 Err((mi, e)) => {
                     if mi != NO_MEMBER {
-                        self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
-                        self.members[mi as usize].note_error(&e);
+                        let i = loc.members.iter().position(|&x| x == mi).unwrap_or(0);
+                        let id = self.shard_id(object, stripe, loc.generation, i);
+                        self.shard_failed(mi, &id, &e);
                     }
                     // a data shard is missing or bad: decode from any k
                     let full = self.read_stripe(object, stripe, loc)?;
@@ -535,6 +810,11 @@ impl Pool {
             }
         }
         Ok(out)
+    }
+
+    /// The identity of shard `index` of a stripe generation.
+    pub fn shard_id_of(&self, object: u64, stripe: u64, generation: u64, index: usize) -> ShardId {
+        self.shard_id(object, stripe, generation, index)
     }
 
     fn shard_id(&self, object: u64, stripe: u64, generation: u64, index: usize) -> ShardId {
@@ -586,8 +866,8 @@ impl Pool {
                         good += 1;
                     }
                     Err(e) => {
-                        self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
-                        self.members[loc.members[i] as usize].note_error(&e);
+                        let id = self.shard_id(object, stripe, loc.generation, i);
+                        self.shard_failed(loc.members[i], &id, &e);
                     }
                 }
             }
@@ -653,6 +933,11 @@ impl Pool {
                 None => self.garbage_left.store(true, Ordering::Relaxed),
             }
         }
+    }
+
+    /// Note that unreferenced shard files may exist (the next mount sweeps).
+    pub fn mark_garbage(&self) {
+        self.garbage_left.store(true, Ordering::Relaxed);
     }
 
     /// True when some superseded shard could not be deleted (member offline
@@ -734,11 +1019,13 @@ impl Pool {
         });
     }
 
-    /// Every shard file on every online member: (member, file name).
+    /// Every shard file on every member present: (member, file name).
     pub fn list_all_shards(&self) -> Vec<(u16, String)> {
         let mut out = Vec::new();
+        // every member with a disk, whatever its health: a failed or
+        // removed member's unreferenced copies are garbage too
         for m in &self.members {
-            let Some(d) = m.live_disk() else { continue };
+            let Some(d) = m.disk.as_ref() else { continue };
             for dir in 0..256 {
                 let rel = format!("shards/{dir:02x}");
                 if let Ok(names) = d.list_dir(&rel) {

@@ -8,15 +8,16 @@
 use super::Pool;
 use std::sync::atomic::Ordering;
 
-/// Choose up to `n` distinct online members not in `exclude`.
+/// Choose up to `n` distinct members that take new shards (online), not
+/// in `exclude`.
 pub(super) fn choose(pool: &Pool, n: usize, exclude: &[u16]) -> Vec<u16> {
     let mut keyed: Vec<(f64, u16)> = pool
         .members
         .iter()
-        .filter(|m| m.live_disk().is_some() && !exclude.contains(&m.index))
+        .filter(|m| m.writable_disk().is_some() && !exclude.contains(&m.index))
         .map(|m| {
             let free = m.free.load(Ordering::Relaxed).max(1) as f64;
-            let u: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
+            let u: f64 = pool.random().max(f64::MIN_POSITIVE);
             // key = u^(1/w); larger keys win. Compare logs to stay in range.
             (u.ln() / free, m.index)
         })
@@ -28,20 +29,21 @@ pub(super) fn choose(pool: &Pool, n: usize, exclude: &[u16]) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use crate::pool::{MemDisk, Member, Pool, Superblock, FORMAT_VERSION};
-    use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Arc;
 
     fn pool(n: usize, online: usize) -> Pool {
         let members = (0..n)
-            .map(|i| Member {
-                index: i as u16,
-                id: format!("{i}"),
-                path: format!("m{i}"),
-                disk: Some(Arc::new(MemDisk::default()) as _),
-                online: AtomicBool::new(i < online),
-                errors: AtomicU64::new(0),
-                free: AtomicU64::new(0),
-                total: AtomicU64::new(0),
+            .map(|i| {
+                let m = Member::new(
+                    i as u16,
+                    format!("{i}"),
+                    format!("m{i}"),
+                    Some(Arc::new(MemDisk::default()) as _),
+                );
+                if i >= online {
+                    m.set_health(crate::pool::Health::Failed);
+                }
+                m
             })
             .collect();
         let sb = Superblock {

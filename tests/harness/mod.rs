@@ -17,12 +17,14 @@ use shardfs::crash::{crash_all, CrashClock, CrashDisk, CrashMeta, Unsynced};
 use shardfs::fs::{Fs, FsError, Kind, NewNode, SetAttr, ROOT_INO};
 use shardfs::meta::MetaCache;
 use shardfs::model::{content_allowed, Body, Model};
-use shardfs::pool::{new_id, Member, Pool, Superblock, FORMAT_VERSION};
+use shardfs::pool::{Member, Pool, Superblock, FORMAT_VERSION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub const MEMBERS: usize = 6;
+/// Eight members for a 4+2 code: with a member taken out and one more
+/// unhealthy, six remain for full-width writes and repair.
+pub const MEMBERS: usize = 8;
 pub const K: usize = 4;
 pub const M: usize = 2;
 pub const SHARD: u32 = 2048;
@@ -77,14 +79,21 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// A fresh pool, mounted.
+    /// A fresh pool of [`MEMBERS`] members, mounted.
     pub fn new() -> Rig {
+        Rig::with_members(MEMBERS)
+    }
+
+    /// A fresh pool of `n` members, mounted.
+    pub fn with_members(n: usize) -> Rig {
         let clock = CrashClock::new();
-        let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
+        // fixed ids: placement is seeded from the pool id, so a sequence
+        // replays the same way
+        let ids: Vec<String> = (0..n).map(|i| format!("{:032x}", i + 1)).collect();
         let sb = Superblock {
             magic: "shardfs".into(),
             format_version: FORMAT_VERSION,
-            pool_id: new_id(),
+            pool_id: format!("{:032x}", 0xfeed),
             member_id: ids[0].clone(),
             member_index: 0,
             members: ids,
@@ -96,14 +105,21 @@ impl Rig {
             created: 0,
         };
         let mut rig = Rig {
-            disks: (0..MEMBERS)
-                .map(|_| CrashDisk::new(clock.clone()))
-                .collect(),
+            disks: (0..n).map(|_| CrashDisk::new(clock.clone())).collect(),
             meta: CrashMeta::new(clock.clone()),
             clock,
             sb,
             fs: None,
         };
+        // superblocks, as mkfs writes them (the member probe reads them)
+        for (i, d) in rig.disks.iter().enumerate() {
+            let mut sb = rig.sb.clone();
+            sb.member_id = rig.sb.members[i].clone();
+            sb.member_index = i as u16;
+            d.view()
+                .write_atomic(shardfs::pool::SUPERBLOCK_FILE, &sb.encode())
+                .expect("superblock");
+        }
         rig.mount().expect("first mount");
         rig
     }
@@ -268,6 +284,15 @@ pub enum Op {
     Remount,
     /// Power cut and mount.
     Crash(u64),
+    /// A repair pass (afterwards nothing may need repair).
+    Repair,
+    /// A scrub pass (afterwards nothing may need repair, and every flipped
+    /// bit is gone).
+    Scrub,
+    /// `shardctl disk fail`: take member i out for good.
+    FailMember(u8),
+    /// `shardctl disk drain`: move everything off member i.
+    Drain(u8),
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -318,9 +343,9 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         1 => pick().prop_map(Op::Rmdir),
         1 => new_pick().prop_map(Op::Symlink),
         1 => (pick(), any::<u16>()).prop_map(|(p, m)| Op::Chmod(p, m)),
-        2 => (pick(), any::<u8>(), any::<u16>(), any::<u8>()).prop_map(|(p, n, s, f)| Op::SetXattr(p, n, s, f)),
-        1 => (pick(), any::<u8>()).prop_map(|(p, n)| Op::GetXattr(p, n)),
-        1 => (pick(), any::<u8>()).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
+        3 => (pick(), any::<u8>(), any::<u16>(), any::<u8>()).prop_map(|(p, n, s, f)| Op::SetXattr(p, n, s, f)),
+        2 => (pick(), any::<u8>()).prop_map(|(p, n)| Op::GetXattr(p, n)),
+        2 => (pick(), any::<u8>()).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
         1 => Just(Op::SyncAll),
     ];
     if !faults {
@@ -334,6 +359,10 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         2 => any::<u8>().prop_map(Op::DegradedRead),
         1 => Just(Op::Remount),
         2 => any::<u64>().prop_map(Op::Crash),
+        2 => Just(Op::Repair),
+        2 => Just(Op::Scrub),
+        1 => any::<u8>().prop_map(Op::FailMember),
+        1 => any::<u8>().prop_map(Op::Drain),
     ]
     .boxed()
 }
@@ -545,6 +574,10 @@ pub struct Pair {
     /// Members ever failed or corrupted: their shards may be missing or
     /// bad until repair exists (issue 4), so at most m of them.
     bad: BTreeSet<usize>,
+    /// Members an admin failed or drained (they stay unwritable); at most one.
+    admin: BTreeSet<usize>,
+    /// Progress and rate of repair and scrub passes.
+    pub task: shardfs::fs::Task,
     /// Steps run.
     pub steps: usize,
     /// Log of the steps, for failure reports.
@@ -581,6 +614,12 @@ impl Pair {
             rig: Rig::new(),
             lost: None,
             bad: BTreeSet::new(),
+            admin: BTreeSet::new(),
+            task: {
+                let t = shardfs::fs::Task::default();
+                t.rate_limit.store(0, Ordering::Relaxed);
+                t
+            },
             steps: 0,
             log: Vec::new(),
             tally: BTreeMap::new(),
@@ -644,8 +683,7 @@ impl Pair {
         match *op {
             Op::Lose(i) => {
                 let i = i as usize % MEMBERS;
-                let budget = self.bad.contains(&i) || self.bad.len() < M;
-                if self.lost.is_some() || !budget {
+                if self.lost.is_some() || !self.budget(i) {
                     return (Ok(Out::Skipped), Ok(Out::Skipped));
                 }
                 self.rig.fail(i, true);
@@ -656,14 +694,83 @@ impl Pair {
             Op::Return => {
                 if let Some(i) = self.lost.take() {
                     self.rig.fail(i, false);
+                    self.probe();
                 }
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Repair => {
+                self.quiesce();
+                // as the daemon's loop does: passes until nothing is left
+                // (a pass can find more: reads of a failing member flag
+                // its shards, or make it fail)
+                let mut left = 0;
+                for _ in 0..4 {
+                    match self.rig.fs().repair_pass(&self.task) {
+                        Ok(n) => left = n,
+                        Err(e) => self.fail(&format!("repair: {e}")),
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+                if left > 0 && self.all_healthy() {
+                    self.fail(&format!("{left} stripes still need repair after 4 passes"));
+                }
+                if left == 0 {
+                    self.after_full_repair();
+                }
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Scrub => {
+                self.quiesce();
+                if let Err(e) = self.rig.fs().scrub_pass(&self.task) {
+                    self.fail(&format!("scrub: {e}"));
+                }
+                for _ in 0..3 {
+                    match self.rig.fs().repair_pass(&self.task) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => self.fail(&format!("repair: {e}")),
+                    }
+                }
+                match self.rig.fs().repair_plan() {
+                    Ok(p) if p.is_empty() => {
+                        // every shard was read and verified, and the bad
+                        // ones rebuilt: only the lost member is still bad
+                        self.bad = self.lost.into_iter().collect();
+                        self.after_full_repair();
+                    }
+                    // with a member lost or unwritable there may be no
+                    // member left to take a rebuilt shard
+                    Ok(p) if !self.all_healthy() => {
+                        let _ = p;
+                    }
+                    Ok(p) => self.fail(&format!("{} stripes need repair after a scrub", p.len())),
+                    Err(e) => self.fail(&format!("repair plan: {e}")),
+                }
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::FailMember(i) | Op::Drain(i) => {
+                let i = i as usize % MEMBERS;
+                if !self.admin.is_empty() || !self.budget(i) {
+                    return (Ok(Out::Skipped), Ok(Out::Skipped));
+                }
+                let h = if matches!(op, Op::FailMember(_)) {
+                    shardfs::pool::Health::Failed
+                } else {
+                    shardfs::pool::Health::Draining
+                };
+                if let Err(e) = self.rig.fs().set_member_health(i as u16, h) {
+                    self.fail(&format!("set member {i} {h:?}: {e}"));
+                }
+                self.admin.insert(i);
+                self.bad.insert(i);
                 (Ok(Out::Done), Ok(Out::Done))
             }
             Op::Flip(f, at) => {
                 let mut shards = Vec::new();
                 for (mi, d) in self.rig.disks.iter().enumerate() {
-                    let allowed = self.bad.contains(&mi) || self.bad.len() < M;
-                    if Some(mi) == self.lost || !allowed {
+                    if Some(mi) == self.lost || !self.budget(mi) {
                         continue;
                     }
                     for (rel, len) in d.list() {
@@ -698,6 +805,74 @@ impl Pair {
                 self.s.exec(fs, op)
             }
         }
+    }
+
+    /// May member `i` become bad? At most m bad members (reads stay exact),
+    /// and at most m unwritable ones with the admin's (writes stay k+m wide).
+    fn budget(&self, i: usize) -> bool {
+        let mut b: BTreeSet<usize> = self.bad.union(&self.admin).copied().collect();
+        b.insert(i);
+        let mut bad = self.bad.clone();
+        bad.insert(i);
+        bad.len() <= M && b.len() <= M
+    }
+
+    /// No member lost, and every member an admin did not take out online.
+    fn all_healthy(&self) -> bool {
+        self.lost.is_none()
+            && self.rig.fs().pool.members.iter().all(|m| {
+                self.admin.contains(&(m.index as usize))
+                    || m.health() == shardfs::pool::Health::Online
+            })
+    }
+
+    /// What the daemon's periodic member probe does.
+    fn probe(&self) {
+        if let Err(e) = self.rig.fs().probe_members() {
+            self.fail(&format!("member probe: {e}"));
+        }
+    }
+
+    fn quiesce(&self) {
+        if let Err(e) = self.rig.fs().quiesce() {
+            self.fail(&format!("background writes failed: {e}"));
+        }
+    }
+
+    /// After a pass left nothing to repair: an admin-failed or drained
+    /// member holds no referenced shard any more, so it is no longer bad
+    /// (it stays unwritable); a drained one is now removed.
+    fn after_full_repair(&mut self) {
+        let fs = self.rig.fs();
+        for &i in &self.admin {
+            let h = fs.pool.members[i].health();
+            use shardfs::pool::Health;
+            if !matches!(h, Health::Failed | Health::Removed) {
+                self.fail(&format!("member {i} is {h:?} after a full repair"));
+            }
+            for (ino, locs) in self.all_stripes() {
+                for (s, loc) in locs {
+                    if loc.members.contains(&(i as u16)) {
+                        self.fail(&format!("inode {ino} stripe {s} still on member {i}"));
+                    }
+                }
+            }
+        }
+        for i in self.admin.clone() {
+            self.bad.remove(&i);
+        }
+    }
+
+    /// Every file's stripe map.
+    fn all_stripes(&self) -> Vec<(u64, Vec<(u64, shardfs::pool::StripeLoc)>)> {
+        let fs = self.rig.fs();
+        self.s
+            .model
+            .paths()
+            .into_iter()
+            .filter_map(|(p, _)| resolve(fs, &p).ok())
+            .map(|ino| (ino, fs.stripes(ino).unwrap_or_default()))
+            .collect()
     }
 
     /// Fail members so that m are bad, read everything (must be exact);
@@ -758,6 +933,7 @@ impl Pair {
                 self.rig.fail(i, false);
             }
         }
+        self.probe();
     }
 
     /// Close every handle, unmount cleanly, mount again and compare.

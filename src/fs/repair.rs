@@ -1,0 +1,529 @@
+//! Repair and scrub.
+//!
+//! Repair finds every committed stripe with a shard that is missing (never
+//! written, or on a failed, removed or missing member), known bad (a read
+//! or scrub found it unreadable or corrupt) or on a draining member, and
+//! rebuilds those shards from any k good ones onto online members that
+//! hold no shard of the stripe. The new placement is committed only if the
+//! stripe's location is still the one that was repaired (compare and swap
+//! under the filesystem lock), so a concurrent overwrite or delete always
+//! wins and nothing old is resurrected; the replaced copies are deleted
+//! after the commit. Stripes with the fewest good shards go first. A
+//! byte-rate limit, changeable at any time, paces the work.
+//!
+//! Scrub reads every shard of every stripe, data and parity, verifies its
+//! BLAKE3 checksums, and repairs what is wrong at once.
+
+use super::schema::*;
+use super::{Fs, FsResult};
+use crate::meta::Op;
+use crate::pool::{Health, StripeLoc, NO_MEMBER};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Default repair and scrub rate: 64 MiB/s.
+pub const DEFAULT_RATE: u64 = 64 << 20;
+
+/// Progress of repair or scrub, as `shardctl` shows it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// A pass is running.
+    pub running: bool,
+    /// Passes finished since mount.
+    pub passes: u64,
+    /// Stripes in the current (or last) pass.
+    pub stripes_total: u64,
+    /// Stripes handled so far in it.
+    pub stripes_done: u64,
+    /// Stripe bytes in the pass and done so far.
+    pub bytes_total: u64,
+    /// Bytes handled so far.
+    pub bytes_done: u64,
+    /// Shards rebuilt (repair) or found bad (scrub) in the pass.
+    pub shards: u64,
+    /// Shards repaired after scrub found them bad.
+    pub repaired: u64,
+    /// Stripes that could not be handled (fewer than k good shards, no
+    /// room) or were skipped because they changed meanwhile.
+    pub stripes_failed: u64,
+    /// Measured rate of the pass, bytes/s.
+    pub rate: f64,
+    /// Limit, bytes/s (0: none).
+    pub rate_limit: u64,
+    /// Estimated seconds left.
+    pub eta_secs: Option<f64>,
+    /// Unix time the last full pass ended.
+    pub last_pass_end: Option<u64>,
+    /// Stripes still needing repair after the last pass.
+    pub remaining: u64,
+}
+
+/// Shared state of one background task (repair or scrub): progress, rate
+/// limit, and a wake-up for the daemon thread.
+#[derive(Debug)]
+pub struct Task {
+    /// Progress, updated as the pass goes.
+    pub progress: Mutex<Progress>,
+    /// Bytes per second (0: unlimited).
+    pub rate_limit: AtomicU64,
+    /// Set to ask for a pass now.
+    pub requested: AtomicBool,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+}
+
+impl Default for Task {
+    fn default() -> Self {
+        Task {
+            progress: Mutex::new(Progress::default()),
+            rate_limit: AtomicU64::new(DEFAULT_RATE),
+            requested: AtomicBool::new(false),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Task {
+    /// Ask for a pass now.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _g = self.wake_lock.lock().unwrap();
+        self.wake.notify_all();
+    }
+
+    /// Wait until a pass is requested or `timeout` passes; true if requested.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = self.wake_lock.lock().unwrap();
+        if !self.requested.load(Ordering::SeqCst) {
+            let _ = self.wake.wait_timeout(g, timeout).unwrap();
+        }
+        self.requested.swap(false, Ordering::SeqCst)
+    }
+
+    /// A snapshot of the progress.
+    pub fn snapshot(&self) -> Progress {
+        let mut p = self.progress.lock().unwrap().clone();
+        p.rate_limit = self.rate_limit.load(Ordering::Relaxed);
+        p
+    }
+}
+
+/// Paces work to a byte rate read at every step (so a change applies at once).
+struct Pacer<'a> {
+    task: &'a Task,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Pacer<'_> {
+    fn account(&mut self, n: u64) {
+        self.bytes += n;
+        let limit = self.task.rate_limit.load(Ordering::Relaxed);
+        if limit == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / limit as f64);
+        let spent = self.start.elapsed();
+        if due > spent {
+            std::thread::sleep((due - spent).min(Duration::from_secs(5)));
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.bytes as f64 / self.start.elapsed().as_secs_f64().max(1e-6)
+    }
+}
+
+/// One stripe that needs work.
+#[derive(Debug, Clone)]
+pub struct RepairItem {
+    /// inode
+    pub ino: u64,
+    /// stripe index
+    pub stripe: u64,
+    /// its committed location when planned
+    pub loc: StripeLoc,
+    /// shard slots to rebuild or move
+    pub slots: Vec<usize>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Fs {
+    /// Every committed stripe in key order, in batches (no lock held).
+    fn for_each_stripe(&self, mut f: impl FnMut(u64, u64, StripeLoc)) -> FsResult<()> {
+        let mut cursor = b"T".to_vec();
+        loop {
+            let batch = self.meta.range(&cursor, b"U", 1024)?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.0.clone();
+            cursor.push(0);
+            for (k, v) in batch {
+                let loc: StripeLoc = dec("stripe", &v)?;
+                f(key_u64_at(&k, 1), key_u64_at(&k, 9), loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Shard slots of a stripe that need a new copy.
+    fn slots_needing_repair(&self, ino: u64, s: u64, loc: &StripeLoc) -> Vec<usize> {
+        (0..loc.members.len())
+            .filter(|&i| {
+                let mi = loc.members[i];
+                if mi == NO_MEMBER {
+                    return true;
+                }
+                let h = self.pool.members[mi as usize].health();
+                !matches!(h, Health::Online | Health::Suspect)
+                    || self.pool.is_bad(ino, s, loc.generation, i as u8)
+            })
+            .collect()
+    }
+
+    /// The stripes needing repair, fewest good shards first.
+    pub fn repair_plan(&self) -> FsResult<Vec<RepairItem>> {
+        let mut items = Vec::new();
+        self.for_each_stripe(|ino, stripe, loc| {
+            let slots = self.slots_needing_repair(ino, stripe, &loc);
+            if !slots.is_empty() {
+                items.push(RepairItem {
+                    ino,
+                    stripe,
+                    loc,
+                    slots,
+                });
+            }
+        })?;
+        items.sort_by_key(|it| it.loc.members.len() - it.slots.len());
+        Ok(items)
+    }
+
+    /// Rebuild the planned shards of one stripe and commit the new
+    /// placement if the stripe did not change meanwhile. Returns the
+    /// number of shards rebuilt (0: skipped, changed, or not possible now).
+    pub fn repair_stripe(&self, it: &RepairItem) -> FsResult<usize> {
+        let data = match self.pool.read_stripe(it.ino, it.stripe, &it.loc) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("repair of inode {} stripe {}: {e}", it.ino, it.stripe);
+                return Ok(0);
+            }
+        };
+        // reading may have found more bad shards: include them; a shard
+        // flagged earlier that now verifies (its member was briefly away)
+        // only loses the flag
+        let mut slots = self.slots_needing_repair(it.ino, it.stripe, &it.loc);
+        slots.retain(|&i| {
+            let mi = it.loc.members[i];
+            let readable = mi != NO_MEMBER
+                && matches!(
+                    self.pool.members[mi as usize].health(),
+                    Health::Online | Health::Suspect
+                );
+            if readable {
+                let id = self
+                    .pool
+                    .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
+                if self.pool.read_shard(mi, id, it.loc.len).is_ok() {
+                    self.pool
+                        .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
+                    return false;
+                }
+            }
+            true
+        });
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let written = self
+            .pool
+            .rebuild_shards(it.ino, it.stripe, &it.loc, &data, &slots);
+        if written.is_empty() {
+            return Ok(0);
+        }
+        self.pool.sync_pending();
+        let mut new = it.loc.clone();
+        for &(slot, mi) in &written {
+            new.members[slot] = mi;
+        }
+        let committed = {
+            let _g = self.lock();
+            let cur = self.stripe_loc_committed(it.ino, it.stripe)?;
+            if cur.as_ref() == Some(&it.loc) {
+                // copies moved to another member leave the old one behind
+                // (rewritten in place: nothing to remove)
+                let replaced: Vec<(usize, u16)> = written
+                    .iter()
+                    .filter(|&&(slot, mi)| it.loc.members[slot] != mi)
+                    .map(|&(slot, _)| (slot, it.loc.members[slot]))
+                    .collect();
+                let cleared: Vec<usize> = written.iter().map(|&(slot, _)| slot).collect();
+                let pool = self.pool.clone();
+                let (ino, stripe, generation) = (it.ino, it.stripe, it.loc.generation);
+                let after: Vec<crate::meta::AfterCommit> = vec![Box::new(move || {
+                    for (slot, old) in replaced {
+                        pool.remove_shard(old, ino, stripe, generation, slot as u8);
+                    }
+                    for slot in cleared {
+                        pool.clear_bad(ino, stripe, generation, slot as u8);
+                    }
+                })];
+                self.meta.apply(
+                    vec![Op::Put(stripe_key(it.ino, it.stripe), enc(&new))],
+                    after,
+                )?;
+                true
+            } else {
+                false
+            }
+        };
+        if !committed {
+            // overwritten or deleted meanwhile: the newer state wins (a copy
+            // rewritten in place belongs to a generation no longer named)
+            for &(slot, mi) in &written {
+                self.pool
+                    .remove_shard(mi, it.ino, it.stripe, it.loc.generation, slot as u8);
+            }
+            return Ok(0);
+        }
+        self.meta.sync()?;
+        Ok(written.len())
+    }
+
+    fn stripe_loc_committed(&self, ino: u64, s: u64) -> FsResult<Option<StripeLoc>> {
+        match self.meta.get(&stripe_key(ino, s))? {
+            Some(b) => Ok(Some(dec("stripe", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One repair pass over every stripe that needs it, paced by `task`.
+    /// Returns the number of stripes still needing repair afterwards.
+    pub fn repair_pass(&self, task: &Task) -> FsResult<u64> {
+        let plan = self.repair_plan()?;
+        let ss = self.stripe_size();
+        {
+            let mut p = task.progress.lock().unwrap();
+            *p = Progress {
+                running: true,
+                passes: p.passes,
+                last_pass_end: p.last_pass_end,
+                stripes_total: plan.len() as u64,
+                bytes_total: plan.len() as u64 * ss,
+                ..Progress::default()
+            };
+        }
+        let mut pacer = Pacer {
+            task,
+            start: Instant::now(),
+            bytes: 0,
+        };
+        for it in &plan {
+            let n = self.repair_stripe(it)?;
+            pacer.account(it.loc.len as u64);
+            let mut p = task.progress.lock().unwrap();
+            p.stripes_done += 1;
+            p.bytes_done += ss;
+            p.shards += n as u64;
+            if n < it.slots.len() {
+                p.stripes_failed += 1;
+            }
+            p.rate = pacer.rate();
+            let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
+            p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
+        }
+        self.finish_drains()?;
+        let remaining = self.repair_plan()?.len() as u64;
+        let mut p = task.progress.lock().unwrap();
+        p.running = false;
+        p.passes += 1;
+        p.eta_secs = None;
+        p.last_pass_end = Some(now_secs());
+        p.remaining = remaining;
+        Ok(remaining)
+    }
+
+    /// A draining member that no committed stripe references any more is
+    /// removed (persisted).
+    fn finish_drains(&self) -> FsResult<()> {
+        let draining: Vec<u16> = self
+            .pool
+            .members
+            .iter()
+            .filter(|m| m.health() == Health::Draining)
+            .map(|m| m.index)
+            .collect();
+        if draining.is_empty() {
+            return Ok(());
+        }
+        let mut used = std::collections::BTreeSet::new();
+        self.for_each_stripe(|_, _, loc| {
+            for mi in loc.members {
+                used.insert(mi);
+            }
+        })?;
+        for mi in draining {
+            if !used.contains(&mi) {
+                self.set_member_health(mi, Health::Removed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set a member's health and persist it (admin states survive a remount).
+    pub fn set_member_health(&self, index: u16, h: Health) -> FsResult<()> {
+        let m = self
+            .pool
+            .members
+            .get(index as usize)
+            .ok_or_else(|| super::FsError::Invalid(format!("no member {index}")))?;
+        if m.disk.is_none() {
+            return Err(super::FsError::Invalid(format!(
+                "member {index} is missing from this mount"
+            )));
+        }
+        m.set_health(h);
+        let op = match h {
+            Health::Online | Health::Suspect | Health::Missing => Op::Del(health_key(index)),
+            _ => Op::Put(health_key(index), enc(&h)),
+        };
+        self.meta.apply(vec![op], vec![])?;
+        self.meta.sync()?;
+        Ok(())
+    }
+
+    /// Apply the persisted member states (at mount).
+    pub(super) fn load_member_health(&self) -> FsResult<()> {
+        for (k, v) in self.meta.range(b"H", b"I", usize::MAX)? {
+            if k.len() != 3 {
+                continue;
+            }
+            let index = u16::from_be_bytes([k[1], k[2]]);
+            let h: Health = dec("health", &v)?;
+            if let Some(m) = self.pool.members.get(index as usize) {
+                m.set_health(h);
+            }
+        }
+        Ok(())
+    }
+
+    /// One scrub pass: read and verify every shard of every stripe, and
+    /// repair the stripes with bad shards at once.
+    pub fn scrub_pass(&self, task: &Task) -> FsResult<()> {
+        let mut all = Vec::new();
+        self.for_each_stripe(|ino, s, loc| all.push((ino, s, loc)))?;
+        let ss = self.stripe_size();
+        {
+            let mut p = task.progress.lock().unwrap();
+            *p = Progress {
+                running: true,
+                passes: p.passes,
+                last_pass_end: p.last_pass_end,
+                stripes_total: all.len() as u64,
+                bytes_total: all.len() as u64 * ss,
+                ..Progress::default()
+            };
+        }
+        let mut pacer = Pacer {
+            task,
+            start: Instant::now(),
+            bytes: 0,
+        };
+        for (ino, s, loc) in all {
+            let checks = self.pool.verify_stripe(ino, s, &loc);
+            let mut bad = 0;
+            for (i, r) in checks.iter().enumerate() {
+                let mi = loc.members[i];
+                if let Err(e) = r {
+                    if mi != NO_MEMBER && self.pool.members[mi as usize].live_disk().is_some() {
+                        let id = self.pool.shard_id_of(ino, s, loc.generation, i);
+                        self.pool.shard_failed(mi, &id, &format!("scrub: {e}"));
+                        bad += 1;
+                    }
+                }
+            }
+            let slots = self.slots_needing_repair(ino, s, &loc);
+            let mut repaired = 0;
+            if !slots.is_empty() {
+                repaired = self.repair_stripe(&RepairItem {
+                    ino,
+                    stripe: s,
+                    loc: loc.clone(),
+                    slots,
+                })?;
+            }
+            pacer.account(
+                loc.len as u64 * (self.pool.k() + self.pool.m()) as u64 / self.pool.k() as u64,
+            );
+            let mut p = task.progress.lock().unwrap();
+            p.stripes_done += 1;
+            p.bytes_done += ss;
+            p.shards += bad;
+            p.repaired += repaired as u64;
+            p.rate = pacer.rate();
+            let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
+            p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
+        }
+        let mut p = task.progress.lock().unwrap();
+        p.running = false;
+        p.passes += 1;
+        p.eta_secs = None;
+        p.last_pass_end = Some(now_secs());
+        Ok(())
+    }
+}
+
+impl Fs {
+    /// Check members that errors made suspect or failed (not those an admin
+    /// took out): one whose superblock reads back as this pool's member is
+    /// online again. Its shards need no trust: a shard is used only when
+    /// committed metadata names its member, generation and index, and it is
+    /// verified against its checksums on every read; copies that repair
+    /// replaced meanwhile are unreferenced, so never read, and the next
+    /// mount's sweep deletes them. Returns the members brought back.
+    pub fn probe_members(&self) -> FsResult<Vec<u16>> {
+        let admin: std::collections::BTreeSet<u16> = self
+            .meta
+            .range(b"H", b"I", usize::MAX)?
+            .into_iter()
+            .filter(|(k, _)| k.len() == 3)
+            .map(|(k, _)| u16::from_be_bytes([k[1], k[2]]))
+            .collect();
+        let mut back = Vec::new();
+        for m in &self.pool.members {
+            let h = m.health();
+            if !matches!(h, Health::Suspect | Health::Failed) || admin.contains(&m.index) {
+                continue;
+            }
+            let Some(d) = m.disk.as_ref() else { continue };
+            let ok = d
+                .read_file(crate::pool::SUPERBLOCK_FILE)
+                .ok()
+                .and_then(|b| crate::pool::Superblock::decode(&b).ok())
+                .is_some_and(|sb| sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id);
+            if ok {
+                m.set_health(Health::Online);
+                back.push(m.index);
+            }
+        }
+        if !back.is_empty() {
+            // copies replaced while the member was away are unreferenced:
+            // never read, and deleted by the next mount's sweep. Not here:
+            // a sweep against the running mount's metadata would race with
+            // writes in flight and uncommitted generations (the model
+            // check found exactly that: a committed shard deleted because
+            // the cache already named a newer, uncommitted generation).
+            self.pool.mark_garbage();
+        }
+        Ok(back)
+    }
+}

@@ -1,0 +1,319 @@
+//! Repair, scrub, drain and member health below FUSE, over crash-simulating
+//! members (faults injected under them): after repair every stripe has k+m
+//! shards that verify; scrub finds every flipped bit; a drained member holds
+//! nothing; a member that returns serves nothing stale.
+
+mod harness;
+
+use harness::{new_node, pattern, Rig};
+use shardfs::fs::{Fs, Kind, Task, ROOT_INO};
+use shardfs::pool::{Health, NO_MEMBER};
+use std::sync::atomic::Ordering;
+
+/// A rig of 8 members with a bucket of files spanning several stripes.
+fn rig_with_files(n: usize) -> (Rig, Vec<(u64, Vec<u8>)>) {
+    let rig = Rig::with_members(8);
+    let fs = rig.fs();
+    let b = fs
+        .create_node(ROOT_INO, b"bkt", new_node(Kind::Dir, 0o755, b""))
+        .unwrap()
+        .ino;
+    let mut files = Vec::new();
+    for i in 0..n {
+        let len = [3 * 8192 + 100, 8192, 20_000, 40_000][i % 4];
+        let data = pattern(i as u8 + 1, 0, len);
+        let (a, fh) = fs
+            .create_open(
+                b,
+                format!("f{i}").as_bytes(),
+                new_node(Kind::File, 0o644, b""),
+                true,
+            )
+            .unwrap();
+        fs.write(a.ino, 0, &data).unwrap();
+        fs.flush_handle(fh).unwrap();
+        fs.release(fh).unwrap();
+        files.push((a.ino, data));
+    }
+    (rig, files)
+}
+
+fn unlimited() -> Task {
+    let t = Task::default();
+    t.rate_limit.store(0, Ordering::Relaxed);
+    t
+}
+
+/// Every stripe: k+m shards, none on `not_on`, each verifying.
+fn assert_fully_redundant(fs: &Fs, files: &[(u64, Vec<u8>)], not_on: Option<u16>) {
+    for (ino, data) in files {
+        for (s, loc) in fs.stripes(*ino).unwrap() {
+            assert!(
+                !loc.members.contains(&NO_MEMBER),
+                "inode {ino} stripe {s}: a shard is missing: {loc:?}"
+            );
+            if let Some(x) = not_on {
+                assert!(
+                    !loc.members.contains(&x),
+                    "inode {ino} stripe {s} still on member {x}"
+                );
+            }
+            let mut seen = loc.members.clone();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(
+                seen.len(),
+                loc.members.len(),
+                "two shards on one member: {loc:?}"
+            );
+            for (i, r) in fs.pool.verify_stripe(*ino, s, &loc).into_iter().enumerate() {
+                assert!(r.is_ok(), "inode {ino} stripe {s} shard {i}: {r:?}");
+            }
+        }
+        assert_eq!(&fs.read(*ino, 0, data.len() as u32 + 1).unwrap(), data);
+    }
+}
+
+#[test]
+fn a_failed_member_is_rebuilt_onto_the_others() {
+    let (rig, files) = rig_with_files(12);
+    let fs = rig.fs();
+    // the disk dies: every call fails
+    rig.fail(3, true);
+    fs.set_member_health(3, Health::Failed).unwrap();
+    let plan = fs.repair_plan().unwrap();
+    assert!(!plan.is_empty(), "member 3 held shards");
+    // fewest surviving shards first
+    let survivors: Vec<usize> = plan.iter().map(|it| 6 - it.slots.len()).collect();
+    assert!(survivors.windows(2).all(|w| w[0] <= w[1]), "{survivors:?}");
+    let task = unlimited();
+    assert_eq!(fs.repair_pass(&task).unwrap(), 0, "nothing left to repair");
+    let p = task.snapshot();
+    assert_eq!(p.stripes_done, plan.len() as u64);
+    assert!(p.shards >= plan.len() as u64);
+    assert_fully_redundant(fs, &files, Some(3));
+    assert_eq!(
+        fs.pool.members[3].health(),
+        Health::Failed,
+        "an admin failure is sticky"
+    );
+}
+
+#[test]
+fn scrub_detects_and_repairs_every_flipped_bit() {
+    let (rig, files) = rig_with_files(12);
+    let fs = rig.fs();
+    // flip one bit in one or two shards of every stripe (at most m, so
+    // every stripe stays readable): headers, payloads, data and parity
+    let mut flipped = 0;
+    let mut n = 0usize;
+    for (ino, _) in &files {
+        for (s, loc) in fs.stripes(*ino).unwrap() {
+            let count = 1 + n % 2;
+            for j in 0..count {
+                let i = (n * 3 + j * 2) % loc.members.len();
+                let rel = shardfs::pool::shard_path(*ino, s, loc.generation, i as u8);
+                let d = &rig.disks[loc.members[i] as usize];
+                let len = d.list().into_iter().find(|(r, _)| *r == rel).unwrap().1;
+                let at = (n * 7919 + j * 104_729) % len;
+                assert!(d.corrupt(&rel, |v| v[at] ^= 1 << (n % 8)));
+                flipped += 1;
+            }
+            n += 1;
+        }
+    }
+    assert!(flipped > 10);
+    let task = unlimited();
+    fs.scrub_pass(&task).unwrap();
+    let p = task.snapshot();
+    assert_eq!(p.shards, flipped, "every flipped bit is found");
+    assert_eq!(p.repaired, flipped, "and repaired");
+    assert_fully_redundant(fs, &files, None);
+    // a second pass finds nothing
+    fs.scrub_pass(&task).unwrap();
+    assert_eq!(task.snapshot().shards, 0);
+    assert!(task.snapshot().last_pass_end.is_some());
+}
+
+#[test]
+fn drain_moves_every_shard_off_then_removes_the_member() {
+    let (rig, files) = rig_with_files(12);
+    let fs = rig.fs();
+    let before = rig.disks[5]
+        .list()
+        .iter()
+        .filter(|(r, _)| r.starts_with("shards/"))
+        .count();
+    assert!(before > 0);
+    fs.set_member_health(5, Health::Draining).unwrap();
+    let task = unlimited();
+    assert_eq!(fs.repair_pass(&task).unwrap(), 0);
+    assert_eq!(fs.pool.members[5].health(), Health::Removed);
+    assert_fully_redundant(fs, &files, Some(5));
+    fs.meta.sync().unwrap();
+    let left: Vec<String> = rig.disks[5]
+        .list()
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.starts_with("shards/"))
+        .collect();
+    assert!(left.is_empty(), "drained member still holds {left:?}");
+}
+
+#[test]
+fn a_member_that_returns_serves_nothing_stale() {
+    let (mut rig, mut files) = rig_with_files(8);
+    // member 2 goes away; reads fail over it until it is declared failed
+    rig.fail(2, true);
+    {
+        let fs = rig.fs();
+        for _ in 0..40 {
+            for (ino, data) in &files {
+                assert_eq!(&fs.read(*ino, 0, data.len() as u32).unwrap(), data);
+            }
+            if fs.pool.members[2].health() == Health::Failed {
+                break;
+            }
+        }
+        assert_eq!(fs.pool.members[2].health(), Health::Failed);
+        // its shards are rebuilt elsewhere, and files are overwritten
+        assert_eq!(fs.repair_pass(&unlimited()).unwrap(), 0);
+        for (i, (ino, data)) in files.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                *data = pattern(100 + i as u8, 0, data.len());
+                let fh = fs.open(*ino, true).unwrap();
+                fs.write(*ino, 0, data).unwrap();
+                fs.flush_handle(fh).unwrap();
+                fs.release(fh).unwrap();
+            }
+        }
+    }
+    // it comes back: the probe brings it online, and nothing it holds is
+    // used unless committed metadata names it
+    rig.fail(2, false);
+    let fs = rig.fs();
+    assert_eq!(fs.probe_members().unwrap(), vec![2]);
+    assert_eq!(fs.pool.members[2].health(), Health::Online);
+    assert_fully_redundant(fs, &files, Some(2));
+    // the next mount sweeps its stale copies
+    rig.unmount().unwrap();
+    rig.mount().unwrap();
+    let fs = rig.fs();
+    let mut referenced = std::collections::BTreeSet::new();
+    for (ino, _) in &files {
+        for (s, loc) in fs.stripes(*ino).unwrap() {
+            for (i, &mi) in loc.members.iter().enumerate() {
+                if mi == 2 {
+                    referenced.insert(shardfs::pool::shard_path(*ino, s, loc.generation, i as u8));
+                }
+            }
+        }
+    }
+    for (rel, _) in rig.disks[2].list() {
+        if rel.starts_with("shards/") {
+            assert!(
+                referenced.contains(&rel),
+                "stale shard {rel} left on the returned member"
+            );
+        }
+    }
+    assert_fully_redundant(rig.fs(), &files, None);
+}
+
+#[test]
+fn a_concurrent_overwrite_during_repair_wins() {
+    let (rig, files) = rig_with_files(4);
+    let fs = rig.fs();
+    rig.fail(1, true);
+    fs.set_member_health(1, Health::Failed).unwrap();
+    let plan = fs.repair_plan().unwrap();
+    let it = plan.first().expect("a stripe on member 1").clone();
+    // the stripe is rewritten after the plan was made
+    let (ino, data) = files.iter().find(|(i, _)| *i == it.ino).unwrap();
+    let newer = pattern(200, 0, data.len());
+    let fh = fs.open(*ino, true).unwrap();
+    fs.write(*ino, 0, &newer).unwrap();
+    fs.flush_handle(fh).unwrap();
+    fs.release(fh).unwrap();
+    // repairing the old generation must not resurrect it
+    assert_eq!(fs.repair_stripe(&it).unwrap(), 0);
+    assert_eq!(fs.read(*ino, 0, newer.len() as u32).unwrap(), newer);
+    // and its rebuilt copies were removed
+    for d in &rig.disks {
+        for (rel, _) in d.list() {
+            if let Some((o, s, g, _)) =
+                shardfs::pool::parse_shard_name(rel.rsplit('/').next().unwrap())
+            {
+                assert!(
+                    !(o == it.ino && s == it.stripe && g == it.loc.generation)
+                        || !fs
+                            .stripes(o)
+                            .unwrap()
+                            .iter()
+                            .any(|(_, l)| l.generation == g),
+                    "{rel}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_make_a_member_suspect_then_failed_and_writes_avoid_it() {
+    let (rig, files) = rig_with_files(8);
+    let fs = rig.fs();
+    rig.fail(6, true);
+    let mut saw_suspect = false;
+    'outer: for _ in 0..40 {
+        for (ino, data) in &files {
+            assert_eq!(&fs.read(*ino, 0, data.len() as u32).unwrap(), data);
+            saw_suspect |= fs.pool.members[6].health() == Health::Suspect;
+            if fs.pool.members[6].health() == Health::Failed {
+                break 'outer;
+            }
+        }
+    }
+    assert!(saw_suspect, "suspect before failed");
+    assert_eq!(fs.pool.members[6].health(), Health::Failed);
+    assert!(fs.pool.members[6].errors.load(Ordering::Relaxed) >= shardfs::pool::FAIL_AFTER);
+    // new stripes avoid it and are written k+m wide on the others
+    let (a, fh) = fs
+        .create_open(
+            fs.lookup(ROOT_INO, b"bkt").unwrap().ino,
+            b"new",
+            new_node(Kind::File, 0o644, b""),
+            true,
+        )
+        .unwrap();
+    let data = pattern(77, 0, 5 * 8192);
+    fs.write(a.ino, 0, &data).unwrap();
+    fs.flush_handle(fh).unwrap();
+    fs.release(fh).unwrap();
+    for (_, loc) in fs.stripes(a.ino).unwrap() {
+        assert!(
+            !loc.members.contains(&6) && !loc.members.contains(&NO_MEMBER),
+            "{loc:?}"
+        );
+    }
+}
+
+#[test]
+fn repair_keeps_to_its_rate_limit() {
+    let (rig, _files) = rig_with_files(16);
+    let fs = rig.fs();
+    rig.fail(4, true);
+    fs.set_member_health(4, Health::Failed).unwrap();
+    let plan = fs.repair_plan().unwrap();
+    let bytes: u64 = plan.iter().map(|it| it.loc.len as u64).sum();
+    let task = Task::default();
+    let rate = bytes / 2; // about two seconds of work
+    task.rate_limit.store(rate, Ordering::Relaxed);
+    let t = std::time::Instant::now();
+    fs.repair_pass(&task).unwrap();
+    let took = t.elapsed().as_secs_f64();
+    // a limit is a floor on time: slower is fine on a busy machine
+    assert!(
+        took >= 0.8 * bytes as f64 / rate as f64,
+        "{took} s for {bytes} bytes at {rate}/s"
+    );
+}
