@@ -287,6 +287,8 @@ impl Fs {
                 if let Some(d) = self.pool.members[mi as usize].disk.as_ref() {
                     if d.remove_file(&rel).is_ok() {
                         removed += 1;
+                    } else {
+                        self.pool.mark_garbage();
                     }
                 }
             }

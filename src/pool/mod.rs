@@ -1028,8 +1028,17 @@ impl Pool {
             let Some(d) = m.disk.as_ref() else { continue };
             for dir in 0..256 {
                 let rel = format!("shards/{dir:02x}");
-                if let Ok(names) = d.list_dir(&rel) {
-                    out.extend(names.into_iter().map(|n| (m.index, format!("{rel}/{n}"))));
+                match d.list_dir(&rel) {
+                    Ok(names) => {
+                        out.extend(names.into_iter().map(|n| (m.index, format!("{rel}/{n}"))))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        // a member we cannot list may hold garbage: the
+                        // next mount must sweep again
+                        self.mark_garbage();
+                        break;
+                    }
                 }
             }
         }

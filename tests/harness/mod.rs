@@ -700,6 +700,8 @@ impl Pair {
             }
             Op::Repair => {
                 self.quiesce();
+                // a pass commits pending metadata first
+                self.s.model.sync_metadata();
                 // as the daemon's loop does: passes until nothing is left
                 // (a pass can find more: reads of a failing member flag
                 // its shards, or make it fail)
@@ -723,6 +725,7 @@ impl Pair {
             }
             Op::Scrub => {
                 self.quiesce();
+                self.s.model.sync_metadata();
                 if let Err(e) = self.rig.fs().scrub_pass(&self.task) {
                     self.fail(&format!("scrub: {e}"));
                 }
@@ -1365,16 +1368,28 @@ fn open_real(fs: &Fs, ino: u64, writable: bool, trunc: bool) -> Result<u64, i32>
 
 /// Run a whole sequence (panics with a report on the first difference).
 pub fn run_sequence(ops: &[Op]) -> BTreeMap<String, (u64, u64, u64)> {
-    quiet_panics();
-    IN_SEQUENCE.with(|c| c.set(true));
     let mut pair = Pair::new();
     for op in ops {
         pair.step(op);
     }
     // finally: a clean remount keeps everything
     pair.remount();
-    IN_SEQUENCE.with(|c| c.set(false));
     pair.tally
+}
+
+/// [`run_sequence`] with the panic messages of failing runs kept quiet
+/// (proptest reports the shrunk failure once, at the end).
+pub fn run_quietly(ops: &[Op]) {
+    quiet_panics();
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_SEQUENCE.with(|c| c.set(false));
+        }
+    }
+    IN_SEQUENCE.with(|c| c.set(true));
+    let _reset = Reset;
+    run_sequence(ops);
 }
 
 thread_local! {
@@ -1406,12 +1421,7 @@ pub fn quiet_panics() {
 
 /// Does `ops` fail? (The panic message, if so.)
 pub fn failure(ops: &[Op]) -> Option<String> {
-    quiet_panics();
-    IN_SEQUENCE.with(|c| c.set(true));
-    let r = std::panic::catch_unwind(|| {
-        run_sequence(ops);
-    });
-    IN_SEQUENCE.with(|c| c.set(false));
+    let r = std::panic::catch_unwind(|| run_quietly(ops));
     r.err().map(|e| {
         e.downcast_ref::<String>()
             .cloned()

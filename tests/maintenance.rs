@@ -1,0 +1,162 @@
+//! Repair, scrub, disk fail and drain, and the durability estimate through
+//! a real mount and `shardctl`.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn json(t: &TestMount, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (ok, out, err) = t.ctl(&a);
+    assert!(ok, "shardctl {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Wait until a pass has finished with the given predicate on its progress.
+fn wait_for(t: &TestMount, cmd: &[&str], what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let p = json(t, cmd);
+        if ok(&p) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{what}: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn members_of(t: &TestMount, path: &str) -> Vec<Vec<Option<u64>>> {
+    let l = json(t, &["locate", path]);
+    l["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["member"].as_u64())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn disk_fail_repairs_and_drain_empties_a_member_through_shardctl() {
+    let t = TestMount::new(8, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..6u64 {
+        let data = pattern(i, 30_000 + i as usize * 7000);
+        std::fs::write(t.p(&format!("bkt/f{i}")), &data).unwrap();
+        files.push((format!("bkt/f{i}"), data));
+    }
+    // bad input gets a clear message and changes nothing
+    let (ok, _, err) = t.ctl(&["disk", "fail", "99"]);
+    assert!(!ok && err.contains("no member 99"), "{err}");
+    let (ok, _, err) = t.ctl(&["repair", "rate", "fast"]);
+    assert!(!ok && err.contains("bad rate"), "{err}");
+    // fail member 2: repair rebuilds its shards elsewhere
+    let (ok, out, err) = t.ctl(&["disk", "fail", "2"]);
+    assert!(ok && out.contains("failed"), "{out}{err}");
+    wait_for(&t, &["repair", "status"], "repair after disk fail", |p| {
+        p["passes"].as_u64().unwrap() >= 1
+            && !p["running"].as_bool().unwrap()
+            && p["remaining"] == 0
+    });
+    for (path, data) in &files {
+        for stripe in members_of(&t, path) {
+            assert!(
+                stripe.iter().all(|m| m.is_some() && *m != Some(2)),
+                "{path}: {stripe:?}"
+            );
+        }
+        assert!(std::fs::read(t.p(path)).unwrap() == *data);
+    }
+    let st = json(&t, &["status"]);
+    assert_eq!(st["members"][2]["state"], "failed");
+    assert_eq!(st["degraded_stripes"], 0);
+    // the human form shows a progress bar
+    let (ok, out, _) = t.ctl(&["repair", "status"]);
+    assert!(ok && out.contains("[##") && out.contains("100.0%"), "{out}");
+    // drain member 5
+    let (ok, _, err) = t.ctl(&["disk", "drain", "5"]);
+    assert!(ok, "{err}");
+    wait_for(&t, &["status"], "drain", |s| {
+        s["members"][5]["state"] == "removed"
+    });
+    for (path, data) in &files {
+        for stripe in members_of(&t, path) {
+            assert!(
+                stripe.iter().all(|m| *m != Some(5) && *m != Some(2)),
+                "{stripe:?}"
+            );
+        }
+        assert!(std::fs::read(t.p(path)).unwrap() == *data);
+    }
+    let left = t.shard_files().into_iter().filter(|(m, _)| *m == 5).count();
+    assert_eq!(left, 0, "the drained member holds no shard");
+    // states survive a remount
+    let mut t = t;
+    t.remount();
+    let st = json(&t, &["status"]);
+    assert_eq!(st["members"][2]["state"], "failed");
+    assert_eq!(st["members"][5]["state"], "removed");
+    for (path, data) in &files {
+        assert!(std::fs::read(t.p(path)).unwrap() == *data);
+    }
+}
+
+#[test]
+fn scrub_finds_flipped_bits_and_durability_is_estimated() {
+    let t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(9, 100_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    // flip a bit in three shard files of different stripes
+    let shards = t.shard_files();
+    let mut flipped = std::collections::BTreeSet::new();
+    for (_, f) in &shards {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let stripe = name.split('.').nth(1).unwrap().to_string();
+        if flipped.len() < 3 && !flipped.contains(&stripe) {
+            let mut b = std::fs::read(f).unwrap();
+            let l = b.len();
+            b[l / 2] ^= 0x10;
+            std::fs::write(f, b).unwrap();
+            flipped.insert(stripe);
+        }
+    }
+    assert_eq!(flipped.len(), 3);
+    let (ok, _, err) = t.ctl(&["scrub", "start"]);
+    assert!(ok, "{err}");
+    wait_for(&t, &["scrub", "status"], "scrub", |p| {
+        p["passes"].as_u64().unwrap() >= 1 && !p["running"].as_bool().unwrap()
+    });
+    let p = json(&t, &["scrub", "status"]);
+    assert_eq!(p["shards"], 3, "{p}");
+    assert_eq!(p["repaired"], 3, "{p}");
+    assert!(p["last_pass_end"].as_u64().is_some());
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
+    for stripe in json(&t, &["locate", "bkt/f"])["stripes"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(stripe["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ok"] == true));
+    }
+    // durability: 6 members in one directory tree are one failure domain
+    let d = json(&t, &["durability"]);
+    assert_eq!(d["input"]["members"], 6);
+    assert_eq!(d["input"]["domains"], 1, "{d}");
+    assert_eq!(d["estimate"]["tolerated_domain_failures"], 0);
+    let (ok, out, _) = t.ctl(&["durability", "--afr", "0.02"]);
+    assert!(ok && out.contains("nines"), "{out}");
+    let (ok, _, err) = t.ctl(&["durability", "--afr", "3"]);
+    assert!(!ok && err.contains("between 0 and 1"), "{err}");
+}
