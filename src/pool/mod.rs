@@ -873,6 +873,41 @@ impl Pool {
             }
         }
         if good < k {
+            // last resort before EIO: members taken out of service (failed,
+            // draining, removed) may still hold verifiable copies; a
+            // failing member never fails a read while k good shards exist
+            for (i, slot) in shards.iter_mut().enumerate() {
+                if good >= k {
+                    break;
+                }
+                let mi = loc.members[i];
+                if slot.is_some() || mi == NO_MEMBER {
+                    continue;
+                }
+                let m = &self.members[mi as usize];
+                let Some(d) = m.disk.as_ref() else { continue };
+                if m.live_disk().is_some() {
+                    continue; // already tried
+                }
+                let id = self.shard_id(object, stripe, loc.generation, i);
+                let rel = shard_path(object, stripe, loc.generation, i as u8);
+                let ok = d.read_file(&rel).ok().and_then(|bytes| {
+                    let (h, payload) = ShardHeader::open(&bytes).ok()?;
+                    (h.id == id && h.stripe_len == loc.len).then(|| payload.to_vec())
+                });
+                if let Some(p) = ok {
+                    log::warn!(
+                        "object {object} stripe {stripe}: shard {i} read from member {mi} ({}) \
+                         although it is {}",
+                        m.path,
+                        m.health().name()
+                    );
+                    *slot = Some(p);
+                    good += 1;
+                }
+            }
+        }
+        if good < k {
             log::error!("object {object} stripe {stripe}: only {good} of {k} shards readable");
             return Err(PoolError::Unreadable {
                 object,
