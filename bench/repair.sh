@@ -73,7 +73,7 @@ echo "rebuilt $SHARDS shards in $SECS s: $SHARD_MIB MiB/s of shards written," \
 
 echo "== foreground sequential read, no repair running"
 fio --name=files --directory="$W/mnt/bench" --rw=read --bs=1M --size="$DATA" --nrfiles=8 \
-    --ioengine=psync --output-format=json --time_based --runtime=15 > "$W/read0.json"
+    --ioengine=psync --output-format=json --time_based --runtime=10 > "$W/read0.json"
 R0=$(mib_per_s "$W/read0.json" read)
 echo "read: $R0 MiB/s"
 
@@ -81,7 +81,7 @@ echo "== foreground sequential read while member 4 is rebuilt at the default lim
 "$CTL" --socket "$W/sock" repair rate 64M >/dev/null
 "$CTL" --socket "$W/sock" disk fail 4 >/dev/null
 fio --name=files --directory="$W/mnt/bench" --rw=read --bs=1M --size="$DATA" --nrfiles=8 \
-    --ioengine=psync --output-format=json --time_based --runtime=15 > "$W/read1.json"
+    --ioengine=psync --output-format=json --time_based --runtime=10 > "$W/read1.json"
 R1=$(mib_per_s "$W/read1.json" read)
 P=$("$CTL" --socket "$W/sock" --json repair status)
 RUNNING=$(python3 -c 'import json,sys; p=json.loads(sys.argv[1]); print("still running" if p["running"] else "finished during the read")' "$P")

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Default repair and scrub rate: 64 MiB/s.
 pub const DEFAULT_RATE: u64 = 64 << 20;
+/// Stripes rebuilt per sync and metadata commit.
+const REPAIR_BATCH: usize = 32;
 
 /// Progress of repair or scrub, as `shardctl` shows it.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -211,11 +213,18 @@ impl Fs {
     /// placement if the stripe did not change meanwhile. Returns the
     /// number of shards rebuilt (0: skipped, changed, or not possible now).
     pub fn repair_stripe(&self, it: &RepairItem) -> FsResult<usize> {
+        let written = self.rebuild(it)?;
+        Ok(self.commit_repairs(vec![(it.clone(), written)])?[0])
+    }
+
+    /// Decode a stripe and write new copies of its planned shards (not yet
+    /// durable, not yet named): (slot, member) for each copy written.
+    fn rebuild(&self, it: &RepairItem) -> FsResult<Vec<(usize, u16)>> {
         let data = match self.pool.read_stripe(it.ino, it.stripe, &it.loc) {
             Ok(d) => d,
             Err(e) => {
                 log::error!("repair of inode {} stripe {}: {e}", it.ino, it.stripe);
-                return Ok(0);
+                return Ok(Vec::new());
             }
         };
         // reading may have found more bad shards: include them; a shard
@@ -230,35 +239,52 @@ impl Fs {
                     Health::Online | Health::Suspect
                 );
             if readable {
-                let id = self
-                    .pool
-                    .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
+                let id = self.pool.shard_id_of(it.ino, it.stripe, it.loc.generation, i);
                 if self.pool.read_shard(mi, id, it.loc.len).is_ok() {
-                    self.pool
-                        .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
+                    self.pool.clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
                     return false;
                 }
             }
             true
         });
         if slots.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let written = self
+        Ok(self
             .pool
-            .rebuild_shards(it.ino, it.stripe, &it.loc, &data, &slots);
-        if written.is_empty() {
-            return Ok(0);
+            .rebuild_shards(it.ino, it.stripe, &it.loc, &data, &slots))
+    }
+
+    /// Make a batch of rebuilt copies durable (one sync), then name them:
+    /// each stripe's new placement is applied only if its committed
+    /// location is still the one repaired (compare and swap under the
+    /// filesystem lock), all in one metadata commit. Copies of stripes that
+    /// changed meanwhile are deleted. Returns the shards committed per item.
+    fn commit_repairs(&self, batch: Vec<(RepairItem, Vec<(usize, u16)>)>) -> FsResult<Vec<usize>> {
+        if batch.iter().all(|(_, w)| w.is_empty()) {
+            return Ok(vec![0; batch.len()]);
         }
         self.pool.sync_pending();
-        let mut new = it.loc.clone();
-        for &(slot, mi) in &written {
-            new.members[slot] = mi;
-        }
-        let committed = {
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut losers = Vec::new();
+        {
             let _g = self.lock();
-            let cur = self.stripe_loc_committed(it.ino, it.stripe)?;
-            if cur.as_ref() == Some(&it.loc) {
+            for (it, written) in &batch {
+                if written.is_empty() {
+                    counts.push(0);
+                    continue;
+                }
+                let cur = self.stripe_loc_committed(it.ino, it.stripe)?;
+                if cur.as_ref() != Some(&it.loc) {
+                    // overwritten or deleted meanwhile: the newer state wins
+                    losers.push((it.clone(), written.clone()));
+                    counts.push(0);
+                    continue;
+                }
+                let mut new = it.loc.clone();
+                for &(slot, mi) in written {
+                    new.members[slot] = mi;
+                }
                 // copies moved to another member leave the old one behind
                 // (rewritten in place: nothing to remove)
                 let replaced: Vec<(usize, u16)> = written
@@ -277,26 +303,21 @@ impl Fs {
                         pool.clear_bad(ino, stripe, generation, slot as u8);
                     }
                 })];
-                self.meta.apply(
-                    vec![Op::Put(stripe_key(it.ino, it.stripe), enc(&new))],
-                    after,
-                )?;
-                true
-            } else {
-                false
+                self.meta
+                    .apply(vec![Op::Put(stripe_key(it.ino, it.stripe), enc(&new))], after)?;
+                counts.push(written.len());
             }
-        };
-        if !committed {
-            // overwritten or deleted meanwhile: the newer state wins (a copy
-            // rewritten in place belongs to a generation no longer named)
-            for &(slot, mi) in &written {
+        }
+        for (it, written) in losers {
+            // (a copy rewritten in place belongs to a generation no longer
+            // named, so it is garbage too)
+            for (slot, mi) in written {
                 self.pool
                     .remove_shard(mi, it.ino, it.stripe, it.loc.generation, slot as u8);
             }
-            return Ok(0);
         }
         self.meta.sync()?;
-        Ok(written.len())
+        Ok(counts)
     }
 
     fn stripe_loc_committed(&self, ino: u64, s: u64) -> FsResult<Option<StripeLoc>> {
@@ -330,15 +351,22 @@ impl Fs {
             start: Instant::now(),
             bytes: 0,
         };
-        for it in &plan {
-            let n = self.repair_stripe(it)?;
-            pacer.account(it.loc.len as u64);
+        // batches share one sync and one metadata commit
+        for chunk in plan.chunks(REPAIR_BATCH) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for it in chunk {
+                batch.push((it.clone(), self.rebuild(it)?));
+                pacer.account(it.loc.len as u64);
+            }
+            let counts = self.commit_repairs(batch)?;
             let mut p = task.progress.lock().unwrap();
-            p.stripes_done += 1;
-            p.bytes_done += ss;
-            p.shards += n as u64;
-            if n < it.slots.len() {
-                p.stripes_failed += 1;
+            for (it, n) in chunk.iter().zip(counts) {
+                p.stripes_done += 1;
+                p.bytes_done += ss;
+                p.shards += n as u64;
+                if n < it.slots.len() {
+                    p.stripes_failed += 1;
+                }
             }
             p.rate = pacer.rate();
             let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
