@@ -12,7 +12,8 @@
 //! - Each mount uses fresh views ([`CrashDisk::view`], [`CrashMeta::view`]):
 //!   a view from before a crash fails every call, so threads of the dead
 //!   mount cannot write into the next one.
-//! - `fail` makes a disk return EIO (a lost member); `corrupt` flips bytes.
+//! - `fail` makes a disk return EIO (a lost member), `full` ENOSPC on
+//!   writes, `slow_ms` delays reads; `corrupt` flips bytes.
 //!
 //! Durability follows POSIX: a written file is durable after `sync_file` of
 //! it and `sync_dir` of its directory, or after `sync_fs`; a removal after
@@ -136,6 +137,10 @@ pub struct CrashDisk {
     files: Mutex<Files>,
     /// When set, every call fails with EIO (a lost member).
     pub fail: AtomicBool,
+    /// When set, writes fail with ENOSPC (a full disk).
+    pub full: AtomicBool,
+    /// Milliseconds added to every read (a slow disk).
+    pub slow_ms: AtomicU64,
 }
 
 fn dir_of(rel: &str) -> &str {
@@ -153,6 +158,8 @@ impl CrashDisk {
             clock,
             files: Mutex::new(Files::default()),
             fail: AtomicBool::new(false),
+            full: AtomicBool::new(false),
+            slow_ms: AtomicU64::new(0),
         })
     }
 
@@ -283,6 +290,14 @@ impl View {
         Ok(f)
     }
 
+    /// Wait as a slow disk would.
+    fn slow(&self) {
+        let ms = self.disk.slow_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+
     /// The files, after counting one event.
     fn event(&self, what: impl FnOnce() -> String) -> io::Result<std::sync::MutexGuard<'_, Files>> {
         let f = self.files()?;
@@ -303,6 +318,9 @@ impl DiskBackend for View {
         None
     }
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        if self.disk.full.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let mut f = self.event(|| format!("write {rel}"))?;
         f.live.insert(rel.to_string(), parts.concat());
         f.content_synced.remove(rel);
@@ -318,9 +336,11 @@ impl DiskBackend for View {
         Ok(())
     }
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
+        self.slow();
         self.files()?.live.get(rel).cloned().ok_or_else(enoent)
     }
     fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.slow();
         let f = self.files()?;
         let all = f.live.get(rel).ok_or_else(enoent)?;
         let s = (offset as usize).min(all.len());
@@ -376,6 +396,9 @@ impl DiskBackend for View {
     }
     fn capacity(&self) -> io::Result<(u64, u64)> {
         let _live = self.files()?;
+        if self.disk.full.load(Ordering::Relaxed) {
+            return Ok((1 << 40, 0));
+        }
         Ok((1 << 40, 1 << 40))
     }
     fn sync_fs(&self) -> io::Result<()> {

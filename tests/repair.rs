@@ -311,3 +311,38 @@ fn repair_keeps_to_its_rate_limit() {
         "{took} s for {bytes} bytes at {rate}/s"
     );
 }
+
+#[test]
+fn repair_routes_around_a_full_member_and_a_slow_one() {
+    let (rig, files) = rig_with_files(12);
+    let fs = rig.fs();
+    // member 7 is full, member 6 answers slowly; member 3 dies
+    rig.disks[7].full.store(true, Ordering::Relaxed);
+    rig.disks[6].slow_ms.store(2, Ordering::Relaxed);
+    rig.fail(3, true);
+    fs.set_member_health(3, Health::Failed).unwrap();
+    fs.pool.refresh_capacity();
+    let before: Vec<_> = files
+        .iter()
+        .map(|(ino, _)| fs.stripes(*ino).unwrap())
+        .collect();
+    assert!(
+        fs.repair_pass(&unlimited()).unwrap() == 0,
+        "everything repaired"
+    );
+    for ((ino, _), old) in files.iter().zip(before) {
+        for ((s, loc), (_, was)) in fs.stripes(*ino).unwrap().into_iter().zip(old) {
+            for (i, (&now, &then)) in loc.members.iter().zip(&was.members).enumerate() {
+                if now != then {
+                    // a moved shard never lands on the full member
+                    assert_ne!(
+                        now, 7,
+                        "inode {ino} stripe {s} shard {i} went to the full member"
+                    );
+                }
+            }
+        }
+    }
+    rig.disks[6].slow_ms.store(0, Ordering::Relaxed);
+    assert_fully_redundant(fs, &files, Some(3));
+}

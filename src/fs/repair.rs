@@ -239,9 +239,12 @@ impl Fs {
                     Health::Online | Health::Suspect
                 );
             if readable {
-                let id = self.pool.shard_id_of(it.ino, it.stripe, it.loc.generation, i);
+                let id = self
+                    .pool
+                    .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
                 if self.pool.read_shard(mi, id, it.loc.len).is_ok() {
-                    self.pool.clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
+                    self.pool
+                        .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
                     return false;
                 }
             }
@@ -303,8 +306,10 @@ impl Fs {
                         pool.clear_bad(ino, stripe, generation, slot as u8);
                     }
                 })];
-                self.meta
-                    .apply(vec![Op::Put(stripe_key(it.ino, it.stripe), enc(&new))], after)?;
+                self.meta.apply(
+                    vec![Op::Put(stripe_key(it.ino, it.stripe), enc(&new))],
+                    after,
+                )?;
                 counts.push(written.len());
             }
         }
