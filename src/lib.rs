@@ -17,3 +17,4 @@ pub mod maintenance;
 pub mod meta;
 pub mod model;
 pub mod pool;
+pub mod recover;

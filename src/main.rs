@@ -39,6 +39,18 @@ enum Cmd {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Recover every striped object from the shards alone, when every
+    /// metadata replica is lost: writes OUT/object-<inode> files. Names,
+    /// directories, small (inline) files, modes and xattrs live only in the
+    /// metadata and cannot be recovered (docs/OPERATIONS.md).
+    Recover {
+        /// Empty directory for the recovered objects.
+        #[arg(long)]
+        out: PathBuf,
+        /// Member directories (all that are left).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
     /// Mount a pool: shardfs mount DIR... MOUNTPOINT. Runs in the foreground;
     /// SIGINT/SIGTERM or `fusermount3 -u MOUNTPOINT` unmount cleanly.
     Mount {
@@ -106,6 +118,17 @@ fn main() -> ExitCode {
             );
         })
         .map_err(|e| e.to_string()),
+        Cmd::Recover { out, dirs } => shardfs::recover::recover(&dirs, &out).map(|r| {
+            println!(
+                "recovered {} objects ({} stripes, {} bytes) into {}; {} stripes unrecoverable, {} bad shard files skipped",
+                r.objects,
+                r.stripes,
+                r.bytes,
+                out.display(),
+                r.unrecoverable_stripes,
+                r.bad_shards
+            );
+        }),
         Cmd::Mount {
             socket,
             threads,
