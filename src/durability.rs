@@ -80,6 +80,10 @@ pub struct DurabilityEstimate {
     pub degraded_annual_loss_probability: f64,
     /// `-log10(degraded_annual_loss_probability)`.
     pub degraded_nines: f64,
+    /// The extra risk while degraded: the probability that data is lost
+    /// before repair brings the pool back to full redundancy, starting from
+    /// the current state (0 when healthy).
+    pub degraded_loss_before_repair: f64,
 }
 
 /// Domain failures a stripe of `k + m` shards survives when its shards are
@@ -160,7 +164,40 @@ pub fn estimate(input: &DurabilityInput) -> Result<DurabilityEstimate, String> {
         degraded_mttdl_hours: degraded_mttdl,
         degraded_annual_loss_probability: dp,
         degraded_nines: -dp.log10(),
+        degraded_loss_before_repair: loss_before_repair(
+            domains,
+            t,
+            lambda,
+            mu,
+            parallel_repair,
+            degraded,
+        ),
     })
+}
+
+/// Probability that the chain started in state `start` (domains down)
+/// reaches data loss (`t + 1` down) before full repair (0 down): the
+/// birth-death ruin probability `sum_{j<start} rho_j / sum_{j<=t} rho_j`
+/// with `rho_j = prod_{i=1..j} down_i / up_i`.
+fn loss_before_repair(
+    d: usize,
+    t: usize,
+    lambda: f64,
+    mu: f64,
+    parallel: bool,
+    start: usize,
+) -> f64 {
+    if start == 0 {
+        return 0.0;
+    }
+    let mut rho = vec![1.0f64; t + 1];
+    for j in 1..=t {
+        let up = (d - j) as f64 * lambda;
+        let down = if parallel { j as f64 * mu } else { mu };
+        rho[j] = rho[j - 1] * down / up;
+    }
+    let total: f64 = rho.iter().sum();
+    rho[..start].iter().sum::<f64>() / total
 }
 
 /// Rates of a continuous-time chain with transient states `0..n` and one
@@ -230,6 +267,39 @@ fn hitting_times(chain: &Chain) -> Vec<f64> {
         h[s] = (rhs[s] + back) / pivot[s];
     }
     h
+}
+
+#[cfg(test)]
+mod loss_tests {
+    use super::*;
+
+    #[test]
+    fn the_risk_while_degraded_grows_with_the_shards_lost() {
+        // 6 members, 4+2, AFR 1.5 %, 10 h repair
+        let mut input = DurabilityInput::new(4, 2, 6, 6, 10.0);
+        let healthy = estimate(&input).unwrap();
+        assert_eq!(healthy.degraded_loss_before_repair, 0.0);
+        input.degraded = 1;
+        let one = estimate(&input).unwrap().degraded_loss_before_repair;
+        input.degraded = 2;
+        let two = estimate(&input).unwrap().degraded_loss_before_repair;
+        // by hand, one down: loss needs two more failures before the repair
+        // (10 h) ends: about (5 λ · 10 h) · (4 λ · 10 h), since the second
+        // must also beat the repair of the first
+        let l = -(1.0f64 - 0.015).ln() / HOURS_PER_YEAR;
+        let approx_one = (5.0 * l * 10.0) * (4.0 * l * 10.0);
+        assert!(
+            (one / approx_one - 1.0).abs() < 0.01,
+            "{one} vs {approx_one}"
+        );
+        // two down: one more failure within the repair
+        let approx_two = 4.0 * l * 10.0;
+        assert!(
+            (two / approx_two - 1.0).abs() < 0.01,
+            "{two} vs {approx_two}"
+        );
+        assert!(two > one && one > healthy.annual_loss_probability / 1e3);
+    }
 }
 
 #[cfg(test)]

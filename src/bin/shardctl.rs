@@ -398,9 +398,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
                 if i["degraded_stripes"].as_u64().unwrap_or(0) > 0 {
                     println!(
-                        "degraded    {} stripes lack shards: {:.2} nines until repair ends",
+                        "degraded    {} stripes lack a shard: probability {:.3e} of loss before repair ends",
                         i["degraded_stripes"],
-                        e["degraded_nines"].as_f64().unwrap_or(0.0)
+                        e["degraded_loss_before_repair"].as_f64().unwrap_or(0.0)
                     );
                 }
             }

@@ -244,17 +244,8 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
         .iter()
         .filter(|m| !matches!(m.health(), crate::pool::Health::Removed))
         .collect();
-    // members on one filesystem (device) are one failure domain
-    let mut domains = std::collections::BTreeSet::new();
-    for m in &present {
-        let key = m
-            .disk
-            .as_ref()
-            .and_then(|d| d.fs_id())
-            .unwrap_or(1 << 40 | m.index as u64);
-        domains.insert(key);
-    }
-    // data to rebuild after one domain fails: the most used domain's bytes
+    // members on one filesystem (device) are one failure domain; the data
+    // to rebuild after one domain fails is the most used domain's bytes
     let mut per_domain: std::collections::BTreeMap<u64, u64> = Default::default();
     for m in &present {
         let key = m
@@ -265,6 +256,7 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
         let (t, f) = m.capacity();
         *per_domain.entry(key).or_default() += t.saturating_sub(f);
     }
+    let domains = per_domain.len();
     let used = per_domain.values().copied().max().unwrap_or(0);
     let repair = ctx.maintenance.repair.snapshot();
     let (rate, rate_source) = if repair.passes > 0 && repair.rate > 0.0 && repair.bytes_done > 0 {
@@ -283,7 +275,7 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
         k: pool.k(),
         m: pool.m(),
         members: present.len(),
-        domains: domains.len(),
+        domains,
         afr: afr.unwrap_or(DEFAULT_AFR),
         repair_hours,
         degraded: usize::from(degraded > 0),

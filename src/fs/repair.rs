@@ -120,7 +120,27 @@ struct Pacer<'a> {
     bytes: u64,
 }
 
-impl Pacer<'_> {
+impl<'a> Pacer<'a> {
+    /// Reset `task`'s progress for a pass over `stripes` stripes of
+    /// `stripe_size` bytes, and start pacing.
+    fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
+        let mut p = task.progress.lock().unwrap();
+        *p = Progress {
+            running: true,
+            passes: p.passes,
+            last_pass_end: p.last_pass_end,
+            stripes_total: stripes,
+            bytes_total: stripes * stripe_size,
+            ..Progress::default()
+        };
+        drop(p);
+        Pacer {
+            task,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
     fn account(&mut self, n: u64) {
         self.bytes += n;
         let limit = self.task.rate_limit.load(Ordering::Relaxed);
@@ -340,22 +360,7 @@ impl Fs {
         self.meta.sync()?;
         let plan = self.repair_plan()?;
         let ss = self.stripe_size();
-        {
-            let mut p = task.progress.lock().unwrap();
-            *p = Progress {
-                running: true,
-                passes: p.passes,
-                last_pass_end: p.last_pass_end,
-                stripes_total: plan.len() as u64,
-                bytes_total: plan.len() as u64 * ss,
-                ..Progress::default()
-            };
-        }
-        let mut pacer = Pacer {
-            task,
-            start: Instant::now(),
-            bytes: 0,
-        };
+        let mut pacer = Pacer::start(task, plan.len() as u64, ss);
         // batches share one sync and one metadata commit
         for chunk in plan.chunks(REPAIR_BATCH) {
             let mut batch = Vec::with_capacity(chunk.len());
@@ -463,22 +468,7 @@ impl Fs {
         let mut all = Vec::new();
         self.for_each_stripe(|ino, s, loc| all.push((ino, s, loc)))?;
         let ss = self.stripe_size();
-        {
-            let mut p = task.progress.lock().unwrap();
-            *p = Progress {
-                running: true,
-                passes: p.passes,
-                last_pass_end: p.last_pass_end,
-                stripes_total: all.len() as u64,
-                bytes_total: all.len() as u64 * ss,
-                ..Progress::default()
-            };
-        }
-        let mut pacer = Pacer {
-            task,
-            start: Instant::now(),
-            bytes: 0,
-        };
+        let mut pacer = Pacer::start(task, all.len() as u64, ss);
         for (ino, s, loc) in all {
             let checks = self.pool.verify_stripe(ino, s, &loc);
             let mut bad = 0;
