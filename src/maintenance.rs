@@ -24,6 +24,8 @@ impl Maintenance {
     /// Ask the thread to end after its current step.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.repair.cancel.store(true, Ordering::SeqCst);
+        self.scrub.cancel.store(true, Ordering::SeqCst);
         self.repair.request();
     }
 
@@ -43,13 +45,38 @@ pub fn spawn(
         .name("maintenance".into())
         .spawn(move || {
             let mut last_scrub = Instant::now();
+            // the first look covers stripes left degraded by the last mount
+            let mut first = true;
+            let mut last_health = Vec::new();
+            let mut ticks = 0u64;
             while !m.stopped() {
+                ticks += 1;
                 m.repair.wait(tick);
                 if m.stopped() {
                     break;
                 }
+                let requested = m.repair.requested.swap(false, Ordering::SeqCst);
                 if let Err(e) = fs.probe_members() {
                     log::warn!("member probe: {e}");
+                }
+                // the stripe table is scanned only when something may need
+                // repair: a request, a change of member health, a shard
+                // known bad, a stripe written degraded, or work left over
+                // (work left that could not be done is retried every 12 ticks)
+                let left = m.repair.snapshot().remaining > 0 && ticks.is_multiple_of(12);
+                let health: Vec<_> = fs.pool.members.iter().map(|x| x.health()).collect();
+                let changed = health != last_health;
+                last_health = health;
+                let degraded = fs.pool.take_degraded_writes();
+                let look = std::mem::take(&mut first)
+                    || requested
+                    || left
+                    || changed
+                    || degraded
+                    || fs.pool.bad_count() > 0;
+                if !look {
+                    maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
+                    continue;
                 }
                 // repair until nothing is left or a pass makes no progress
                 let mut before = u64::MAX;
@@ -74,24 +101,30 @@ pub fn spawn(
                         }
                     }
                 }
-                let scrub_due = last_scrub.elapsed() >= scrub_interval;
-                if m.scrub.requested.swap(false, Ordering::SeqCst) || scrub_due {
-                    last_scrub = Instant::now();
-                    log::info!("scrub pass started");
-                    match fs.scrub_pass(&m.scrub) {
-                        Ok(()) => {
-                            let p = m.scrub.snapshot();
-                            log::info!(
-                                "scrub pass done: {} stripes, {} bad shards, {} repaired",
-                                p.stripes_done,
-                                p.shards,
-                                p.repaired
-                            );
-                        }
-                        Err(e) => log::error!("scrub pass: {e}"),
-                    }
-                }
+                maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
             }
         })
         .expect("spawn maintenance thread")
+}
+
+/// Run a scrub pass if one was asked for or is due.
+fn maybe_scrub(fs: &Fs, m: &Maintenance, last_scrub: &mut Instant, interval: Duration) {
+    let due = last_scrub.elapsed() >= interval;
+    if !(m.scrub.requested.swap(false, Ordering::SeqCst) || due) || m.stopped() {
+        return;
+    }
+    *last_scrub = Instant::now();
+    log::info!("scrub pass started");
+    match fs.scrub_pass(&m.scrub) {
+        Ok(()) => {
+            let p = m.scrub.snapshot();
+            log::info!(
+                "scrub pass done: {} stripes, {} bad shards, {} repaired",
+                p.stripes_done,
+                p.shards,
+                p.repaired
+            );
+        }
+        Err(e) => log::error!("scrub pass: {e}"),
+    }
 }

@@ -72,6 +72,8 @@ pub struct Task {
     pub rate_limit: AtomicU64,
     /// Set to ask for a pass now.
     pub requested: AtomicBool,
+    /// Set to end a running pass early (unmount).
+    pub cancel: AtomicBool,
     wake: Condvar,
     wake_lock: Mutex<()>,
 }
@@ -82,6 +84,7 @@ impl Default for Task {
             progress: Mutex::new(Progress::default()),
             rate_limit: AtomicU64::new(DEFAULT_RATE),
             requested: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
         }
@@ -96,13 +99,13 @@ impl Task {
         self.wake.notify_all();
     }
 
-    /// Wait until a pass is requested or `timeout` passes; true if requested.
-    pub fn wait(&self, timeout: Duration) -> bool {
+    /// Wait until a pass is requested or `timeout` passes, leaving the
+    /// request set for the caller to take.
+    pub fn wait(&self, timeout: Duration) {
         let g = self.wake_lock.lock().unwrap();
         if !self.requested.load(Ordering::SeqCst) {
             let _ = self.wake.wait_timeout(g, timeout).unwrap();
         }
-        self.requested.swap(false, Ordering::SeqCst)
     }
 
     /// A snapshot of the progress.
@@ -363,6 +366,9 @@ impl Fs {
         let mut pacer = Pacer::start(task, plan.len() as u64, ss);
         // batches share one sync and one metadata commit
         for chunk in plan.chunks(REPAIR_BATCH) {
+            if task.cancel.load(Ordering::Relaxed) {
+                break;
+            }
             let mut batch = Vec::with_capacity(chunk.len());
             for it in chunk {
                 batch.push((it.clone(), self.rebuild(it)?));
@@ -470,6 +476,9 @@ impl Fs {
         let ss = self.stripe_size();
         let mut pacer = Pacer::start(task, all.len() as u64, ss);
         for (ino, s, loc) in all {
+            if task.cancel.load(Ordering::Relaxed) {
+                break;
+            }
             let checks = self.pool.verify_stripe(ino, s, &loc);
             let mut bad = 0;
             for (i, r) in checks.iter().enumerate() {

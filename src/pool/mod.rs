@@ -298,6 +298,9 @@ pub struct Pool {
     headers: Mutex<std::collections::HashMap<(u16, ShardId), Arc<ShardHeader>>>,
     /// Set when a superseded shard could not be deleted.
     garbage_left: AtomicBool,
+    /// Set when a stripe was written with fewer than k+m shards (repair
+    /// has work); taken by the maintenance thread.
+    degraded_writes: AtomicBool,
     /// Placement's random numbers, seeded from the pool id so that a test
     /// replaying the same operations gets the same placement.
     rng: Mutex<rand::rngs::StdRng>,
@@ -349,6 +352,7 @@ impl Pool {
             headers: Mutex::new(Default::default()),
             garbage_left: AtomicBool::new(false),
             bad: Mutex::new(Default::default()),
+            degraded_writes: AtomicBool::new(false),
             rng: Mutex::new(seeded),
         };
         pool.refresh_capacity();
@@ -535,6 +539,7 @@ impl Pool {
             log::warn!(
                 "object {object} stripe {stripe} gen {generation} written degraded: {written} of {n} shards"
             );
+            self.degraded_writes.store(true, Ordering::Relaxed);
         }
         Ok(StripeLoc {
             generation,
@@ -968,6 +973,11 @@ impl Pool {
                 None => self.garbage_left.store(true, Ordering::Relaxed),
             }
         }
+    }
+
+    /// True (once) if a stripe was written degraded since the last call.
+    pub fn take_degraded_writes(&self) -> bool {
+        self.degraded_writes.swap(false, Ordering::Relaxed)
     }
 
     /// Note that unreferenced shard files may exist (the next mount sweeps).
