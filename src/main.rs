@@ -35,6 +35,11 @@ enum Cmd {
         /// (default: 64 KiB, or one stripe if that is smaller).
         #[arg(long)]
         inline_max: Option<u32>,
+        /// Failure domain of each member, comma-separated in the order of the
+        /// directories (e.g. "rack1,rack1,rack2,..."); members without a
+        /// declared domain that share a filesystem count as one domain.
+        #[arg(long)]
+        domains: Option<String>,
         /// Member directories (at least k+m; created if missing, must be empty).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             parity,
             shard_size,
             inline_max,
+            domains,
             dirs,
         } => mkfs(
             &dirs,
@@ -104,6 +110,9 @@ fn main() -> ExitCode {
                 m: parity,
                 shard_size,
                 inline_max: inline_max.unwrap_or_else(|| (64 * 1024).min(data as u32 * shard_size)),
+                domains: domains
+                    .map(|d| d.split(',').map(|x| x.trim().to_string()).collect())
+                    .unwrap_or_default(),
             },
         )
         .map(|sb| {

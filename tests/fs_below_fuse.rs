@@ -42,6 +42,7 @@ fn rig() -> Rig {
         inline_max: INLINE as u32,
         meta_replicas: vec![0, 1, 2],
         created: 0,
+        domains: Vec::new(),
     };
     let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
     let members: Vec<Member> = disks

@@ -160,3 +160,32 @@ fn scrub_finds_flipped_bits_and_durability_is_estimated() {
     let (ok, _, err) = t.ctl(&["durability", "--afr", "3"]);
     assert!(!ok && err.contains("between 0 and 1"), "{err}");
 }
+
+#[test]
+fn declared_failure_domains_count_in_the_estimate_and_bad_ones_are_refused() {
+    // six members in three declared domains: 4+2 puts two shards per
+    // domain, so one domain may fail
+    let t = TestMount::new(
+        6,
+        &["--shard-size", "4096", "--domains", "r1,r1,r2,r2,r3,r3"],
+    );
+    let d = json(&t, &["durability"]);
+    assert_eq!(d["input"]["domains"], 3, "{d}");
+    assert_eq!(d["estimate"]["tolerated_domain_failures"], 1, "{d}");
+    let st = json(&t, &["status"]);
+    assert_eq!(st["members"][2]["domain"], "r2");
+    // a list that does not match the directories is refused at mkfs
+    let dir = t.tmp.path().join("other");
+    let dirs: Vec<_> = (0..6).map(|i| dir.join(format!("d{i}"))).collect();
+    let out = std::process::Command::new(SHARDFS)
+        .args(["mkfs", "--domains", "a,b"])
+        .args(&dirs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one per directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -139,6 +139,9 @@ pub struct MemberStatus {
     pub errors: u64,
     /// holds a metadata replica (and its state)
     pub meta_replica: Option<String>,
+    /// failure domain declared at mkfs
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// A status reply.

@@ -246,13 +246,19 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
         .collect();
     // members on one filesystem (device) are one failure domain; the data
     // to rebuild after one domain fails is the most used domain's bytes
-    let mut per_domain: std::collections::BTreeMap<u64, u64> = Default::default();
+    // (a domain declared at mkfs wins over the filesystem)
+    let mut per_domain: std::collections::BTreeMap<String, u64> = Default::default();
     for m in &present {
-        let key = m
-            .disk
-            .as_ref()
-            .and_then(|d| d.fs_id())
-            .unwrap_or(1 << 40 | m.index as u64);
+        let key = match pool.sb.domains.get(m.index as usize) {
+            Some(d) if !d.is_empty() => format!("declared {d}"),
+            _ => format!(
+                "fs {}",
+                m.disk
+                    .as_ref()
+                    .and_then(|d| d.fs_id())
+                    .unwrap_or(1 << 40 | m.index as u64)
+            ),
+        };
         let (t, f) = m.capacity();
         *per_domain.entry(key).or_default() += t.saturating_sub(f);
     }
@@ -326,6 +332,12 @@ fn status(ctx: &Context) -> Result<Status, String> {
                 used_bytes: total.saturating_sub(free),
                 errors: m.errors.load(Ordering::Relaxed),
                 meta_replica,
+                domain: pool
+                    .sb
+                    .domains
+                    .get(m.index as usize)
+                    .filter(|d| !d.is_empty())
+                    .cloned(),
             }
         })
         .collect();

@@ -105,13 +105,48 @@ impl Fs {
     /// after the new one is committed: a read that loses that race sees a
     /// changed location on retry and reads the new generation.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let mut g = self.lock();
-        let inode = self.ensure_open(&mut g, ino)?.inode.clone();
-        let plan = self.plan_read(&mut g, &inode, offset, size);
-        self.close_if_unused(&mut g, ino)?;
-        drop(g);
+        // Shards are read without the lock. A stripe rewritten, moved by
+        // repair, truncated away or deleted meanwhile has its old shards
+        // removed under us: then the read starts over from the current
+        // state (the model check's concurrency test found the EIO this
+        // gave for a stripe that a concurrent truncate dropped).
+        let mut attempt = 0;
+        loop {
+            match self.read_once(ino, offset, size) {
+                Err((e, Some((stripe, loc)))) if attempt < 4 => {
+                    if self.stripe_loc(ino, stripe)?.as_ref() == Some(&loc) {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// One attempt of [`Fs::read`]; an error from reading a committed
+    /// stripe names the stripe and the location it planned to read.
+    #[allow(clippy::type_complexity)]
+    fn read_once(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, (FsError, Option<(u64, StripeLoc)>)> {
+        let plan = {
+            let mut g = self.lock();
+            let inode = self
+                .ensure_open(&mut g, ino)
+                .map_err(|e| (e, None))?
+                .inode
+                .clone();
+            let plan = self.plan_read(&mut g, &inode, offset, size);
+            self.close_if_unused(&mut g, ino).map_err(|e| (e, None))?;
+            plan.map_err(|e| (e, None))?
+        };
         let mut out = Vec::new();
-        for piece in plan? {
+        for piece in plan {
             match piece {
                 Piece::Bytes(b) => out.extend_from_slice(&b),
                 Piece::Zeros(n) => out.resize(out.len() + n, 0),
@@ -123,41 +158,16 @@ impl Fs {
                 } => {
                     // only the data shard blocks the range touches; a bad
                     // or missing shard falls back to a decode from any k
-                    let bytes = self.read_range_retrying(ino, stripe, loc, in_off, take)?;
+                    let bytes = self
+                        .pool
+                        .read_stripe_range(ino, stripe, &loc, in_off, in_off + take)
+                        .map_err(|e| (e.into(), Some((stripe, loc))))?;
                     out.extend_from_slice(&bytes);
                     out.resize(out.len() + take - bytes.len(), 0);
                 }
             }
         }
         Ok(out)
-    }
-
-    /// A range read of a committed stripe, retried when a concurrent
-    /// rewrite replaced the generation it planned to read.
-    fn read_range_retrying(
-        &self,
-        ino: u64,
-        stripe: u64,
-        mut loc: StripeLoc,
-        in_off: usize,
-        take: usize,
-    ) -> FsResult<Vec<u8>> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .pool
-                .read_stripe_range(ino, stripe, &loc, in_off, in_off + take)
-            {
-                Ok(b) => return Ok(b),
-                Err(e) => match self.stripe_loc(ino, stripe)? {
-                    Some(n) if n.generation != loc.generation && attempt < 3 => {
-                        attempt += 1;
-                        loc = n;
-                    }
-                    _ => return Err(e.into()),
-                },
-            }
-        }
     }
 
     fn plan_read(

@@ -16,6 +16,9 @@ pub struct MkfsOptions {
     pub shard_size: u32,
     /// Inline (small-file) threshold in bytes.
     pub inline_max: u32,
+    /// Failure domain of each member, in the order of the directories
+    /// (empty: none declared).
+    pub domains: Vec<String>,
 }
 
 impl Default for MkfsOptions {
@@ -25,6 +28,7 @@ impl Default for MkfsOptions {
             m: 2,
             shard_size: 1024 * 1024,
             inline_max: 64 * 1024,
+            domains: Vec::new(),
         }
     }
 }
@@ -41,6 +45,18 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
         return Err(setup(format!(
             "--data {k} --parity {m}: need at least 1 data and 1 parity shard, at most 64 in all"
         )));
+    }
+    if !opt.domains.is_empty() && opt.domains.len() != dirs.len() {
+        return Err(setup(format!(
+            "--domains names {} failure domains for {} member directories: give one per directory, in order",
+            opt.domains.len(),
+            dirs.len()
+        )));
+    }
+    if opt.domains.iter().any(|d| d.is_empty() || d.len() > 64) {
+        return Err(setup(
+            "--domains: each name must be 1 to 64 characters".into(),
+        ));
     }
     if dirs.len() < k + m {
         return Err(setup(format!(
@@ -118,6 +134,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             inline_max: opt.inline_max,
             meta_replicas: meta_replicas.clone(),
             created,
+            domains: opt.domains.clone(),
         };
         let disk = DirDisk::new(d);
         for dir in 0..256 {

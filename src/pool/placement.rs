@@ -59,6 +59,7 @@ mod tests {
             inline_max: 1024,
             meta_replicas: vec![0, 1, 2],
             created: 0,
+            domains: Vec::new(),
         };
         Pool::new(sb, members).unwrap()
     }

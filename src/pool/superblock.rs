@@ -34,6 +34,10 @@ pub struct Superblock {
     pub meta_replicas: Vec<u16>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// Failure domain declared for each member, by index (empty: none
+    /// declared; members on one filesystem are then one domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
 }
 
 /// A superblock as stored: the JSON body and its BLAKE3.
@@ -110,9 +114,15 @@ mod tests {
             inline_max: 1 << 16,
             meta_replicas: vec![0, 1, 2],
             created: 0,
+            domains: vec!["r1".into(); 6],
         };
         let bytes = sb.encode();
         assert_eq!(Superblock::decode(&bytes).unwrap(), sb);
+        // a superblock written before domains existed still reads
+        let mut old = sb.clone();
+        old.domains.clear();
+        assert!(!String::from_utf8(old.encode()).unwrap().contains("domains"));
+        assert_eq!(Superblock::decode(&old.encode()).unwrap(), old);
         let mut bad = String::from_utf8(bytes).unwrap();
         bad = bad.replacen("\\\"k\\\":4", "\\\"k\\\":5", 1);
         assert!(Superblock::decode(bad.as_bytes()).is_err());

@@ -103,6 +103,7 @@ impl Rig {
             inline_max: INLINE as u32,
             meta_replicas: vec![0, 1, 2],
             created: 0,
+            domains: Vec::new(),
         };
         let mut rig = Rig {
             disks: (0..n).map(|_| CrashDisk::new(clock.clone())).collect(),
