@@ -346,23 +346,12 @@ impl Fs {
                 }
             }
         }
-        let sp = stripe_prefix(ino);
-        let start = stripe_key(ino, old.div_ceil(ss));
-        for (k, v) in self
-            .meta
-            .range(&start, &crate::meta::prefix_end(&sp), usize::MAX)?
-        {
-            let s = key_u64_at(&k, 9);
-            if busy(g.open.get(&ino).expect("open"), s) {
-                continue;
-            }
+        let of = g.open.get(&ino).expect("open");
+        let dropped = self.drop_stripes_from(ino, old.div_ceil(ss), |s| busy(of, s), ops, after)?;
+        if !dropped.is_empty() {
             log::warn!(
-                "inode {ino}: stripe {s} lies past the end of the file (left by a crash): dropped"
+                "inode {ino}: stripes {dropped:?} lay past the end of the file (left by a crash): dropped"
             );
-            let loc: StripeLoc = dec("stripe", &v)?;
-            ops.push(Op::Del(k));
-            let pool = self.pool.clone();
-            after.push(Box::new(move || pool.delete_stripe(ino, s, &loc)));
         }
         Ok(())
     }
@@ -774,19 +763,13 @@ impl Fs {
             // rewrite of the stripe holding the new end (if any).
             let mut drop_ops = Vec::new();
             let mut drop_after: Vec<AfterCommit> = Vec::new();
-            let first_gone = size.div_ceil(ss);
-            let sp = stripe_prefix(ino);
-            let start = stripe_key(ino, first_gone);
-            for (k, v) in self
-                .meta
-                .range(&start, &crate::meta::prefix_end(&sp), usize::MAX)?
-            {
-                let s = key_u64_at(&k, 9);
-                let loc: StripeLoc = dec("stripe", &v)?;
-                drop_ops.push(Op::Del(k));
-                let pool = self.pool.clone();
-                drop_after.push(Box::new(move || pool.delete_stripe(ino, s, &loc)));
-            }
+            self.drop_stripes_from(
+                ino,
+                size.div_ceil(ss),
+                |_| false,
+                &mut drop_ops,
+                &mut drop_after,
+            )?;
             // the stripe holding the new end keeps only bytes before it:
             // rewrite it so a later extension reads zeros
             let tail = size / ss;

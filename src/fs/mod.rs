@@ -317,18 +317,39 @@ impl Fs {
         {
             ops.push(Op::Del(k));
         }
+        self.drop_stripes_from(ino, 0, |_| false, ops, after)?;
+        Ok(())
+    }
+
+    /// Batch ops that drop the committed stripes of `ino` from stripe
+    /// `first` on (except those `keep` names); their shards are deleted
+    /// after the batch is durable. Returns the stripes dropped.
+    pub(super) fn drop_stripes_from(
+        &self,
+        ino: u64,
+        first: u64,
+        keep: impl Fn(u64) -> bool,
+        ops: &mut Vec<Op>,
+        after: &mut Vec<crate::meta::AfterCommit>,
+    ) -> FsResult<Vec<u64>> {
         let sp = stripe_prefix(ino);
-        for (k, v) in self
-            .meta
-            .range(&sp, &crate::meta::prefix_end(&sp), usize::MAX)?
-        {
+        let mut dropped = Vec::new();
+        for (k, v) in self.meta.range(
+            &stripe_key(ino, first),
+            &crate::meta::prefix_end(&sp),
+            usize::MAX,
+        )? {
             let stripe = key_u64_at(&k, 9);
+            if keep(stripe) {
+                continue;
+            }
             let loc: StripeLoc = dec("stripe", &v)?;
             ops.push(Op::Del(k));
             let pool = self.pool.clone();
             after.push(Box::new(move || pool.delete_stripe(ino, stripe, &loc)));
+            dropped.push(stripe);
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Usable (total, free) bytes and file counts for statfs.

@@ -443,11 +443,7 @@ impl Pool {
         let n = self.k() + self.m();
         let min = self.k() + 1;
         let (padded, parity) = self.codec.encode_parity(data);
-        let len = self.codec.shard_len(data.len());
-        let shards: Vec<&[u8]> = padded
-            .chunks(len)
-            .chain(parity.iter().map(Vec::as_slice))
-            .collect();
+        let shards = self.shard_slices(&padded, &parity, data.len());
         let mut members = vec![NO_MEMBER; n];
         let mut used: Vec<u16> = Vec::new();
         let online = self.online_count();
@@ -563,11 +559,7 @@ impl Pool {
         slots: &[usize],
     ) -> Vec<(usize, u16)> {
         let (padded, parity) = self.codec.encode_parity(data);
-        let len = self.codec.shard_len(data.len());
-        let shards: Vec<&[u8]> = padded
-            .chunks(len)
-            .chain(parity.iter().map(Vec::as_slice))
-            .collect();
+        let shards = self.shard_slices(&padded, &parity, data.len());
         let mut exclude: Vec<u16> = loc.members.clone();
         let mut done = Vec::new();
         for &slot in slots {
@@ -613,6 +605,20 @@ impl Pool {
             // stays on the absent member until the next sweep
             self.garbage_left.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The k+m shard payloads of an encoded stripe of `data_len` bytes: k
+    /// slices of the padded data, then the parity shards.
+    fn shard_slices<'a>(
+        &self,
+        padded: &'a [u8],
+        parity: &'a [Vec<u8>],
+        data_len: usize,
+    ) -> Vec<&'a [u8]> {
+        padded
+            .chunks(self.codec.shard_len(data_len))
+            .chain(parity.iter().map(Vec::as_slice))
+            .collect()
     }
 
     /// Write one shard file; `Err(true)` when the member is out of space.
