@@ -52,10 +52,12 @@ pub fn open_pool(dirs: &[PathBuf]) -> Result<Opened, String> {
         .sb
         .meta_replicas
         .iter()
-        .filter_map(|&i| pool.members.get(i as usize))
+        .filter_map(|&i| pool.members().get(i as usize))
         .filter_map(|m| {
-            m.live_disk()
-                .and_then(|d| d.local_root().map(|r| (m.path.clone(), r.join(META_DIR))))
+            m.live_disk().and_then(|d| {
+                d.local_root()
+                    .map(|r| (m.path().to_string(), r.join(META_DIR)))
+            })
         })
         .collect();
     if meta_dirs.len() < pool.sb.meta_replicas.len() {
@@ -120,6 +122,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     if !md.is_dir() {
         return Err(format!("mount point {} is not a directory", mp.display()));
     }
+    sd_notify::notify(&[("STATUS", "opening the pool")]);
     let opened = open_pool(&cfg.members)?;
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
@@ -131,10 +134,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .repair
         .rate_limit
         .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
-    maintenance
-        .scrub
-        .rate_limit
-        .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
+    for t in [&maintenance.scrub, &maintenance.rebalance] {
+        t.rate_limit
+            .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
+    }
     let maint_thread = crate::maintenance::spawn(
         fs.clone(),
         maintenance.clone(),
@@ -175,9 +178,17 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         fs.pool.sb.pool_id,
         fs.pool.sb.k,
         fs.pool.sb.m,
-        fs.pool.members.len(),
+        fs.pool.members().len(),
         mp.display(),
         socket.display()
+    );
+    sd_notify::ready_when_serving(
+        mp,
+        format!(
+            "serving pool {} at {}",
+            &fs.pool.sb.pool_id[..12],
+            mp.display()
+        ),
     );
     let mp2 = mp.clone();
     std::thread::Builder::new()
@@ -185,6 +196,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .spawn(move || {
             if let Ok(sig) = sigset.wait() {
                 log::info!("{sig:?}: unmounting {}", mp2.display());
+                sd_notify::notify(&[("STOPPING", "1"), ("STATUS", "unmounting")]);
                 if let Err(e) = unmounter.unmount() {
                     log::error!(
                         "unmount failed: {e}; try `fusermount3 -u {}`",
@@ -195,6 +207,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     let run = session.run();
+    sd_notify::notify(&[("STOPPING", "1"), ("STATUS", "unmounted; final sync")]);
     maintenance.stop();
     let _ = maint_thread.join();
     let res = fs.unmount_sync();
@@ -249,5 +262,138 @@ fn mount_error(e: &std::io::Error, root: bool, mp: &Path) -> String {
         )
     } else {
         format!("mounting {} failed: {e}", mp.display())
+    }
+}
+
+/// systemd's service notification protocol (sd_notify(3)) without
+/// libsystemd: one datagram of `KEY=VALUE` lines to the socket named by
+/// `$NOTIFY_SOCKET` (a path, or an abstract name written `@name`). Nothing
+/// is sent when the variable is unset, so outside a `Type=notify` unit this
+/// is a no-op.
+pub mod sd_notify {
+    use std::ffi::{OsStr, OsString};
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    use std::path::{Path, PathBuf};
+
+    /// The environment variable systemd sets for `Type=notify` services.
+    pub const ENV: &str = "NOTIFY_SOCKET";
+
+    /// The datagram for `fields`: one `KEY=VALUE` line each (a newline in a
+    /// value would start a new assignment, so it becomes a space).
+    pub fn message(fields: &[(&str, &str)]) -> String {
+        let mut m = String::new();
+        for (k, v) in fields {
+            m.push_str(k);
+            m.push('=');
+            m.push_str(&v.replace(['\n', '\r'], " "));
+            m.push('\n');
+        }
+        m
+    }
+
+    /// Send `msg` to the notification socket `addr` (a path, or `@name`
+    /// for an abstract socket).
+    pub fn send_to(addr: &OsStr, msg: &str) -> io::Result<()> {
+        let sock = UnixDatagram::unbound()?;
+        let bytes = addr.as_bytes();
+        match bytes.first() {
+            Some(b'@') => {
+                use std::os::linux::net::SocketAddrExt;
+                let a = std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])?;
+                sock.send_to_addr(msg.as_bytes(), &a)?;
+            }
+            Some(b'/') => {
+                sock.send_to(msg.as_bytes(), Path::new(addr))?;
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("unsupported {ENV} address {addr:?}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The notification socket, if the service manager gave one.
+    pub fn socket() -> Option<OsString> {
+        std::env::var_os(ENV).filter(|a| !a.is_empty())
+    }
+
+    /// Tell the service manager `fields`; a no-op without `$NOTIFY_SOCKET`.
+    /// A failure is logged, never fatal.
+    pub fn notify(fields: &[(&str, &str)]) {
+        if let Some(addr) = socket() {
+            if let Err(e) = send_to(&addr, &message(fields)) {
+                log::warn!("sd_notify to {addr:?} failed: {e}");
+            }
+        }
+    }
+
+    /// Send `READY=1` once the mount at `mp` answers: a stat of it waits
+    /// for the kernel's FUSE handshake and a getattr served by this daemon.
+    pub fn ready_when_serving(mp: &Path, status: String) {
+        if socket().is_none() {
+            return;
+        }
+        let mp: PathBuf = mp.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || match std::fs::metadata(&mp) {
+                Ok(_) => notify(&[("READY", "1"), ("STATUS", &status)]),
+                Err(e) => log::warn!("mount {} does not answer: {e}", mp.display()),
+            });
+        if let Err(e) = spawned {
+            log::warn!("sd_notify thread: {e}; READY=1 not sent");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::time::Duration;
+
+        #[test]
+        fn message_is_key_value_lines() {
+            assert_eq!(message(&[("READY", "1")]), "READY=1\n");
+            assert_eq!(
+                message(&[("STOPPING", "1"), ("STATUS", "final\nsync\r")]),
+                "STOPPING=1\nSTATUS=final sync \n"
+            );
+            assert_eq!(message(&[]), "");
+        }
+
+        #[test]
+        fn sends_to_a_path_socket() {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("notify");
+            let rx = UnixDatagram::bind(&p).unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            send_to(p.as_os_str(), &message(&[("READY", "1")])).unwrap();
+            let mut buf = [0u8; 256];
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"READY=1\n");
+        }
+
+        #[test]
+        fn sends_to_an_abstract_socket() {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("shardfs-notify-test-{}", std::process::id());
+            let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let rx = UnixDatagram::bind_addr(&a).unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            send_to(OsStr::new(&format!("@{name}")), "STOPPING=1\n").unwrap();
+            let mut buf = [0u8; 256];
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"STOPPING=1\n");
+        }
+
+        #[test]
+        fn rejects_other_addresses() {
+            assert!(send_to(OsStr::new("relative/path"), "READY=1\n").is_err());
+            assert!(send_to(OsStr::new(""), "READY=1\n").is_err());
+        }
     }
 }

@@ -17,6 +17,8 @@ pub struct Maintenance {
     pub repair: Task,
     /// Scrub progress and rate limit.
     pub scrub: Task,
+    /// Rebalance progress and rate limit.
+    pub rebalance: Task,
     stop: AtomicBool,
 }
 
@@ -26,6 +28,7 @@ impl Maintenance {
         self.stop.store(true, Ordering::SeqCst);
         self.repair.cancel.store(true, Ordering::SeqCst);
         self.scrub.cancel.store(true, Ordering::SeqCst);
+        self.rebalance.cancel.store(true, Ordering::SeqCst);
         self.repair.request();
     }
 
@@ -64,7 +67,7 @@ pub fn spawn(
                 // known bad, a stripe written degraded, or work left over
                 // (work left that could not be done is retried every 12 ticks)
                 let left = m.repair.snapshot().remaining > 0 && ticks.is_multiple_of(12);
-                let health: Vec<_> = fs.pool.members.iter().map(|x| x.health()).collect();
+                let health: Vec<_> = fs.pool.members().iter().map(|x| x.health()).collect();
                 let changed = health != last_health;
                 last_health = health;
                 let degraded = fs.pool.take_degraded_writes();
@@ -76,6 +79,7 @@ pub fn spawn(
                     || fs.pool.bad_count() > 0;
                 if !look {
                     maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
+                    maybe_rebalance(&fs, &m);
                     continue;
                 }
                 // repair until nothing is left or a pass makes no progress
@@ -102,9 +106,31 @@ pub fn spawn(
                     }
                 }
                 maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
+                maybe_rebalance(&fs, &m);
             }
         })
         .expect("spawn maintenance thread")
+}
+
+/// Run a rebalance pass if one was asked for (after `disk add`, or by
+/// `shardctl rebalance start`). Repair goes first: a rebalance starts only
+/// when no stripe needs repair.
+fn maybe_rebalance(fs: &Fs, m: &Maintenance) {
+    if m.stopped() || !m.rebalance.requested.load(Ordering::SeqCst) {
+        return;
+    }
+    if fs.repair_plan().map(|p| !p.is_empty()).unwrap_or(true) {
+        return; // retried on a later tick
+    }
+    m.rebalance.requested.store(false, Ordering::SeqCst);
+    log::info!("rebalance pass started");
+    match fs.rebalance_pass(&m.rebalance) {
+        Ok(n) => log::info!(
+            "rebalance pass done: {n} shards moved, spread (max/mean) now {:?}",
+            fs.imbalance().ok().flatten()
+        ),
+        Err(e) => log::error!("rebalance pass: {e}"),
+    }
 }
 
 /// Run a scrub pass if one was asked for or is due.

@@ -137,6 +137,12 @@ fn generator_reaches_every_operation() {
         "DegradedRead",
         "Remount",
         "Crash",
+        "Repair",
+        "Scrub",
+        "FailMember",
+        "Drain",
+        "AddMember",
+        "Rebalance",
     ] {
         let (ok, _, _) = total.get(kind).copied().unwrap_or_default();
         assert!(ok > 0, "{kind} never succeeded: {total:?}");

@@ -189,3 +189,89 @@ fn declared_failure_domains_count_in_the_estimate_and_bad_ones_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `shardctl disk add` joins a new member online; the rebalance it starts
+/// moves shards onto it until the spread is even; replacing a disk is add
+/// plus drain. Bad input (a relative path, a directory that is not empty,
+/// a current member) gets a clear message and changes nothing. After a
+/// remount with the new member listed, everything reads back.
+#[test]
+fn disk_add_rebalances_and_replaces_a_member_through_shardctl() {
+    let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let data = pattern(i, 40_000 + i as usize * 3000);
+        std::fs::write(t.p(&format!("bkt/f{i}")), &data).unwrap();
+        files.push((format!("bkt/f{i}"), data));
+    }
+    // bad input
+    let (ok, _, err) = t.ctl(&["disk", "add", t.members[1].to_str().unwrap()]);
+    assert!(!ok && err.contains("already"), "{err}");
+    let busy = t.tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("x"), b"x").unwrap();
+    let (ok, _, err) = t.ctl(&["disk", "add", busy.to_str().unwrap()]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    let (ok, _, err) = t.ctl(&[
+        "disk",
+        "add",
+        "--domain",
+        "rack9",
+        t.tmp.path().join("d6").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("declares no failure domains"), "{err}");
+    assert_eq!(
+        json(&t, &["status"])["members"].as_array().unwrap().len(),
+        6
+    );
+    // add a member: it is online and the rebalance moves shards onto it
+    let new = t.tmp.path().join("disk6");
+    let (ok, out, err) = t.ctl(&["disk", "add", new.to_str().unwrap()]);
+    assert!(ok && out.contains("member 6"), "{out}{err}");
+    t.members.push(new.clone());
+    wait_for(
+        &t,
+        &["rebalance", "status"],
+        "rebalance after disk add",
+        |p| p["passes"].as_u64().unwrap() >= 1 && !p["running"].as_bool().unwrap(),
+    );
+    let p = json(&t, &["rebalance", "status"]);
+    assert!(p["shards"].as_u64().unwrap() > 0, "nothing moved: {p}");
+    let spread = p["imbalance"].as_f64().unwrap();
+    assert!(spread < 1.15, "spread after rebalance {spread}: {p}");
+    let st = json(&t, &["status"]);
+    assert_eq!(st["members"][6]["state"], "online");
+    let on_new = t.shard_files().iter().filter(|(i, _)| *i == 6).count();
+    assert!(on_new > 0, "no shard file on the new member");
+    for (path, data) in &files {
+        assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
+    }
+    // the table shows the progress bar and the spread
+    let (ok, out, _) = t.ctl(&["rebalance", "status"]);
+    assert!(ok && out.contains('[') && out.contains("spread"), "{out}");
+    // replace member 0: add a new one, drain the old
+    let repl = t.tmp.path().join("disk7");
+    let (ok, out, err) = t.ctl(&["disk", "add", repl.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    t.members.push(repl);
+    let (ok, out, err) = t.ctl(&["disk", "drain", "0"]);
+    assert!(ok, "{out}{err}");
+    wait_for(&t, &["status"], "drain of member 0", |s| {
+        s["members"][0]["state"] == "removed"
+    });
+    for (path, data) in &files {
+        for stripe in members_of(&t, path) {
+            assert!(stripe.iter().all(|m| *m != Some(0)), "{path}: {stripe:?}");
+        }
+        assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
+    }
+    // remount with every member: the pool has 8, data intact
+    t.remount();
+    let st = json(&t, &["status"]);
+    assert_eq!(st["members"].as_array().unwrap().len(), 8, "{st}");
+    assert_eq!(st["members"][0]["state"], "removed");
+    for (path, data) in &files {
+        assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
+    }
+}

@@ -93,7 +93,7 @@ fn a_failed_member_is_rebuilt_onto_the_others() {
     assert!(p.shards >= plan.len() as u64);
     assert_fully_redundant(fs, &files, Some(3));
     assert_eq!(
-        fs.pool.members[3].health(),
+        fs.pool.member(3).health(),
         Health::Failed,
         "an admin failure is sticky"
     );
@@ -148,7 +148,7 @@ fn drain_moves_every_shard_off_then_removes_the_member() {
     fs.set_member_health(5, Health::Draining).unwrap();
     let task = unlimited();
     assert_eq!(fs.repair_pass(&task).unwrap(), 0);
-    assert_eq!(fs.pool.members[5].health(), Health::Removed);
+    assert_eq!(fs.pool.member(5).health(), Health::Removed);
     assert_fully_redundant(fs, &files, Some(5));
     fs.meta.sync().unwrap();
     let left: Vec<String> = rig.disks[5]
@@ -171,11 +171,11 @@ fn a_member_that_returns_serves_nothing_stale() {
             for (ino, data) in &files {
                 assert_eq!(&fs.read(*ino, 0, data.len() as u32).unwrap(), data);
             }
-            if fs.pool.members[2].health() == Health::Failed {
+            if fs.pool.member(2).health() == Health::Failed {
                 break;
             }
         }
-        assert_eq!(fs.pool.members[2].health(), Health::Failed);
+        assert_eq!(fs.pool.member(2).health(), Health::Failed);
         // its shards are rebuilt elsewhere, and files are overwritten
         assert_eq!(fs.repair_pass(&unlimited()).unwrap(), 0);
         for (i, (ino, data)) in files.iter_mut().enumerate() {
@@ -193,7 +193,7 @@ fn a_member_that_returns_serves_nothing_stale() {
     rig.fail(2, false);
     let fs = rig.fs();
     assert_eq!(fs.probe_members().unwrap(), vec![2]);
-    assert_eq!(fs.pool.members[2].health(), Health::Online);
+    assert_eq!(fs.pool.member(2).health(), Health::Online);
     assert_fully_redundant(fs, &files, Some(2));
     // the next mount sweeps its stale copies
     rig.unmount().unwrap();
@@ -261,15 +261,15 @@ fn errors_make_a_member_suspect_then_failed_and_writes_avoid_it() {
     'outer: for _ in 0..40 {
         for (ino, data) in &files {
             assert_eq!(&fs.read(*ino, 0, data.len() as u32).unwrap(), data);
-            saw_suspect |= fs.pool.members[6].health() == Health::Suspect;
-            if fs.pool.members[6].health() == Health::Failed {
+            saw_suspect |= fs.pool.member(6).health() == Health::Suspect;
+            if fs.pool.member(6).health() == Health::Failed {
                 break 'outer;
             }
         }
     }
     assert!(saw_suspect, "suspect before failed");
-    assert_eq!(fs.pool.members[6].health(), Health::Failed);
-    assert!(fs.pool.members[6].errors.load(Ordering::Relaxed) >= shardfs::pool::FAIL_AFTER);
+    assert_eq!(fs.pool.member(6).health(), Health::Failed);
+    assert!(fs.pool.member(6).errors.load(Ordering::Relaxed) >= shardfs::pool::FAIL_AFTER);
     // new stripes avoid it and are written k+m wide on the others
     let (a, fh) = fs
         .create_open(
@@ -345,4 +345,162 @@ fn repair_routes_around_a_full_member_and_a_slow_one() {
     }
     rig.disks[6].slow_ms.store(0, Ordering::Relaxed);
     assert_fully_redundant(fs, &files, Some(3));
+}
+
+/// `disk add` then rebalance: the new member takes new stripes at once, a
+/// rebalance pass gives it its share of the existing ones (the spread of
+/// shard bytes ends within one stripe's worth of even), every stripe stays
+/// fully redundant on distinct members, and after a remount the pool
+/// includes the new member, whose superblock and the others' agree.
+#[test]
+fn an_added_member_takes_new_stripes_and_rebalance_fills_it() {
+    let (mut rig, files) = rig_with_files(40);
+    let before = rig.fs().shard_bytes_per_member().unwrap();
+    assert_eq!(before.len(), 8);
+    let new = rig.add_member().expect("disk add") as u16;
+    assert_eq!(new, 8);
+    let fs = rig.fs();
+    assert_eq!(fs.pool.members().len(), 9);
+    assert_eq!(fs.pool.member(new).health(), Health::Online);
+    // the other members' superblocks list it
+    for (i, d) in rig.disks.iter().enumerate() {
+        let sb = shardfs::pool::Superblock::decode(
+            &d.view().read_file(shardfs::pool::SUPERBLOCK_FILE).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sb.members.len(), 9, "member {i}'s superblock");
+        assert_eq!(sb.member_index as usize, i);
+    }
+    // a second add of the same disk is refused
+    let again = fs
+        .pool
+        .add_member(rig.disks[8].view(), "sim8-again".into(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("already a shardfs member"), "{again}");
+    // before the rebalance, the new member holds nothing
+    assert_eq!(fs.shard_bytes_per_member().unwrap()[8], 0);
+    let spread = fs.imbalance().unwrap().unwrap();
+    assert!(
+        spread > 1.1,
+        "an empty member should make the spread uneven: {spread}"
+    );
+    let task = unlimited();
+    let moved = fs.rebalance_pass(&task).unwrap();
+    assert!(moved > 0);
+    let after = fs.shard_bytes_per_member().unwrap();
+    let mean = after.iter().sum::<u64>() as f64 / 9.0;
+    let shard = (8192 / 4) as f64; // one shard of a full stripe
+    for (i, &b) in after.iter().enumerate() {
+        assert!(
+            (b as f64 - mean).abs() <= 2.0 * shard + 0.02 * mean,
+            "member {i} holds {b} bytes, mean {mean:.0}: {after:?}"
+        );
+    }
+    assert_fully_redundant(fs, &files, None);
+    // a second pass finds nothing worth moving
+    assert_eq!(fs.rebalance_pass(&task).unwrap(), 0);
+    // new stripes use the new member
+    let b = harness::resolve(fs, b"/bkt").unwrap();
+    let mut hit = false;
+    for i in 0..20 {
+        let (a, fh) = fs
+            .create_open(
+                b,
+                format!("new{i}").as_bytes(),
+                new_node(Kind::File, 0o644, b""),
+                true,
+            )
+            .unwrap();
+        fs.write(a.ino, 0, &pattern(i, 0, 8192)).unwrap();
+        fs.flush_handle(fh).unwrap();
+        fs.release(fh).unwrap();
+        hit |= fs
+            .stripes(a.ino)
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.members.contains(&new));
+    }
+    assert!(hit, "no new stripe went to the added member");
+    // remount: the pool includes the new member and the data is intact
+    rig.unmount().unwrap();
+    rig.mount().unwrap();
+    let fs = rig.fs();
+    assert_eq!(fs.pool.members().len(), 9);
+    assert_fully_redundant(fs, &files, None);
+    // with the old members only (the added one left out), mount refuses
+    // nothing and treats it as missing: assemble picks the longest list
+    let found: Vec<_> = rig.disks[..8]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let v = d.view();
+            let sb = shardfs::pool::Superblock::decode(
+                &v.read_file(shardfs::pool::SUPERBLOCK_FILE).unwrap(),
+            )
+            .unwrap();
+            (
+                format!("sim{i}"),
+                v as std::sync::Arc<dyn shardfs::pool::DiskBackend>,
+                sb,
+            )
+        })
+        .collect();
+    let (sb, members) = shardfs::pool::assemble(found).unwrap();
+    assert_eq!(sb.members.len(), 9);
+    assert_eq!(members[8].health(), Health::Missing);
+}
+
+/// A member whose add stopped after its own superblock was written (a
+/// crash in the middle of `disk add`): mounted with it, the pool includes
+/// it and brings the others' superblocks up to date; mounted without it,
+/// the pool is as before; once its slot went to another member, it is
+/// refused with a message that says what to do.
+#[test]
+fn a_half_added_member_is_included_or_refused_never_confused() {
+    use shardfs::pool::{assemble, DiskBackend, Superblock, SUPERBLOCK_FILE};
+    let (mut rig, files) = rig_with_files(6);
+    // simulate the crash: write only the new member's superblock, as step 1 does
+    let d = shardfs::crash::CrashDisk::new(rig.clock.clone());
+    let old_sb =
+        Superblock::decode(&rig.disks[0].view().read_file(SUPERBLOCK_FILE).unwrap()).unwrap();
+    let mut sb = old_sb.clone();
+    sb.member_id = format!("{:032x}", 0xabc);
+    sb.members.push(sb.member_id.clone());
+    sb.member_index = 8;
+    d.view()
+        .write_atomic(SUPERBLOCK_FILE, &sb.encode())
+        .unwrap();
+    let read = |i: usize, d: &std::sync::Arc<shardfs::crash::CrashDisk>| {
+        let v = d.view();
+        let sb = Superblock::decode(&v.read_file(SUPERBLOCK_FILE).unwrap()).unwrap();
+        (format!("sim{i}"), v as std::sync::Arc<dyn DiskBackend>, sb)
+    };
+    let mut found: Vec<_> = rig
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| read(i, d))
+        .collect();
+    found.push(read(8, &d));
+    let (sb9, _) = assemble(found.clone()).unwrap();
+    assert_eq!(sb9.members.len(), 9, "the half-added member is included");
+    // without it: the pool as before
+    let (sb8, _) = assemble(found[..8].to_vec()).unwrap();
+    assert_eq!(sb8.members.len(), 8);
+    // its slot goes to another member (a real add while it was away)
+    rig.add_member().unwrap();
+    found = rig
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| read(i, d))
+        .collect();
+    found.push(read(9, &d));
+    let err = assemble(found).unwrap_err().to_string();
+    assert!(
+        err.contains("was being added") && err.contains("disk add"),
+        "{err}"
+    );
+    assert_fully_redundant(rig.fs(), &files, None);
 }

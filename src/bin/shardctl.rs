@@ -49,6 +49,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DiskCmd,
     },
+    /// Rebalance: move shards onto members holding less than their share.
+    Rebalance {
+        #[command(subcommand)]
+        cmd: RebalanceCmd,
+    },
     /// Estimated annual durability (nines) of the pool as it is now.
     Durability {
         /// Annual failure rate of one failure domain, e.g. 0.015.
@@ -87,7 +92,28 @@ enum ScrubCmd {
 }
 
 #[derive(Subcommand)]
+enum RebalanceCmd {
+    /// Start a pass now.
+    Start,
+    /// Progress of the current or last pass, and the spread of shard bytes.
+    Status {
+        /// Keep showing progress until the pass ends.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DiskCmd {
+    /// Format empty directory DIR and join it to the pool as a new member
+    /// (new stripes use it at once; a rebalance then moves data onto it).
+    Add {
+        /// the new member's directory (created if missing, must be empty)
+        dir: PathBuf,
+        /// failure domain of the new member (required if the pool declares domains)
+        #[arg(long)]
+        domain: Option<String>,
+    },
     /// Take member ID out now; repair rebuilds its shards from redundancy.
     Fail {
         /// member index (see `shardctl status`)
@@ -133,7 +159,8 @@ fn bar(done: u64, total: u64) -> String {
 fn print_progress(what: &str, p: &Progress) {
     let state = if p.running { "running" } else { "idle" };
     println!(
-        "{what}     {state}, {} passes finished since mount",
+        "{:<11}{state}, {} passes finished since mount",
+        what.trim(),
         p.passes
     );
     println!(
@@ -153,6 +180,11 @@ fn print_progress(what: &str, p: &Progress) {
     }
     if what == "scrub " {
         println!("bad shards {} found, {} repaired", p.shards, p.repaired);
+    } else if what == "rebalance" {
+        println!(
+            "shards     {} moved; {} moves dropped (their stripe changed meanwhile)",
+            p.shards, p.stripes_failed
+        );
     } else {
         println!(
             "shards     {} rebuilt; {} stripes could not be finished",
@@ -183,6 +215,11 @@ fn show_progress(
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         } else {
             print_progress(what, &p);
+            if let Some(x) = v.get("imbalance").and_then(|x| x.as_f64()) {
+                println!(
+                    "spread     {x:.3} (max/mean of shard bytes over online members; 1 = even)"
+                );
+            }
         }
         if !wait || !p.running {
             return Ok(());
@@ -358,8 +395,37 @@ fn run(cli: Cli) -> Result<(), String> {
                 show_progress(&socket, Command::ScrubStatus, "scrub ", cli.json, wait)?
             }
         },
+        Cmd::Rebalance { cmd } => match cmd {
+            RebalanceCmd::Start => {
+                let v = call(&socket, Command::RebalanceStart)?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                } else {
+                    println!("rebalance pass requested; see `shardctl rebalance status`");
+                }
+            }
+            RebalanceCmd::Status { wait } => show_progress(
+                &socket,
+                Command::RebalanceStatus,
+                "rebalance",
+                cli.json,
+                wait,
+            )?,
+        },
         Cmd::Disk { cmd } => {
             let v = match cmd {
+                DiskCmd::Add { dir, domain } => {
+                    // the daemon resolves nothing relative to our directory
+                    let abs =
+                        std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    call(
+                        &socket,
+                        Command::DiskAdd {
+                            path: abs.display().to_string(),
+                            domain,
+                        },
+                    )?
+                }
                 DiskCmd::Fail { id } => call(&socket, Command::DiskFail { member: id })?,
                 DiskCmd::Drain { id } => call(&socket, Command::DiskDrain { member: id })?,
             };

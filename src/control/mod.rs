@@ -77,6 +77,19 @@ pub enum Command {
         /// member index
         member: u16,
     },
+    /// Format an empty directory and join it to the pool as a new member;
+    /// a rebalance then moves data onto it.
+    DiskAdd {
+        /// absolute path of the new member directory
+        path: String,
+        /// failure domain (required when the pool declares domains)
+        #[serde(default)]
+        domain: Option<String>,
+    },
+    /// Start a rebalance pass now.
+    RebalanceStart,
+    /// Rebalance progress and the spread of shard bytes over members.
+    RebalanceStatus,
     /// Estimated annual durability.
     Durability {
         /// annual failure rate per failure domain (default 1.5 %)

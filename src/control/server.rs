@@ -157,10 +157,9 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
                 .repair
                 .rate_limit
                 .store(bytes_per_sec, Ordering::Relaxed);
-            ctx.maintenance
-                .scrub
-                .rate_limit
-                .store(bytes_per_sec, Ordering::Relaxed);
+            for t in [&ctx.maintenance.scrub, &ctx.maintenance.rebalance] {
+                t.rate_limit.store(bytes_per_sec, Ordering::Relaxed);
+            }
             Ok(json(ctx.maintenance.repair.snapshot()))
         }
         Command::ScrubStart => {
@@ -174,6 +173,14 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
         Command::ScrubStatus => Ok(json(ctx.maintenance.scrub.snapshot())),
         Command::DiskFail { member } => set_health(ctx, member, crate::pool::Health::Failed),
         Command::DiskDrain { member } => set_health(ctx, member, crate::pool::Health::Draining),
+        Command::DiskAdd { path, domain } => disk_add(ctx, &path, domain),
+        Command::RebalanceStart => {
+            ctx.maintenance
+                .rebalance
+                .request_via(&ctx.maintenance.repair);
+            rebalance_status(ctx)
+        }
+        Command::RebalanceStatus => rebalance_status(ctx),
         Command::Durability { afr } => durability(ctx, afr),
     };
     match result {
@@ -186,6 +193,41 @@ fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).expect("json")
 }
 
+fn disk_add(
+    ctx: &Context,
+    path: &str,
+    domain: Option<String>,
+) -> Result<serde_json::Value, String> {
+    let dir = std::path::Path::new(path);
+    if !dir.is_absolute() {
+        return Err(format!(
+            "{path}: give the new member's directory as an absolute path"
+        ));
+    }
+    let index = ctx
+        .fs
+        .add_member_dir(dir, domain)
+        .map_err(|e| e.to_string())?;
+    ctx.maintenance
+        .rebalance
+        .request_via(&ctx.maintenance.repair);
+    Ok(json(serde_json::json!({
+        "member": index,
+        "path": path,
+        "message": format!(
+            "member {index} ({path}) joined the pool; new stripes use it now and a rebalance \
+             moves data onto it (see `shardctl rebalance status`)"
+        ),
+    })))
+}
+
+fn rebalance_status(ctx: &Context) -> Result<serde_json::Value, String> {
+    let mut v = json(ctx.maintenance.rebalance.snapshot());
+    let spread = ctx.fs.imbalance().map_err(|e| e.to_string())?;
+    v["imbalance"] = json(spread);
+    Ok(v)
+}
+
 fn set_health(
     ctx: &Context,
     member: u16,
@@ -193,9 +235,9 @@ fn set_health(
 ) -> Result<serde_json::Value, String> {
     let pool = &ctx.fs.pool;
     let m = pool
-        .members
+        .members()
         .get(member as usize)
-        .ok_or_else(|| format!("no member {member}: the pool has {}", pool.members.len()))?;
+        .ok_or_else(|| format!("no member {member}: the pool has {}", pool.members().len()))?;
     let cur = m.health();
     use crate::pool::Health;
     match (cur, h) {
@@ -210,7 +252,7 @@ fn set_health(
     }
     // refuse a change that would leave too few members for the code
     let left = pool
-        .members
+        .members()
         .iter()
         .filter(|x| x.index != member && x.writable_disk().is_some())
         .count();
@@ -240,7 +282,7 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
     let pool = &ctx.fs.pool;
     pool.refresh_capacity();
     let present: Vec<_> = pool
-        .members
+        .members()
         .iter()
         .filter(|m| !matches!(m.health(), crate::pool::Health::Removed))
         .collect();
@@ -249,12 +291,11 @@ fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, Stri
     // (a domain declared at mkfs wins over the filesystem)
     let mut per_domain: std::collections::BTreeMap<String, u64> = Default::default();
     for m in &present {
-        let key = match pool.sb.domains.get(m.index as usize) {
+        let key = match m.domain() {
             Some(d) if !d.is_empty() => format!("declared {d}"),
             _ => format!(
                 "fs {}",
-                m.disk
-                    .as_ref()
+                m.disk()
                     .and_then(|d| d.fs_id())
                     .unwrap_or(1 << 40 | m.index as u64)
             ),
@@ -306,7 +347,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
     let (objects, stripes, degraded) = fs.counts().map_err(|e| e.to_string())?;
     let replicas = ctx.replicas.replica_states();
     let members = pool
-        .members
+        .members()
         .iter()
         .map(|m| {
             let (total, free) = m.capacity();
@@ -315,7 +356,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
                 Some(
                     replicas
                         .iter()
-                        .find(|(n, _)| n == &m.path)
+                        .find(|(n, _)| n == m.path())
                         .map(|(_, ok)| if *ok { "healthy" } else { "failed" })
                         .unwrap_or("unavailable")
                         .to_string(),
@@ -325,19 +366,14 @@ fn status(ctx: &Context) -> Result<Status, String> {
             };
             MemberStatus {
                 index: m.index,
-                id: m.id.clone(),
-                path: m.path.clone(),
+                id: m.id().to_string(),
+                path: m.path().to_string(),
                 state: state.into(),
                 total_bytes: total,
                 used_bytes: total.saturating_sub(free),
                 errors: m.errors.load(Ordering::Relaxed),
                 meta_replica,
-                domain: pool
-                    .sb
-                    .domains
-                    .get(m.index as usize)
-                    .filter(|d| !d.is_empty())
-                    .cloned(),
+                domain: m.domain().filter(|d| !d.is_empty()).map(str::to_string),
             }
         })
         .collect();
@@ -367,9 +403,9 @@ fn locate(ctx: &Context, path: &str) -> Result<Locate, String> {
     let inode = fs.resolve(path).map_err(|e| format!("{path}: {e}"))?;
     let pool = &fs.pool;
     let member_path = |mi: u16| {
-        pool.members
+        pool.members()
             .get(mi as usize)
-            .map(|m| m.path.clone())
+            .map(|m| m.path().to_string())
             .unwrap_or_default()
     };
     let mut stripes = Vec::new();

@@ -10,6 +10,7 @@
 mod data;
 mod error;
 mod namespace;
+mod rebalance;
 mod repair;
 pub use namespace::{NewNode, SetAttr};
 pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
@@ -160,6 +161,8 @@ impl Fs {
             fs.meta.sync()?;
         }
         fs.load_member_health()?;
+        // members that missed a `disk add` learn the current member list
+        fs.pool.refresh_superblocks();
         // A clean unmount leaves no orphans and no unreferenced shards; after
         // anything else (kill -9, crash, a member that missed deletions)
         // sweep before serving.
@@ -284,7 +287,7 @@ impl Fs {
                 None => false,
             };
             if !keep {
-                if let Some(d) = self.pool.members[mi as usize].disk.as_ref() {
+                if let Some(d) = self.pool.member(mi).disk() {
                     if d.remove_file(&rel).is_ok() {
                         removed += 1;
                     } else {
@@ -411,8 +414,7 @@ impl Fs {
                     .members
                     .iter()
                     .filter(|&&m| {
-                        m != crate::pool::NO_MEMBER
-                            && self.pool.members[m as usize].live_disk().is_some()
+                        m != crate::pool::NO_MEMBER && self.pool.member(m).live_disk().is_some()
                     })
                     .count();
                 if healthy < loc.members.len() {

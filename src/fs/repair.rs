@@ -99,6 +99,19 @@ impl Task {
         self.wake.notify_all();
     }
 
+    /// Ask for a pass of this task, run by the thread that waits on
+    /// `waker` (the maintenance thread waits on repair's).
+    pub fn request_via(&self, waker: &Task) {
+        self.requested.store(true, Ordering::SeqCst);
+        waker.request_wake();
+    }
+
+    /// Wake the thread waiting on this task without asking for a pass.
+    fn request_wake(&self) {
+        let _g = self.wake_lock.lock().unwrap();
+        self.wake.notify_all();
+    }
+
     /// Wait until a pass is requested or `timeout` passes, leaving the
     /// request set for the caller to take.
     pub fn wait(&self, timeout: Duration) {
@@ -117,7 +130,7 @@ impl Task {
 }
 
 /// Paces work to a byte rate read at every step (so a change applies at once).
-struct Pacer<'a> {
+pub(super) struct Pacer<'a> {
     task: &'a Task,
     start: Instant,
     bytes: u64,
@@ -126,7 +139,7 @@ struct Pacer<'a> {
 impl<'a> Pacer<'a> {
     /// Reset `task`'s progress for a pass over `stripes` stripes of
     /// `stripe_size` bytes, and start pacing.
-    fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
+    pub(super) fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
         let mut p = task.progress.lock().unwrap();
         *p = Progress {
             running: true,
@@ -144,7 +157,7 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    fn account(&mut self, n: u64) {
+    pub(super) fn account(&mut self, n: u64) {
         self.bytes += n;
         let limit = self.task.rate_limit.load(Ordering::Relaxed);
         if limit == 0 {
@@ -157,7 +170,7 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.bytes as f64 / self.start.elapsed().as_secs_f64().max(1e-6)
     }
 }
@@ -175,7 +188,7 @@ pub struct RepairItem {
     pub slots: Vec<usize>,
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -184,7 +197,7 @@ fn now_secs() -> u64 {
 
 impl Fs {
     /// Every committed stripe in key order, in batches (no lock held).
-    fn for_each_stripe(&self, mut f: impl FnMut(u64, u64, StripeLoc)) -> FsResult<()> {
+    pub(super) fn for_each_stripe(&self, mut f: impl FnMut(u64, u64, StripeLoc)) -> FsResult<()> {
         let mut cursor = b"T".to_vec();
         loop {
             let batch = self.meta.range(&cursor, b"U", 1024)?;
@@ -207,7 +220,7 @@ impl Fs {
                 if mi == NO_MEMBER {
                     return true;
                 }
-                let h = self.pool.members[mi as usize].health();
+                let h = self.pool.member(mi).health();
                 !matches!(h, Health::Online | Health::Suspect)
                     || self.pool.is_bad(ino, s, loc.generation, i as u8)
             })
@@ -258,7 +271,7 @@ impl Fs {
             let mi = it.loc.members[i];
             let readable = mi != NO_MEMBER
                 && matches!(
-                    self.pool.members[mi as usize].health(),
+                    self.pool.member(mi).health(),
                     Health::Online | Health::Suspect
                 );
             if readable {
@@ -286,7 +299,10 @@ impl Fs {
     /// location is still the one repaired (compare and swap under the
     /// filesystem lock), all in one metadata commit. Copies of stripes that
     /// changed meanwhile are deleted. Returns the shards committed per item.
-    fn commit_repairs(&self, batch: Vec<(RepairItem, Vec<(usize, u16)>)>) -> FsResult<Vec<usize>> {
+    pub(super) fn commit_repairs(
+        &self,
+        batch: Vec<(RepairItem, Vec<(usize, u16)>)>,
+    ) -> FsResult<Vec<usize>> {
         if batch.iter().all(|(_, w)| w.is_empty()) {
             return Ok(vec![0; batch.len()]);
         }
@@ -404,7 +420,7 @@ impl Fs {
     fn finish_drains(&self) -> FsResult<()> {
         let draining: Vec<u16> = self
             .pool
-            .members
+            .members()
             .iter()
             .filter(|m| m.health() == Health::Draining)
             .map(|m| m.index)
@@ -430,10 +446,10 @@ impl Fs {
     pub fn set_member_health(&self, index: u16, h: Health) -> FsResult<()> {
         let m = self
             .pool
-            .members
+            .members()
             .get(index as usize)
             .ok_or_else(|| super::FsError::Invalid(format!("no member {index}")))?;
-        if m.disk.is_none() {
+        if m.disk().is_none() {
             return Err(super::FsError::Invalid(format!(
                 "member {index} is missing from this mount"
             )));
@@ -456,7 +472,7 @@ impl Fs {
             }
             let index = u16::from_be_bytes([k[1], k[2]]);
             let h: Health = dec("health", &v)?;
-            if let Some(m) = self.pool.members.get(index as usize) {
+            if let Some(m) = self.pool.members().get(index as usize) {
                 m.set_health(h);
             }
         }
@@ -484,7 +500,7 @@ impl Fs {
             for (i, r) in checks.iter().enumerate() {
                 let mi = loc.members[i];
                 if let Err(e) = r {
-                    if mi != NO_MEMBER && self.pool.members[mi as usize].live_disk().is_some() {
+                    if mi != NO_MEMBER && self.pool.member(mi).live_disk().is_some() {
                         let id = self.pool.shard_id_of(ino, s, loc.generation, i);
                         self.pool.shard_failed(mi, &id, &format!("scrub: {e}"));
                         bad += 1;
@@ -539,17 +555,17 @@ impl Fs {
             .map(|(k, _)| u16::from_be_bytes([k[1], k[2]]))
             .collect();
         let mut back = Vec::new();
-        for m in &self.pool.members {
+        for m in self.pool.members() {
             let h = m.health();
             if !matches!(h, Health::Suspect | Health::Failed) || admin.contains(&m.index) {
                 continue;
             }
-            let Some(d) = m.disk.as_ref() else { continue };
+            let Some(d) = m.disk() else { continue };
             let ok = d
                 .read_file(crate::pool::SUPERBLOCK_FILE)
                 .ok()
                 .and_then(|b| crate::pool::Superblock::decode(&b).ok())
-                .is_some_and(|sb| sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id);
+                .is_some_and(|sb| sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id());
             if ok {
                 m.set_health(Health::Online);
                 back.push(m.index);

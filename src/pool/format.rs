@@ -58,6 +58,13 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             "--domains: each name must be 1 to 64 characters".into(),
         ));
     }
+    if dirs.len() > super::MAX_MEMBERS {
+        return Err(setup(format!(
+            "{} member directories: a pool has at most {}",
+            dirs.len(),
+            super::MAX_MEMBERS
+        )));
+    }
     if dirs.len() < k + m {
         return Err(setup(format!(
             "a {k}+{m} pool needs at least {} member directories, {} given",
@@ -136,18 +143,21 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             created,
             domains: opt.domains.clone(),
         };
-        let disk = DirDisk::new(d);
-        for dir in 0..256 {
-            disk.create_dir_all(&format!("shards/{dir:02x}"))
-                .map_err(|e| setup(format!("{}: {e}", d.display())))?;
-        }
-        disk.sync_dir("shards")
-            .map_err(|e| setup(format!("{}: {e}", d.display())))?;
-        disk.write_atomic(SUPERBLOCK_FILE, &sb.encode())
-            .map_err(|e| setup(format!("{}: writing superblock: {e}", d.display())))?;
+        format_disk(&DirDisk::new(d), &sb)
+            .map_err(|e| setup(format!("{}: formatting: {e}", d.display())))?;
         first.get_or_insert(sb);
     }
     Ok(first.expect("at least one member"))
+}
+
+/// Lay out an empty member: the shard directories, durable, then the
+/// superblock (written atomically and synced: it makes the member).
+pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::Result<()> {
+    for dir in 0..256 {
+        disk.create_dir_all(&format!("shards/{dir:02x}"))?;
+    }
+    disk.sync_dir("shards")?;
+    disk.write_atomic(SUPERBLOCK_FILE, &sb.encode())
 }
 
 /// Read the superblocks of `dirs` and check they form one pool. Members of
@@ -156,7 +166,7 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
     if dirs.is_empty() {
         return Err(setup("no member directories given".into()));
     }
-    let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
+    let mut found: Vec<(String, Arc<dyn DiskBackend>, Superblock)> = Vec::new();
     let mut canon_seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     for d in dirs {
         let canon = d.canonicalize().map_err(|e| {
@@ -185,35 +195,78 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
                 d.display()
             ))
         })?;
-        if let Some((p0, sb0)) = found.first() {
-            if sb.pool_id != sb0.pool_id {
-                return Err(setup(format!(
-                    "{} belongs to pool {}, but {} belongs to pool {}: list members of one pool only",
-                    d.display(),
-                    sb.pool_id,
-                    p0.display(),
-                    sb0.pool_id
-                )));
-            }
+        found.push((
+            d.display().to_string(),
+            Arc::new(DirDisk::new(d)) as Arc<dyn DiskBackend>,
+            sb,
+        ));
+    }
+    assemble(found)
+}
+
+/// Check that opened members (path, disk, superblock) form one pool and
+/// build its member list: the longest member list any of them carries
+/// (lists only grow, by `disk add`, and every shorter list must be a
+/// prefix of it). Members of the pool that were not given are present as
+/// missing.
+pub fn assemble(
+    found: Vec<(String, Arc<dyn DiskBackend>, Superblock)>,
+) -> Result<(Superblock, Vec<Member>), PoolError> {
+    if found.is_empty() {
+        return Err(setup("no member directories given".into()));
+    }
+    for (i, (d, _, sb)) in found.iter().enumerate() {
+        let (p0, _, sb0) = &found[0];
+        if sb.pool_id != sb0.pool_id {
+            return Err(setup(format!(
+                "{d} belongs to pool {}, but {p0} belongs to pool {}: list members of one pool only",
+                sb.pool_id, sb0.pool_id
+            )));
         }
         if sb.members.get(sb.member_index as usize) != Some(&sb.member_id) {
             return Err(setup(format!(
-                "{}: superblock member index {} does not match its member list",
-                d.display(),
+                "{d}: superblock member index {} does not match its member list",
                 sb.member_index
             )));
         }
-        if let Some((p, _)) = found.iter().find(|(_, o)| o.member_id == sb.member_id) {
+        if let Some((p, _, _)) = found[..i]
+            .iter()
+            .find(|(_, _, o)| o.member_id == sb.member_id)
+        {
             return Err(setup(format!(
-                "{} and {} are the same member {} (a copied directory?): give each member once",
-                d.display(),
-                p.display(),
+                "{p} and {d} are the same member {} (a copied directory?): give each member once",
                 sb.member_id
             )));
         }
-        found.push((d.clone(), sb));
     }
-    let sb0 = found[0].1.clone();
+    // the newest member list: the longest (lists only grow); of equally
+    // long ones, the one most members carry (a half-added member carries
+    // a list of its own)
+    let count = |l: &Vec<String>| found.iter().filter(|(_, _, o)| &o.members == l).count();
+    let newest = found
+        .iter()
+        .map(|(_, _, sb)| sb)
+        .max_by_key(|sb| (sb.members.len(), count(&sb.members)))
+        .expect("not empty")
+        .clone();
+    for (d, _, sb) in &found {
+        if newest.members.get(sb.member_index as usize) != Some(&sb.member_id) {
+            return Err(setup(format!(
+                "{d} was being added to the pool when the add stopped, and its slot {} has \
+                 since gone to another member: leave it out, empty it and `shardctl disk add` it again",
+                sb.member_index
+            )));
+        }
+        if newest.members[..sb.members.len()] != sb.members[..] {
+            return Err(setup(format!(
+                "{d}: its member list disagrees with the pool's newest one: \
+                 the member lists were edited by hand, or the pool was copied"
+            )));
+        }
+    }
+    let mut sb0 = found[0].2.clone();
+    sb0.members = newest.members.clone();
+    sb0.domains = newest.domains.clone();
     let k = sb0.k as usize;
     if found.len() < k {
         return Err(setup(format!(
@@ -228,7 +281,9 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let present = found.iter().find(|(_, sb)| sb.member_index as usize == i);
+            let present = found
+                .iter()
+                .find(|(_, _, sb)| sb.member_index as usize == i);
             if present.is_none() {
                 log::warn!("member {i} ({id}) was not given: the pool runs degraded without it");
             }
@@ -236,11 +291,51 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
                 i as u16,
                 id.clone(),
                 present
-                    .map(|(p, _)| p.display().to_string())
+                    .map(|(p, _, _)| p.clone())
                     .unwrap_or_else(|| "(missing)".into()),
-                present.map(|(p, _)| Arc::new(DirDisk::new(p)) as Arc<dyn DiskBackend>),
+                present.map(|(_, d, _)| d.clone()),
             )
         })
         .collect();
     Ok((sb0, members))
+}
+
+/// Check that `dir` can become a new member (exists or can be created,
+/// empty, not already a member, not the directory of a current member).
+pub fn check_new_member_dir(dir: &Path, current_roots: &[PathBuf]) -> Result<(), PoolError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        setup(format!(
+            "{}: cannot create member directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let canon = dir
+        .canonicalize()
+        .map_err(|e| setup(format!("{}: {e}", dir.display())))?;
+    if current_roots
+        .iter()
+        .any(|r| r.canonicalize().ok().as_ref() == Some(&canon))
+    {
+        return Err(setup(format!(
+            "{} is already a member of this pool",
+            dir.display()
+        )));
+    }
+    if dir.join(SUPERBLOCK_FILE).exists() {
+        return Err(setup(format!(
+            "{} is already a shardfs member: remove its contents first if you mean to reuse it",
+            dir.display()
+        )));
+    }
+    if std::fs::read_dir(dir)
+        .map_err(|e| setup(format!("{}: {e}", dir.display())))?
+        .next()
+        .is_some()
+    {
+        return Err(setup(format!(
+            "{} is not empty: a member directory must start empty",
+            dir.display()
+        )));
+    }
+    Ok(())
 }

@@ -7,13 +7,14 @@ mod placement;
 mod superblock;
 
 pub use disk::{DirDisk, DiskBackend, MemDisk};
-pub use format::{mkfs, open_members, MkfsOptions};
+pub use format::{assemble, check_new_member_dir, mkfs, open_members, MkfsOptions};
 pub use superblock::{new_id, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
 
 use crate::ec::{Codec, ShardHeader, ShardId};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Above this many pending shard files, `sync_pending` syncs whole
 /// filesystems instead of single files.
@@ -135,17 +136,23 @@ pub const FAIL_AFTER: u64 = 24;
 /// Consecutive successes that make a suspect member online again.
 pub const CLEAR_AFTER: u64 = 256;
 
-/// One member disk of the pool.
+/// Most members a pool can have (slots are preallocated so that members
+/// can join a running pool without moving the others).
+pub const MAX_MEMBERS: usize = 512;
+
+/// One member disk of the pool, or an unused slot (no id yet).
 #[derive(Debug)]
 pub struct Member {
     /// Index in the superblock's member list.
     pub index: u16,
-    /// Member id from the superblock.
-    pub id: String,
-    /// Path given at mount, or "(missing)".
-    pub path: String,
-    /// The disk, if it was present at mount.
-    pub disk: Option<Arc<dyn DiskBackend>>,
+    /// Member id from the superblock (set once; unset: unused slot).
+    id: OnceLock<String>,
+    /// Path given at mount (or at `disk add`).
+    path: OnceLock<String>,
+    /// The disk, if it was present at mount (or added since).
+    disk: OnceLock<Arc<dyn DiskBackend>>,
+    /// Declared failure domain, if any.
+    domain: OnceLock<String>,
     /// [`Health`] as a number (see [`Member::health`]).
     state: std::sync::atomic::AtomicU8,
     /// I/O errors seen on this member.
@@ -160,16 +167,25 @@ pub struct Member {
 impl Member {
     /// A member with the given index and id; online when `disk` is given.
     pub fn new(index: u16, id: String, path: String, disk: Option<Arc<dyn DiskBackend>>) -> Self {
+        let m = Member::slot(index);
+        m.id.set(id).expect("fresh slot");
+        m.path.set(path).expect("fresh slot");
+        if let Some(d) = disk {
+            m.disk.set(d).expect("fresh slot");
+            m.state.store(Health::Online as u8, Ordering::Relaxed);
+        }
+        m
+    }
+
+    /// An unused slot.
+    fn slot(index: u16) -> Self {
         Member {
             index,
-            id,
-            path,
-            state: std::sync::atomic::AtomicU8::new(if disk.is_some() {
-                Health::Online as u8
-            } else {
-                Health::Missing as u8
-            }),
-            disk,
+            id: OnceLock::new(),
+            path: OnceLock::new(),
+            disk: OnceLock::new(),
+            domain: OnceLock::new(),
+            state: std::sync::atomic::AtomicU8::new(Health::Missing as u8),
             errors: AtomicU64::new(0),
             streak_errors: AtomicU64::new(0),
             streak_ok: AtomicU64::new(0),
@@ -178,10 +194,35 @@ impl Member {
         }
     }
 
+    /// Member id ("" for an unused slot).
+    pub fn id(&self) -> &str {
+        self.id.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// Path given at mount or `disk add`, or "(missing)".
+    pub fn path(&self) -> &str {
+        self.path.get().map(String::as_str).unwrap_or("(missing)")
+    }
+
+    /// Declared failure domain, if any.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.get().map(String::as_str)
+    }
+
+    /// Set the declared failure domain (once, at pool open or `disk add`).
+    pub fn set_domain(&self, d: String) {
+        let _ = self.domain.set(d);
+    }
+
+    /// The disk, whatever the member's health (None: not present).
+    pub fn disk(&self) -> Option<&Arc<dyn DiskBackend>> {
+        self.disk.get()
+    }
+
     /// The disk if shards on the member can be read (online, suspect, draining).
     pub fn live_disk(&self) -> Option<&Arc<dyn DiskBackend>> {
         if self.health().readable() {
-            self.disk.as_ref()
+            self.disk.get()
         } else {
             None
         }
@@ -190,7 +231,7 @@ impl Member {
     /// The disk if new shards may go to the member (online only).
     pub fn writable_disk(&self) -> Option<&Arc<dyn DiskBackend>> {
         if self.health() == Health::Online {
-            self.disk.as_ref()
+            self.disk.get()
         } else {
             None
         }
@@ -204,7 +245,7 @@ impl Member {
     /// Set the health (admin commands, persisted states at mount). A
     /// member without a disk stays missing.
     pub fn set_health(&self, h: Health) {
-        if self.disk.is_none() {
+        if self.disk.get().is_none() {
             return;
         }
         let old = self.health();
@@ -212,7 +253,7 @@ impl Member {
             log::warn!(
                 "member {} ({}): {} -> {}",
                 self.index,
-                self.path,
+                self.path(),
                 old.name(),
                 h.name()
             );
@@ -232,7 +273,7 @@ impl Member {
             log::warn!(
                 "member {} ({}): {} -> {}: {why}",
                 self.index,
-                self.path,
+                self.path(),
                 from.name(),
                 to.name()
             );
@@ -262,7 +303,7 @@ impl Member {
     fn note_error(&self, what: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.streak_ok.store(0, Ordering::Relaxed);
-        log::warn!("member {} ({}): {}", self.index, self.path, what);
+        log::warn!("member {} ({}): {}", self.index, self.path(), what);
         let n = self.streak_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= FAIL_AFTER {
             for from in [Health::Online, Health::Suspect] {
@@ -285,8 +326,13 @@ pub struct Pool {
     pub sb: Superblock,
     /// The stripe code.
     pub codec: Codec,
-    /// All members, by index.
-    pub members: Vec<Member>,
+    /// Member slots, by index: `[..count]` are the pool's members, the
+    /// rest unused until `disk add` fills the next one.
+    slots: Vec<Member>,
+    /// Members in the pool (slots in use). Only grows.
+    count: AtomicUsize,
+    /// Serialises `disk add`.
+    add_lock: Mutex<()>,
     /// Counters.
     pub stats: PoolStats,
     pool_bytes: [u8; 16],
@@ -335,6 +381,22 @@ pub fn parse_shard_name(name: &str) -> Option<(u64, u64, u64, u8)> {
 impl Pool {
     /// Build a pool from opened members (see [`open_members`]).
     pub fn new(sb: Superblock, members: Vec<Member>) -> Result<Pool, PoolError> {
+        if members.len() > MAX_MEMBERS {
+            return Err(PoolError::Setup(format!(
+                "{} members: a pool has at most {MAX_MEMBERS}",
+                members.len()
+            )));
+        }
+        let count = members.len();
+        let mut slots = members;
+        for (i, m) in slots.iter().enumerate() {
+            if let Some(d) = sb.domains.get(i) {
+                m.set_domain(d.clone());
+            }
+        }
+        for i in count..MAX_MEMBERS {
+            slots.push(Member::slot(i as u16));
+        }
         let codec = Codec::new(sb.k as usize, sb.m as usize)
             .map_err(|e| PoolError::Setup(e.to_string()))?;
         let seeded = {
@@ -346,7 +408,9 @@ impl Pool {
             pool_bytes: sb.pool_bytes(),
             sb,
             codec,
-            members,
+            slots,
+            count: AtomicUsize::new(count),
+            add_lock: Mutex::new(()),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
@@ -357,6 +421,150 @@ impl Pool {
         };
         pool.refresh_capacity();
         Ok(pool)
+    }
+
+    /// The pool's members, by index (grows when a member is added).
+    pub fn members(&self) -> &[Member] {
+        &self.slots[..self.count.load(Ordering::Acquire)]
+    }
+
+    /// Member `i` (an unused slot, which has no disk, if `i` is not yet a
+    /// member). Panics if `i` is beyond every slot.
+    pub fn member(&self, i: u16) -> &Member {
+        &self.slots[i as usize]
+    }
+
+    /// Join `disk` (empty, unformatted) to the running pool as a new
+    /// member, online at once; returns its index. Protocol (each step
+    /// durable before the next):
+    /// 1. the new member's superblock, listing it at the next free index;
+    /// 2. every present member's superblock, rewritten with the longer list;
+    /// 3. the slot is filled and published: placement sees it from now on.
+    ///
+    /// A crash after 1 leaves the new member's list the longest: mounted
+    /// with it, the pool includes it (still empty); mounted without it,
+    /// the pool is as before, and the half-added directory is refused with
+    /// a message if it shows up later with a conflicting slot. A member
+    /// whose superblock could not be rewritten in 2 is brought up to date
+    /// at the next mount ([`Pool::refresh_superblocks`]).
+    pub fn add_member(
+        &self,
+        disk: Arc<dyn DiskBackend>,
+        path: String,
+        domain: Option<String>,
+    ) -> Result<u16, PoolError> {
+        let _g = self.add_lock.lock().unwrap();
+        let n = self.members().len();
+        if n >= MAX_MEMBERS {
+            return Err(PoolError::Setup(format!(
+                "the pool already has {MAX_MEMBERS} members, the most it can have"
+            )));
+        }
+        if disk.read_file(SUPERBLOCK_FILE).is_ok() {
+            return Err(PoolError::Setup(format!(
+                "{path} is already a shardfs member: remove its contents first if you mean to reuse it"
+            )));
+        }
+        let declared = self.members().iter().any(|m| m.domain().is_some());
+        let domains: Vec<String> = match (&domain, declared) {
+            (Some(d), _) if d.is_empty() || d.len() > 64 || d.contains(',') => {
+                return Err(PoolError::Setup(format!(
+                    "--domain {d:?}: a failure domain name has 1 to 64 characters and no comma"
+                )))
+            }
+            (None, true) => {
+                return Err(PoolError::Setup(
+                    "this pool declares a failure domain for every member: give --domain".into(),
+                ))
+            }
+            (Some(d), false) if n > 0 => {
+                return Err(PoolError::Setup(format!(
+                    "--domain {d}: this pool declares no failure domains (set them at mkfs), \
+                     so the new member cannot declare one"
+                )))
+            }
+            (Some(d), _) => self
+                .members()
+                .iter()
+                .map(|m| m.domain().unwrap_or_default().to_string())
+                .chain([d.clone()])
+                .collect(),
+            (None, false) => Vec::new(),
+        };
+        let id = new_id();
+        let ids: Vec<String> = self
+            .members()
+            .iter()
+            .map(|m| m.id().to_string())
+            .chain([id.clone()])
+            .collect();
+        let mut sb = self.sb.clone();
+        sb.members = ids;
+        sb.domains = domains;
+        sb.member_id = id.clone();
+        sb.member_index = n as u16;
+        format::format_disk(disk.as_ref(), &sb)
+            .map_err(|e| PoolError::Setup(format!("{path}: formatting the new member: {e}")))?;
+        self.write_superblocks(&sb);
+        let m = &self.slots[n];
+        m.id.set(id).expect("unused slot");
+        m.path.set(path.clone()).expect("unused slot");
+        if let Some(d) = domain {
+            m.set_domain(d);
+        }
+        m.disk.set(disk).expect("unused slot");
+        m.state.store(Health::Online as u8, Ordering::Relaxed);
+        if let Some(d) = m.disk() {
+            if let Ok((t, f)) = d.capacity() {
+                m.total.store(t, Ordering::Relaxed);
+                m.free.store(f, Ordering::Relaxed);
+            }
+        }
+        self.count.store(n + 1, Ordering::Release);
+        log::warn!("member {n} ({path}) added to the pool; new stripes use it, rebalance moves data onto it");
+        Ok(n as u16)
+    }
+
+    /// Rewrite every present member's superblock from `newest` (the pool's
+    /// current member list) where it differs; failures are logged and left
+    /// for the next mount.
+    fn write_superblocks(&self, newest: &Superblock) {
+        for m in self.members() {
+            let Some(d) = m.disk() else { continue };
+            let mut sb = newest.clone();
+            sb.member_id = m.id().to_string();
+            sb.member_index = m.index;
+            let current = d
+                .read_file(SUPERBLOCK_FILE)
+                .ok()
+                .and_then(|b| Superblock::decode(&b).ok());
+            if current.as_ref() == Some(&sb) {
+                continue;
+            }
+            if current.is_some_and(|c| c.pool_id != sb.pool_id || c.member_id != sb.member_id) {
+                continue; // not ours any more: leave it alone
+            }
+            if let Err(e) = d.write_atomic(SUPERBLOCK_FILE, &sb.encode()) {
+                m.note_error(&format!("updating the superblock's member list: {e}"));
+            }
+        }
+    }
+
+    /// Bring every present member's superblock up to the pool's member
+    /// list (a member that missed a `disk add`, or was absent then).
+    pub fn refresh_superblocks(&self) {
+        let mut sb = self.sb.clone();
+        sb.members = self.members().iter().map(|m| m.id().to_string()).collect();
+        let declared = self.members().iter().any(|m| m.domain().is_some());
+        sb.domains = if declared {
+            self.members()
+                .iter()
+                .map(|m| m.domain().unwrap_or_default().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.write_superblocks(&sb);
     }
 
     /// A uniform random number in [0, 1) from the pool's generator.
@@ -382,7 +590,7 @@ impl Pool {
 
     /// Members that may take new shards (online).
     pub fn online_count(&self) -> usize {
-        self.members
+        self.members()
             .iter()
             .filter(|m| m.writable_disk().is_some())
             .count()
@@ -390,7 +598,7 @@ impl Pool {
 
     /// Re-read every member's capacity.
     pub fn refresh_capacity(&self) {
-        for m in &self.members {
+        for m in self.members() {
             if let Some(d) = m.live_disk() {
                 match d.capacity() {
                     Ok((t, f)) => {
@@ -411,7 +619,7 @@ impl Pool {
     pub fn has_room(&self, shard_len: usize, shards: usize) -> bool {
         let need = (shard_len as u64 + 64 * 1024) * shards as u64;
         let with_room = self
-            .members
+            .members()
             .iter()
             .filter_map(|m| m.writable_disk())
             .filter(|d| d.capacity().map(|(_, free)| free >= need).unwrap_or(false))
@@ -422,7 +630,7 @@ impl Pool {
     /// Usable (total, free) bytes after parity.
     pub fn usable_capacity(&self) -> (u64, u64) {
         let (mut t, mut f) = (0u128, 0u128);
-        for m in &self.members {
+        for m in self.members() {
             let (mt, mf) = m.capacity();
             t += mt as u128;
             f += mf as u128;
@@ -510,7 +718,7 @@ impl Pool {
             // the shards that did land are useless: remove them now
             for (i, &mi) in members.iter().enumerate() {
                 if mi != NO_MEMBER {
-                    if let Some(d) = self.members[mi as usize].live_disk() {
+                    if let Some(d) = self.slots[mi as usize].live_disk() {
                         let _ = d.remove_file(&shard_path(object, stripe, generation, i as u8));
                     }
                 }
@@ -570,7 +778,7 @@ impl Pool {
             // a bad copy on a healthy member (bit rot) is rewritten in place
             let here = loc.members[slot];
             if here != NO_MEMBER
-                && self.members[here as usize].writable_disk().is_some()
+                && self.slots[here as usize].writable_disk().is_some()
                 && self
                     .write_shard(here, &rel, &[&header, shards[slot]])
                     .is_ok()
@@ -594,9 +802,42 @@ impl Pool {
         done
     }
 
+    /// Copy shard `slot` of a stripe generation from the member that holds
+    /// it to member `to` (rebalance): the copy is read and verified, then
+    /// written as a new file. Not durable until [`Pool::sync_pending`];
+    /// the caller commits the new location and then removes the old copy.
+    pub fn copy_shard(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        slot: usize,
+        to: u16,
+    ) -> Result<(), String> {
+        let from = loc.members[slot];
+        let id = self.shard_id(object, stripe, loc.generation, slot);
+        let payload = match self.read_shard(from, id, loc.len) {
+            Ok(p) => p,
+            Err(e) => {
+                self.shard_failed(from, &id, &e);
+                return Err(e);
+            }
+        };
+        let header = ShardHeader::header(id, self.sb.k, self.sb.m, loc.len, &payload);
+        let rel = shard_path(object, stripe, loc.generation, slot as u8);
+        self.write_shard(to, &rel, &[&header, &payload])
+            .map_err(|full| {
+                if full {
+                    "target member is full".to_string()
+                } else {
+                    "write to the target member failed".to_string()
+                }
+            })
+    }
+
     /// Remove one shard file (a replaced copy) if its member is reachable.
     pub fn remove_shard(&self, mi: u16, object: u64, stripe: u64, generation: u64, index: u8) {
-        if let Some(d) = self.members.get(mi as usize).and_then(|m| m.live_disk()) {
+        if let Some(d) = self.members().get(mi as usize).and_then(|m| m.live_disk()) {
             let rel = shard_path(object, stripe, generation, index);
             if d.remove_file(&rel).is_err() {
                 self.garbage_left.store(true, Ordering::Relaxed);
@@ -623,7 +864,7 @@ impl Pool {
 
     /// Write one shard file; `Err(true)` when the member is out of space.
     fn write_shard(&self, mi: u16, rel: &str, bytes: &[&[u8]]) -> Result<(), bool> {
-        let m = &self.members[mi as usize];
+        let m = &self.slots[mi as usize];
         let Some(d) = m.writable_disk() else {
             return Err(false);
         };
@@ -646,7 +887,7 @@ impl Pool {
     /// The disk and relative path of a shard about to be read (counted).
     fn shard_file(&self, mi: u16, id: &ShardId) -> Result<(&Arc<dyn DiskBackend>, String), String> {
         let m = self
-            .members
+            .members()
             .get(mi as usize)
             .ok_or_else(|| format!("no member {mi}"))?;
         let d = m.live_disk().ok_or("member offline")?;
@@ -662,7 +903,7 @@ impl Pool {
         if h.id != id || h.stripe_len != stripe_len {
             return Err(format!("{rel}: header names another shard"));
         }
-        self.members[mi as usize].note_ok();
+        self.slots[mi as usize].note_ok();
         Ok(payload.to_vec())
     }
 
@@ -670,7 +911,7 @@ impl Pool {
     /// member's error count, and the shard for repair.
     pub fn shard_failed(&self, mi: u16, id: &ShardId, why: &str) {
         self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
-        let m = &self.members[mi as usize];
+        let m = &self.slots[mi as usize];
         // I/O errors say the disk is failing; a checksum mismatch says a
         // sector rotted (counted, repaired in place, but no verdict on
         // the member)
@@ -678,7 +919,7 @@ impl Pool {
             m.note_error(why);
         } else {
             m.errors.fetch_add(1, Ordering::Relaxed);
-            log::warn!("member {} ({}): {why}", m.index, m.path);
+            log::warn!("member {} ({}): {why}", m.index, m.path());
         }
         self.bad
             .lock()
@@ -754,7 +995,7 @@ impl Pool {
         }
         h.verify_blocks(first, &data)
             .map_err(|e| format!("{rel}: {e}"))?;
-        self.members[mi as usize].note_ok();
+        self.slots[mi as usize].note_ok();
         Ok(data[start - from..end - from].to_vec())
     }
 
@@ -786,7 +1027,7 @@ impl Pool {
             let mi = loc.members[i];
             // a shard never written, or on a member known to be gone, is not
             // a new error: go straight to the decode
-            if mi == NO_MEMBER || self.members[mi as usize].live_disk().is_none() {
+            if mi == NO_MEMBER || self.slots[mi as usize].live_disk().is_none() {
                 return Err((NO_MEMBER, "unavailable".to_string()));
             }
             let id = self.shard_id(object, stripe, loc.generation, i);
@@ -851,7 +1092,7 @@ impl Pool {
         // Candidates in preference order: data shards first, then parity.
         let mut candidates: Vec<usize> = (0..n)
             .filter(|&i| loc.members[i] != NO_MEMBER)
-            .filter(|&i| self.members[loc.members[i] as usize].live_disk().is_some())
+            .filter(|&i| self.slots[loc.members[i] as usize].live_disk().is_some())
             .collect();
         candidates.sort_by_key(|&i| (i >= k) as u8);
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
@@ -895,8 +1136,8 @@ impl Pool {
                 if slot.is_some() || mi == NO_MEMBER {
                     continue;
                 }
-                let m = &self.members[mi as usize];
-                let Some(d) = m.disk.as_ref() else { continue };
+                let m = &self.slots[mi as usize];
+                let Some(d) = m.disk() else { continue };
                 if m.live_disk().is_some() {
                     continue; // already tried
                 }
@@ -910,7 +1151,7 @@ impl Pool {
                     log::warn!(
                         "object {object} stripe {stripe}: shard {i} read from member {mi} ({}) \
                          although it is {}",
-                        m.path,
+                        m.path(),
                         m.health().name()
                     );
                     *slot = Some(p);
@@ -967,11 +1208,11 @@ impl Pool {
             if mi == NO_MEMBER {
                 continue;
             }
-            match self.members[mi as usize].live_disk() {
+            match self.slots[mi as usize].live_disk() {
                 Some(d) => {
                     let rel = shard_path(object, stripe, loc.generation, i as u8);
                     if let Err(e) = d.remove_file(&rel) {
-                        self.members[mi as usize].note_error(&format!("remove {rel}: {e}"));
+                        self.slots[mi as usize].note_error(&format!("remove {rel}: {e}"));
                         self.garbage_left.store(true, Ordering::Relaxed);
                     }
                 }
@@ -1007,7 +1248,7 @@ impl Pool {
         if list.len() > SYNCFS_THRESHOLD {
             return self.sync_filesystems(&list);
         }
-        let mut per_member: Vec<Vec<String>> = vec![Vec::new(); self.members.len()];
+        let mut per_member: Vec<Vec<String>> = vec![Vec::new(); self.slots.len()];
         for (mi, rel) in list {
             per_member[mi as usize].push(rel);
         }
@@ -1016,7 +1257,7 @@ impl Pool {
                 if rels.is_empty() {
                     continue;
                 }
-                let m = &self.members[mi];
+                let m = &self.slots[mi];
                 s.spawn(move || {
                     let Some(d) = m.live_disk() else { return };
                     let mut dirs = std::collections::BTreeSet::new();
@@ -1050,7 +1291,7 @@ impl Pool {
             if !seen.insert(*mi) {
                 continue;
             }
-            let m = &self.members[*mi as usize];
+            let m = &self.slots[*mi as usize];
             let Some(d) = m.live_disk() else { continue };
             // unknown filesystems are synced on their own
             let key = d.fs_id().or(Some(u64::MAX - *mi as u64));
@@ -1058,7 +1299,7 @@ impl Pool {
         }
         std::thread::scope(|s| {
             for members in groups.values() {
-                let m = &self.members[members[0] as usize];
+                let m = &self.slots[members[0] as usize];
                 s.spawn(move || {
                     if let Some(d) = m.live_disk() {
                         if let Err(e) = d.sync_fs() {
@@ -1075,8 +1316,8 @@ impl Pool {
         let mut out = Vec::new();
         // every member with a disk, whatever its health: a failed or
         // removed member's unreferenced copies are garbage too
-        for m in &self.members {
-            let Some(d) = m.disk.as_ref() else { continue };
+        for m in self.members() {
+            let Some(d) = m.disk() else { continue };
             for dir in 0..256 {
                 let rel = format!("shards/{dir:02x}");
                 match d.list_dir(&rel) {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 /// in `exclude`.
 pub(super) fn choose(pool: &Pool, n: usize, exclude: &[u16]) -> Vec<u16> {
     let mut keyed: Vec<(f64, u16)> = pool
-        .members
+        .members()
         .iter()
         .filter(|m| m.writable_disk().is_some() && !exclude.contains(&m.index))
         .map(|m| {

@@ -165,6 +165,23 @@ impl Rig {
         self.fs = None;
     }
 
+    /// `disk add`: a new empty member joins the running pool.
+    pub fn add_member(&mut self) -> Result<usize, String> {
+        let n = self.disks.len();
+        let d = CrashDisk::new(self.clock.clone());
+        let i = self
+            .fs()
+            .pool
+            .add_member(d.view(), format!("sim{n}"), None)
+            .map_err(|e| e.to_string())?;
+        assert_eq!(i as usize, n, "a new member takes the next index");
+        self.sb
+            .members
+            .push(self.fs().pool.member(i).id().to_string());
+        self.disks.push(d);
+        Ok(n)
+    }
+
     /// Set or clear the injected failure of member `i`.
     pub fn fail(&self, i: usize, on: bool) {
         self.disks[i].fail.store(on, Ordering::SeqCst);
@@ -294,6 +311,10 @@ pub enum Op {
     FailMember(u8),
     /// `shardctl disk drain`: move everything off member i.
     Drain(u8),
+    /// `shardctl disk add`: a new empty member joins (at most 2 per run).
+    AddMember,
+    /// A rebalance pass (moves shards onto members holding less).
+    Rebalance,
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -364,6 +385,8 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         2 => Just(Op::Scrub),
         1 => any::<u8>().prop_map(Op::FailMember),
         1 => any::<u8>().prop_map(Op::Drain),
+        1 => Just(Op::AddMember),
+        2 => Just(Op::Rebalance),
     ]
     .boxed()
 }
@@ -579,6 +602,8 @@ pub struct Pair {
     admin: BTreeSet<usize>,
     /// Progress and rate of repair and scrub passes.
     pub task: shardfs::fs::Task,
+    /// Members added so far.
+    added: usize,
     /// Steps run.
     pub steps: usize,
     /// Log of the steps, for failure reports.
@@ -621,6 +646,7 @@ impl Pair {
                 t.rate_limit.store(0, Ordering::Relaxed);
                 t
             },
+            added: 0,
             steps: 0,
             log: Vec::new(),
             tally: BTreeMap::new(),
@@ -683,7 +709,7 @@ impl Pair {
     pub fn run(&mut self, op: &Op) -> (R, R) {
         match *op {
             Op::Lose(i) => {
-                let i = i as usize % MEMBERS;
+                let i = i as usize % self.rig.disks.len();
                 if self.lost.is_some() || !self.budget(i) {
                     return (Ok(Out::Skipped), Ok(Out::Skipped));
                 }
@@ -754,8 +780,50 @@ impl Pair {
                 }
                 (Ok(Out::Done), Ok(Out::Done))
             }
+            Op::AddMember => {
+                if self.added >= 2 {
+                    return (Ok(Out::Skipped), Ok(Out::Skipped));
+                }
+                if let Err(e) = self.rig.add_member() {
+                    if self.rig.clock.stopped() {
+                        return (Ok(Out::Done), Err(libc::EIO)); // cut short
+                    }
+                    self.fail(&format!("disk add: {e}"));
+                }
+                self.added += 1;
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Rebalance => {
+                self.quiesce();
+                self.s.model.sync_metadata();
+                if let Err(e) = self.rig.fs().rebalance_pass(&self.task) {
+                    if self.rig.clock.stopped() {
+                        return (Ok(Out::Done), Err(libc::EIO)); // cut short
+                    }
+                    self.fail(&format!("rebalance: {e}"));
+                }
+                for (ino, locs) in self.all_stripes() {
+                    for (s, loc) in locs {
+                        let mut placed: Vec<u16> = loc
+                            .members
+                            .iter()
+                            .copied()
+                            .filter(|&m| m != shardfs::pool::NO_MEMBER)
+                            .collect();
+                        placed.sort();
+                        let n = placed.len();
+                        placed.dedup();
+                        if placed.len() != n {
+                            self.fail(&format!(
+                                "inode {ino} stripe {s}: two shards on one member after rebalance: {loc:?}"
+                            ));
+                        }
+                    }
+                }
+                (Ok(Out::Done), Ok(Out::Done))
+            }
             Op::FailMember(i) | Op::Drain(i) => {
-                let i = i as usize % MEMBERS;
+                let i = i as usize % self.rig.disks.len();
                 if !self.admin.is_empty() || !self.budget(i) {
                     return (Ok(Out::Skipped), Ok(Out::Skipped));
                 }
@@ -824,7 +892,7 @@ impl Pair {
     /// No member lost, and every member an admin did not take out online.
     fn all_healthy(&self) -> bool {
         self.lost.is_none()
-            && self.rig.fs().pool.members.iter().all(|m| {
+            && self.rig.fs().pool.members().iter().all(|m| {
                 self.admin.contains(&(m.index as usize))
                     || m.health() == shardfs::pool::Health::Online
             })
@@ -849,7 +917,7 @@ impl Pair {
     fn after_full_repair(&mut self) {
         let fs = self.rig.fs();
         for &i in &self.admin {
-            let h = fs.pool.members[i].health();
+            let h = fs.pool.member(i as u16).health();
             use shardfs::pool::Health;
             if !matches!(h, Health::Failed | Health::Removed) {
                 self.fail(&format!("member {i} is {h:?} after a full repair"));
@@ -889,7 +957,9 @@ impl Pair {
             ));
         }
         let mut failed = Vec::new();
-        let mut extra: Vec<usize> = (0..MEMBERS).filter(|i| !self.bad.contains(i)).collect();
+        let mut extra: Vec<usize> = (0..self.rig.disks.len())
+            .filter(|i| !self.bad.contains(i))
+            .collect();
         let turn = pick as usize % extra.len().max(1);
         extra.rotate_left(turn);
         let mut bad = self.bad.clone();

@@ -1,0 +1,230 @@
+//! Rebalance: move shards from members holding more than their share onto
+//! members holding less (a member just added holds nothing).
+//!
+//! A member's share of the shard bytes is proportional to its capacity
+//! (members may differ in size). One pass walks the committed stripe table,
+//! counting each online member's shard bytes, then walks it again planning
+//! moves: a shard moves from the stripe's most over-full member to the most
+//! under-full online member that holds no shard of the stripe, when that
+//! lowers the spread (the excess difference exceeds one shard). A move is a
+//! verified copy, made durable, then committed with the same compare and
+//! swap as repair (a concurrent overwrite or delete wins, and the copy is
+//! discarded); the old copy is deleted after the commit.
+
+use super::repair::{Pacer, RepairItem, Task};
+use super::{Fs, FsResult};
+use crate::pool::{Health, NO_MEMBER};
+use std::sync::atomic::Ordering;
+
+/// Stripes moved per sync and metadata commit.
+const BATCH: usize = 32;
+
+impl Fs {
+    /// Shard bytes held by each member, per the committed stripe table.
+    pub fn shard_bytes_per_member(&self) -> FsResult<Vec<u64>> {
+        let mut used = vec![0u64; self.pool.members().len()];
+        self.for_each_stripe(|_, _, loc| {
+            let l = self.pool.codec.shard_len(loc.len as usize) as u64;
+            for &mi in &loc.members {
+                if let Some(u) = used.get_mut(mi as usize) {
+                    *u += l;
+                }
+            }
+        })?;
+        Ok(used)
+    }
+
+    /// max/mean of shard bytes over online members (1.0 = perfectly even;
+    /// None when they hold nothing).
+    pub fn imbalance(&self) -> FsResult<Option<f64>> {
+        let used = self.shard_bytes_per_member()?;
+        let online: Vec<u64> = self
+            .pool
+            .members()
+            .iter()
+            .filter(|m| m.health() == Health::Online)
+            .map(|m| used.get(m.index as usize).copied().unwrap_or(0))
+            .collect();
+        let sum: u64 = online.iter().sum();
+        if online.is_empty() || sum == 0 {
+            return Ok(None);
+        }
+        let mean = sum as f64 / online.len() as f64;
+        Ok(Some(*online.iter().max().unwrap() as f64 / mean))
+    }
+
+    /// One rebalance pass, paced by `task`: rounds over the stripe table
+    /// until a round finds nothing worth moving (at most 4). Returns the
+    /// shards moved.
+    pub fn rebalance_pass(&self, task: &Task) -> FsResult<u64> {
+        let mut total = 0;
+        for _ in 0..4 {
+            let (moved, dropped) = self.rebalance_round(task)?;
+            total += moved;
+            if moved == 0 || task.cancel.load(Ordering::Relaxed) {
+                self.finish_rebalance(task, total, dropped);
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One walk over the stripe table: (shards moved, moves dropped because
+    /// their stripe changed).
+    fn rebalance_round(&self, task: &Task) -> FsResult<(u64, u64)> {
+        // work on what is committed
+        self.meta.sync()?;
+        let n = self.pool.members().len();
+        let mut used: Vec<f64> = self
+            .shard_bytes_per_member()?
+            .into_iter()
+            .map(|b| b as f64)
+            .collect();
+        used.resize(n, 0.0);
+        let online: Vec<bool> = (0..n)
+            .map(|i| self.pool.member(i as u16).health() == Health::Online)
+            .collect();
+        // capacity weights (a member whose size is unknown counts as the mean)
+        let caps: Vec<f64> = (0..n)
+            .map(|i| self.pool.member(i as u16).capacity().0 as f64)
+            .collect();
+        let known: Vec<f64> = caps.iter().copied().filter(|&c| c > 0.0).collect();
+        let mean_cap = if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        };
+        let weight: Vec<f64> = caps
+            .iter()
+            .zip(&online)
+            .map(|(&c, &on)| {
+                if !on {
+                    0.0
+                } else if c > 0.0 {
+                    c
+                } else {
+                    mean_cap
+                }
+            })
+            .collect();
+        let total: f64 = (0..n).filter(|&i| online[i]).map(|i| used[i]).sum();
+        let wsum: f64 = weight.iter().sum();
+        if total == 0.0 || wsum == 0.0 {
+            return Ok((0, 0));
+        }
+        // excess over the fair share, per member (online members only)
+        let mut excess: Vec<f64> = (0..n).map(|i| used[i] - total * weight[i] / wsum).collect();
+        let mut stripes = Vec::new();
+        self.for_each_stripe(|ino, s, loc| stripes.push((ino, s, loc)))?;
+        let mut pacer = Pacer::start(task, stripes.len() as u64, self.stripe_size());
+        let mut moved = 0u64;
+        let mut planned = 0u64;
+        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+        for (done, (ino, s, loc)) in stripes.into_iter().enumerate() {
+            if task.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let l = self.pool.codec.shard_len(loc.len as usize) as f64;
+            let mut cur = loc.members.clone();
+            let mut writes = Vec::new();
+            loop {
+                // the stripe's most over-full online member...
+                let from = (0..cur.len())
+                    .filter(|&i| cur[i] != NO_MEMBER && online[cur[i] as usize])
+                    .max_by(|&a, &b| excess[cur[a] as usize].total_cmp(&excess[cur[b] as usize]));
+                // ...and the most under-full one outside the stripe
+                let to = (0..n as u16)
+                    .filter(|&mi| online[mi as usize] && !cur.contains(&mi))
+                    .min_by(|&a, &b| excess[a as usize].total_cmp(&excess[b as usize]));
+                let (Some(slot), Some(to)) = (from, to) else {
+                    break;
+                };
+                let fm = cur[slot] as usize;
+                if !(excess[fm] > l / 2.0
+                    && excess[to as usize] < -l / 2.0
+                    && excess[fm] - excess[to as usize] > l)
+                {
+                    break;
+                }
+                let it = RepairItem {
+                    ino,
+                    stripe: s,
+                    loc: loc.clone(),
+                    slots: vec![slot],
+                };
+                // the copy is read from the committed location, even for a
+                // second move in this stripe (each slot moves once)
+                if writes.iter().any(|&(sl, _)| sl == slot)
+                    || self.pool.copy_shard(ino, s, &it.loc, slot, to).is_err()
+                {
+                    break;
+                }
+                pacer.account(l as u64);
+                excess[fm] -= l;
+                excess[to as usize] += l;
+                cur[slot] = to;
+                writes.push((slot, to));
+            }
+            if !writes.is_empty() {
+                planned += writes.len() as u64;
+                batch.push((
+                    RepairItem {
+                        ino,
+                        stripe: s,
+                        slots: writes.iter().map(|w| w.0).collect(),
+                        loc,
+                    },
+                    writes,
+                ));
+            }
+            if batch.len() >= BATCH {
+                moved += self
+                    .commit_repairs(std::mem::take(&mut batch))?
+                    .iter()
+                    .sum::<usize>() as u64;
+            }
+            let mut p = task.progress.lock().unwrap();
+            p.stripes_done = done as u64 + 1;
+            p.bytes_done = p.stripes_done * self.stripe_size();
+            p.shards = moved;
+            p.rate = pacer.rate();
+            let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
+            p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
+        }
+        moved += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
+        Ok((moved, planned - moved.min(planned)))
+    }
+
+    fn finish_rebalance(&self, task: &Task, moved: u64, lost: u64) {
+        let mut p = task.progress.lock().unwrap();
+        p.running = false;
+        p.passes += 1;
+        p.shards = moved;
+        p.stripes_failed = lost;
+        p.eta_secs = None;
+        p.last_pass_end = Some(super::repair::now_secs());
+    }
+}
+
+impl Fs {
+    /// `shardctl disk add DIR`: check that `dir` is an empty directory
+    /// that is not a member yet, format it and join it to the pool (online
+    /// at once; the caller asks for a rebalance). Returns its index.
+    pub fn add_member_dir(&self, dir: &std::path::Path, domain: Option<String>) -> FsResult<u16> {
+        let roots: Vec<std::path::PathBuf> = self
+            .pool
+            .members()
+            .iter()
+            .filter_map(|m| {
+                m.disk()
+                    .and_then(|d| d.local_root())
+                    .map(|r| r.to_path_buf())
+            })
+            .collect();
+        crate::pool::check_new_member_dir(dir, &roots)?;
+        let disk = std::sync::Arc::new(crate::pool::DirDisk::new(dir));
+        Ok(self
+            .pool
+            .add_member(disk, dir.display().to_string(), domain)?)
+    }
+}
