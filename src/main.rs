@@ -158,6 +158,9 @@ fn main() -> ExitCode {
                 repair_rate,
                 scrub_interval_hours,
             })
+            .inspect_err(|e| {
+                shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])
+            })
         }
     };
     match res {
