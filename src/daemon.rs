@@ -48,23 +48,22 @@ impl MetaStore for SharedStore {
 pub fn open_pool(dirs: &[PathBuf]) -> Result<Opened, String> {
     let (sb, members) = open_members(dirs).map_err(|e| e.to_string())?;
     let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
-    let meta_dirs: Vec<(String, PathBuf)> = pool
-        .sb
-        .meta_replicas
+    let listed = pool.meta_replicas();
+    let meta_dirs: Vec<(String, Option<u16>, PathBuf)> = listed
         .iter()
         .filter_map(|&i| pool.members().get(i as usize))
         .filter_map(|m| {
             m.live_disk().and_then(|d| {
                 d.local_root()
-                    .map(|r| (m.path().to_string(), r.join(META_DIR)))
+                    .map(|r| (m.path().to_string(), Some(m.index), r.join(META_DIR)))
             })
         })
         .collect();
-    if meta_dirs.len() < pool.sb.meta_replicas.len() {
+    if meta_dirs.len() < listed.len() {
         log::warn!(
-            "{} of {} metadata replicas are on missing members",
-            pool.sb.meta_replicas.len() - meta_dirs.len(),
-            pool.sb.meta_replicas.len()
+            "{} of {} metadata replicas are on missing members: new copies are made on others",
+            listed.len() - meta_dirs.len(),
+            listed.len()
         );
     }
     let replicas = Arc::new(ReplicatedStore::open_lmdb(meta_dirs).map_err(|e| e.to_string())?);
@@ -130,6 +129,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         control::default_dir().join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
     });
     let maintenance = Arc::new(crate::maintenance::Maintenance::default());
+    let _ = maintenance.replicas.set(opened.replicas.clone());
     maintenance
         .repair
         .rate_limit

@@ -6,6 +6,8 @@
 //! `scrub_interval` (default a week).
 
 use crate::fs::{Fs, Task};
+use crate::meta::{MetaStore, ReplicatedStore, WalStore};
+use crate::pool::Health;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,9 @@ pub struct Maintenance {
     pub scrub: Task,
     /// Rebalance progress and rate limit.
     pub rebalance: Task,
+    /// The metadata replicas, when they are LMDB stores in member
+    /// directories (the daemon): kept at their count on members in service.
+    pub replicas: std::sync::OnceLock<Arc<ReplicatedStore>>,
     stop: AtomicBool,
 }
 
@@ -61,6 +66,11 @@ pub fn spawn(
                 let requested = m.repair.requested.swap(false, Ordering::SeqCst);
                 if let Err(e) = fs.probe_members() {
                     log::warn!("member probe: {e}");
+                }
+                if let Some(r) = m.replicas.get() {
+                    if let Err(e) = heal_metadata(&fs, r) {
+                        log::error!("metadata replicas: {e}");
+                    }
                 }
                 // the stripe table is scanned only when something may need
                 // repair: a request, a change of member health, a shard
@@ -110,6 +120,76 @@ pub fn spawn(
             }
         })
         .expect("spawn maintenance thread")
+}
+
+/// Keep the metadata replica count: a replica on a member that failed, is
+/// draining, was removed or is missing, or whose store failed, is replaced
+/// by a fresh copy on an online member that holds none (preferring a
+/// failure domain no other replica uses). Order, for crash safety: the
+/// copy is made durable and joins the commit set, then every superblock
+/// records the new set (higher epoch), then the old replica is dropped.
+/// Returns the moves made: (from, to).
+pub fn heal_metadata(fs: &Fs, replicas: &ReplicatedStore) -> Result<Vec<(u16, u16)>, String> {
+    let pool = &fs.pool;
+    let mut listed = pool.meta_replicas();
+    let healthy = replicas.healthy_members();
+    let in_service = |mi: u16| matches!(pool.member(mi).health(), Health::Online | Health::Suspect);
+    let gone: Vec<u16> = listed
+        .iter()
+        .copied()
+        .filter(|&mi| !(healthy.contains(&mi) && in_service(mi)))
+        .collect();
+    let mut moves = Vec::new();
+    for old in gone {
+        let keep: Vec<u16> = listed.iter().copied().filter(|&x| x != old).collect();
+        let used_domains: Vec<&str> = keep
+            .iter()
+            .filter_map(|&x| pool.member(x).domain())
+            .collect();
+        let Some(target) = pool
+            .members()
+            .iter()
+            .filter(|t| t.health() == Health::Online && !listed.contains(&t.index))
+            .filter(|t| t.disk().and_then(|d| d.local_root()).is_some())
+            .min_by_key(|t| {
+                (
+                    t.domain().is_some_and(|d| used_domains.contains(&d)),
+                    t.index,
+                )
+            })
+        else {
+            log::warn!(
+                "metadata replica on member {old} is lost and no online member can take a new one"
+            );
+            break;
+        };
+        let root = target
+            .disk()
+            .and_then(|d| d.local_root())
+            .expect("filtered")
+            .to_path_buf();
+        let dir = root.join(crate::daemon::META_DIR);
+        log::warn!(
+            "metadata replica on member {old} ({}) is out of service: copying the metadata to member {} ({})",
+            pool.member(old).health().name(),
+            target.index,
+            target.path()
+        );
+        replicas
+            .add_replica(target.path().to_string(), target.index, &dir, |d| {
+                Ok(Arc::new(WalStore::open(d)?) as Arc<dyn MetaStore>)
+            })
+            .map_err(|e| format!("copying the metadata to member {}: {e}", target.index))?;
+        let new: Vec<u16> = listed
+            .iter()
+            .map(|&x| if x == old { target.index } else { x })
+            .collect();
+        pool.set_meta_replicas(new.clone());
+        replicas.drop_replica(old);
+        listed = new;
+        moves.push((old, target.index));
+    }
+    Ok(moves)
 }
 
 /// Run a rebalance pass if one was asked for (after `disk add`, or by

@@ -43,6 +43,7 @@ fn rig() -> Rig {
         meta_replicas: vec![0, 1, 2],
         created: 0,
         domains: Vec::new(),
+        meta_epoch: 0,
     };
     let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
     let members: Vec<Member> = disks

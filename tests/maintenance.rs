@@ -275,3 +275,85 @@ fn disk_add_rebalances_and_replaces_a_member_through_shardctl() {
         assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
     }
 }
+
+/// A metadata replica on a member taken out of service is copied to
+/// another member at once: the pool is back to m+1 replicas on members in
+/// service, every superblock records the new set, and after the old
+/// member's directory is gone for good the pool mounts with all its
+/// replicas and every file intact.
+#[test]
+fn metadata_replicas_move_off_a_failed_member() {
+    let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..8u64 {
+        let data = pattern(i, 100 + i as usize * 5000);
+        std::fs::write(t.p(&format!("bkt/f{i}")), &data).unwrap();
+        files.push((format!("bkt/f{i}"), data));
+    }
+    let replicas = |t: &TestMount| -> Vec<(u64, String)> {
+        json(t, &["status"])["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                m["meta_replica"]
+                    .as_str()
+                    .map(|s| (m["index"].as_u64().unwrap(), s.to_string()))
+            })
+            .collect()
+    };
+    assert_eq!(
+        replicas(&t),
+        vec![
+            (0, "healthy".into()),
+            (1, "healthy".into()),
+            (2, "healthy".into())
+        ]
+    );
+    let (ok, out, err) = t.ctl(&["disk", "fail", "1"]);
+    assert!(ok, "{out}{err}");
+    let start = Instant::now();
+    while replicas(&t).iter().any(|(i, _)| *i == 1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            replicas(&t)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = replicas(&t);
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert!(now.iter().all(|(_, s)| s == "healthy"), "{now:?}");
+    // every member in service records the new set
+    for i in [0usize, 2, 3, 4, 5] {
+        let raw = std::fs::read(t.members[i].join("shardfs.superblock")).unwrap();
+        let sb = shardfs::pool::Superblock::decode(&raw).unwrap();
+        assert_eq!(sb.meta_epoch, 1, "member {i}");
+        assert!(
+            !sb.meta_replicas.contains(&1),
+            "member {i}: {:?}",
+            sb.meta_replicas
+        );
+    }
+    // a change made now reaches the new replica
+    std::fs::write(t.p("bkt/after"), b"written after the move").unwrap();
+    // the failed member's disk is thrown away; the pool mounts without it
+    t.unmount();
+    std::fs::remove_dir_all(&t.members[1]).unwrap();
+    t.mount();
+    assert!(
+        !t.log_text()
+            .contains("metadata replicas are on missing members"),
+        "{}",
+        t.log_text()
+    );
+    assert_eq!(replicas(&t).len(), 3);
+    assert_eq!(
+        std::fs::read(t.p("bkt/after")).unwrap(),
+        b"written after the move"
+    );
+    for (path, data) in &files {
+        assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
+    }
+}

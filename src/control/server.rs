@@ -352,7 +352,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         .map(|m| {
             let (total, free) = m.capacity();
             let state = m.health().name();
-            let meta_replica = if pool.sb.meta_replicas.contains(&m.index) {
+            let meta_replica = if pool.meta_replicas().contains(&m.index) {
                 Some(
                     replicas
                         .iter()

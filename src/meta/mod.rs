@@ -60,6 +60,14 @@ pub trait MetaStore: Send + Sync {
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError>;
     /// Number of batches committed over the store's life.
     fn sequence(&self) -> Result<u64, MetaError>;
+    /// Write a consistent, durable copy of the store into directory `dest`
+    /// (a new replica). Stores that cannot copy themselves say so.
+    fn copy_to_dir(&self, dest: &std::path::Path) -> Result<(), MetaError> {
+        Err(MetaError::Store {
+            store: dest.display().to_string(),
+            msg: "this metadata store cannot be copied".into(),
+        })
+    }
 }
 
 /// Pending changes over a store: key -> new value, or `None` for deleted.

@@ -1,7 +1,7 @@
 use super::{KvPairs, MetaError, MetaStore, Op, WalStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 type CommitJob = (Arc<[Op]>, crossbeam::channel::Sender<Result<(), MetaError>>);
 
@@ -9,6 +9,8 @@ type CommitJob = (Arc<[Op]>, crossbeam::channel::Sender<Result<(), MetaError>>);
 pub struct Replica {
     /// Name for logs and status (the member path).
     pub name: String,
+    /// The pool member holding it, if known.
+    pub member: Option<u16>,
     /// The store.
     pub store: Arc<dyn MetaStore>,
     /// False after a failed call; the replica is skipped until remount.
@@ -18,17 +20,52 @@ pub struct Replica {
     jobs: crossbeam::channel::Sender<CommitJob>,
 }
 
+impl Replica {
+    /// Wrap a store and start its commit thread.
+    fn start(name: String, member: Option<u16>, store: Arc<dyn MetaStore>) -> Replica {
+        let (tx, rx) = crossbeam::channel::unbounded::<CommitJob>();
+        let worker = store.clone();
+        std::thread::Builder::new()
+            .name("meta-replica".into())
+            .spawn(move || {
+                // ends when the replica (and its sender) is dropped
+                for (ops, reply) in rx {
+                    let _ = reply.send(worker.commit(&ops));
+                }
+            })
+            .expect("spawn replica committer");
+        Replica {
+            name,
+            member,
+            store,
+            healthy: AtomicBool::new(true),
+            jobs: tx,
+        }
+    }
+}
+
 /// Applies every batch to all healthy replicas, in parallel. A batch is
 /// acknowledged when every healthy replica has it durably, so all healthy
 /// replicas are always identical at acknowledged points; a replica that
-/// fails drops out and is brought up to date at the next mount.
+/// fails drops out and is brought up to date at the next mount, or is
+/// replaced at runtime by a fresh copy on another member
+/// ([`ReplicatedStore::add_replica`]).
 pub struct ReplicatedStore {
-    replicas: Vec<Replica>,
+    replicas: RwLock<Vec<Arc<Replica>>>,
+    /// Held by every commit and by `add_replica`'s copy, so a new replica
+    /// is an exact copy at a commit boundary.
+    commit_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for ReplicatedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.replicas.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<String> = self
+            .replicas
+            .read()
+            .unwrap()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         write!(f, "ReplicatedStore({names:?})")
     }
 }
@@ -36,37 +73,90 @@ impl std::fmt::Debug for ReplicatedStore {
 impl ReplicatedStore {
     /// Wrap already-open replicas (must be identical).
     pub fn new(replicas: Vec<(String, Box<dyn MetaStore>)>) -> Self {
-        ReplicatedStore {
-            replicas: replicas
+        Self::with_members(
+            replicas
                 .into_iter()
-                .map(|(name, store)| {
-                    let store: Arc<dyn MetaStore> = Arc::from(store);
-                    let (tx, rx) = crossbeam::channel::unbounded::<CommitJob>();
-                    let worker = store.clone();
-                    std::thread::Builder::new()
-                        .name("meta-replica".into())
-                        .spawn(move || {
-                            // ends when the store (and its sender) is dropped
-                            for (ops, reply) in rx {
-                                let _ = reply.send(worker.commit(&ops));
-                            }
-                        })
-                        .expect("spawn replica committer");
-                    Replica {
-                        name,
-                        store,
-                        healthy: AtomicBool::new(true),
-                        jobs: tx,
-                    }
-                })
+                .map(|(n, s)| (n, None, Arc::from(s)))
                 .collect(),
+        )
+    }
+
+    /// Wrap already-open replicas (must be identical), with the member
+    /// holding each.
+    pub fn with_members(replicas: Vec<(String, Option<u16>, Arc<dyn MetaStore>)>) -> Self {
+        ReplicatedStore {
+            replicas: RwLock::new(
+                replicas
+                    .into_iter()
+                    .map(|(name, member, store)| Arc::new(Replica::start(name, member, store)))
+                    .collect(),
+            ),
+            commit_lock: Mutex::new(()),
         }
+    }
+
+    /// Snapshot of the replica list.
+    fn list(&self) -> Vec<Arc<Replica>> {
+        self.replicas.read().unwrap().clone()
+    }
+
+    /// Members holding a healthy replica.
+    pub fn healthy_members(&self) -> Vec<u16> {
+        self.list()
+            .iter()
+            .filter(|r| r.healthy.load(Ordering::Relaxed))
+            .filter_map(|r| r.member)
+            .collect()
+    }
+
+    /// Make a new replica in `dir` on member `member`: a copy of a healthy
+    /// replica taken between commits (no commit runs meanwhile), opened,
+    /// checked to be at the same commit sequence, then added to the set so
+    /// every later commit reaches it. `open` opens the copied directory.
+    pub fn add_replica(
+        &self,
+        name: String,
+        member: u16,
+        dir: &std::path::Path,
+        open: impl FnOnce(&std::path::Path) -> Result<Arc<dyn MetaStore>, MetaError>,
+    ) -> Result<(), MetaError> {
+        let _g = self.commit_lock.lock().unwrap();
+        let src = self
+            .list()
+            .into_iter()
+            .find(|r| r.healthy.load(Ordering::Relaxed))
+            .ok_or(MetaError::ReadOnly)?;
+        let seq = src.store.sequence()?;
+        src.store.copy_to_dir(dir)?;
+        let store = open(dir)?;
+        let got = store.sequence()?;
+        if got != seq {
+            return Err(MetaError::Store {
+                store: name,
+                msg: format!("the copy is at commit {got}, its source at {seq}"),
+            });
+        }
+        self.replicas
+            .write()
+            .unwrap()
+            .push(Arc::new(Replica::start(name, Some(member), store)));
+        Ok(())
+    }
+
+    /// Drop the replica on `member` from the set (it receives no more
+    /// commits; its files stay where they are).
+    pub fn drop_replica(&self, member: u16) {
+        let _g = self.commit_lock.lock().unwrap();
+        self.replicas
+            .write()
+            .unwrap()
+            .retain(|r| r.member != Some(member));
     }
 
     /// Open LMDB replicas in `dirs` (name, directory). The replica with the
     /// highest commit sequence wins; lagging replicas are overwritten with a
     /// copy of it before the pool is used.
-    pub fn open_lmdb(dirs: Vec<(String, PathBuf)>) -> Result<Self, MetaError> {
+    pub fn open_lmdb(dirs: Vec<(String, Option<u16>, PathBuf)>) -> Result<Self, MetaError> {
         if dirs.is_empty() {
             return Err(MetaError::Store {
                 store: "metadata".into(),
@@ -76,7 +166,9 @@ impl ReplicatedStore {
             });
         }
         let mut opened: Vec<(String, PathBuf, WalStore, u64)> = Vec::new();
-        for (name, dir) in dirs {
+        let mut members = std::collections::HashMap::new();
+        for (name, member, dir) in dirs {
+            members.insert(name.clone(), member);
             match WalStore::open(&dir).and_then(|s| s.sequence().map(|q| (s, q))) {
                 Ok((s, q)) => opened.push((name, dir, s, q)),
                 Err(e) => log::error!("metadata replica {name} unusable, skipped: {e}"),
@@ -106,21 +198,24 @@ impl ReplicatedStore {
             let (name, dir, store, _) = opened.remove(i);
             store.close();
             let src = opened.iter().find(|o| o.3 == best).expect("best stays");
-            src.2.copy_to_dir(&dir)?;
+            src.2.snapshot_to_dir(&dir)?;
             let s = WalStore::open(&dir)?;
             opened.push((name, dir, s, best));
         }
-        Ok(ReplicatedStore::new(
+        Ok(ReplicatedStore::with_members(
             opened
                 .into_iter()
-                .map(|(n, _, s, _)| (n, Box::new(s) as Box<dyn MetaStore>))
+                .map(|(n, _, s, _)| {
+                    let m = members.get(&n).copied().flatten();
+                    (n, m, Arc::new(s) as Arc<dyn MetaStore>)
+                })
                 .collect(),
         ))
     }
 
     /// (name, healthy) of every replica.
     pub fn replica_states(&self) -> Vec<(String, bool)> {
-        self.replicas
+        self.list()
             .iter()
             .map(|r| (r.name.clone(), r.healthy.load(Ordering::Relaxed)))
             .collect()
@@ -131,7 +226,7 @@ impl ReplicatedStore {
         f: impl Fn(&dyn MetaStore) -> Result<T, MetaError>,
     ) -> Result<T, MetaError> {
         let mut last = None;
-        for r in &self.replicas {
+        for r in &self.list() {
             if !r.healthy.load(Ordering::Relaxed) {
                 continue;
             }
@@ -158,9 +253,10 @@ impl MetaStore for ReplicatedStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
+        let _g = self.commit_lock.lock().unwrap();
+        let replicas = self.list();
         let ops: Arc<[Op]> = Arc::from(ops);
-        let pending: Vec<(usize, crossbeam::channel::Receiver<Result<(), MetaError>>)> = self
-            .replicas
+        let pending: Vec<(usize, crossbeam::channel::Receiver<Result<(), MetaError>>)> = replicas
             .iter()
             .enumerate()
             .filter(|(_, r)| r.healthy.load(Ordering::Relaxed))
@@ -182,9 +278,9 @@ impl MetaStore for ReplicatedStore {
                 Err(e) => {
                     log::error!(
                         "metadata replica {} failed a commit and is dropped until remount: {e}",
-                        self.replicas[i].name
+                        replicas[i].name
                     );
-                    self.replicas[i].healthy.store(false, Ordering::Relaxed);
+                    replicas[i].healthy.store(false, Ordering::Relaxed);
                     last = Some(e);
                 }
             }
@@ -262,11 +358,14 @@ mod tests {
             sa.close();
             sb.close();
         }
-        let r = ReplicatedStore::open_lmdb(vec![("b".into(), b.clone()), ("a".into(), a.clone())])
-            .unwrap();
+        let r = ReplicatedStore::open_lmdb(vec![
+            ("b".into(), None, b.clone()),
+            ("a".into(), None, a.clone()),
+        ])
+        .unwrap();
         assert_eq!(r.get(b"x").unwrap(), Some(b"new".to_vec()));
         // every replica now answers the newest value
-        for rep in &r.replicas {
+        for rep in &r.list() {
             assert_eq!(rep.store.get(b"x").unwrap(), Some(b"new".to_vec()));
         }
     }

@@ -233,7 +233,7 @@ impl WalStore {
     }
 
     /// Checkpoint, then write a consistent copy of the replica into `dest`.
-    pub fn copy_to_dir(&self, dest: &Path) -> Result<(), MetaError> {
+    pub fn snapshot_to_dir(&self, dest: &Path) -> Result<(), MetaError> {
         self.flush()?;
         self.lmdb.copy_to_dir(dest)?;
         // the destination's old log must not be replayed over the copy
@@ -248,6 +248,10 @@ impl WalStore {
 }
 
 impl MetaStore for WalStore {
+    fn copy_to_dir(&self, dest: &Path) -> Result<(), MetaError> {
+        self.snapshot_to_dir(dest)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         if let Some(v) = self.overlay.read().unwrap().get(key) {
             return Ok(v.clone());

@@ -142,6 +142,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             meta_replicas: meta_replicas.clone(),
             created,
             domains: opt.domains.clone(),
+            meta_epoch: 0,
         };
         format_disk(&DirDisk::new(d), &sb)
             .map_err(|e| setup(format!("{}: formatting: {e}", d.display())))?;
@@ -267,6 +268,14 @@ pub fn assemble(
     let mut sb0 = found[0].2.clone();
     sb0.members = newest.members.clone();
     sb0.domains = newest.domains.clone();
+    // the metadata replica set: the one written last
+    let meta = found
+        .iter()
+        .map(|(_, _, sb)| sb)
+        .max_by_key(|sb| sb.meta_epoch)
+        .expect("not empty");
+    sb0.meta_replicas = meta.meta_replicas.clone();
+    sb0.meta_epoch = meta.meta_epoch;
     let k = sb0.k as usize;
     if found.len() < k {
         return Err(setup(format!(

@@ -331,8 +331,11 @@ pub struct Pool {
     slots: Vec<Member>,
     /// Members in the pool (slots in use). Only grows.
     count: AtomicUsize,
-    /// Serialises `disk add`.
+    /// Serialises `disk add` and changes of the metadata replica set.
     add_lock: Mutex<()>,
+    /// (epoch, members) holding metadata replicas; see
+    /// [`Superblock::meta_epoch`].
+    meta_set: Mutex<(u64, Vec<u16>)>,
     /// Counters.
     pub stats: PoolStats,
     pool_bytes: [u8; 16],
@@ -388,6 +391,7 @@ impl Pool {
             )));
         }
         let count = members.len();
+        let meta_set = (sb.meta_epoch, sb.meta_replicas.clone());
         let mut slots = members;
         for (i, m) in slots.iter().enumerate() {
             if let Some(d) = sb.domains.get(i) {
@@ -411,6 +415,7 @@ impl Pool {
             slots,
             count: AtomicUsize::new(count),
             add_lock: Mutex::new(()),
+            meta_set: Mutex::new(meta_set),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
@@ -492,14 +497,8 @@ impl Pool {
             (None, false) => Vec::new(),
         };
         let id = new_id();
-        let ids: Vec<String> = self
-            .members()
-            .iter()
-            .map(|m| m.id().to_string())
-            .chain([id.clone()])
-            .collect();
-        let mut sb = self.sb.clone();
-        sb.members = ids;
+        let mut sb = self.current_superblock();
+        sb.members.push(id.clone());
         sb.domains = domains;
         sb.member_id = id.clone();
         sb.member_index = n as u16;
@@ -550,9 +549,9 @@ impl Pool {
         }
     }
 
-    /// Bring every present member's superblock up to the pool's member
-    /// list (a member that missed a `disk add`, or was absent then).
-    pub fn refresh_superblocks(&self) {
+    /// The superblock as it should now read (member-specific fields are
+    /// the first member's): current member list, domains and metadata set.
+    fn current_superblock(&self) -> Superblock {
         let mut sb = self.sb.clone();
         sb.members = self.members().iter().map(|m| m.id().to_string()).collect();
         let declared = self.members().iter().any(|m| m.domain().is_some());
@@ -564,7 +563,36 @@ impl Pool {
         } else {
             Vec::new()
         };
-        self.write_superblocks(&sb);
+        let (epoch, set) = self.meta_set.lock().unwrap().clone();
+        sb.meta_epoch = epoch;
+        sb.meta_replicas = set;
+        sb
+    }
+
+    /// Bring every present member's superblock up to the pool's member
+    /// list and metadata set (a member that missed a `disk add` or a
+    /// replica move, or was absent then).
+    pub fn refresh_superblocks(&self) {
+        let _g = self.add_lock.lock().unwrap();
+        self.write_superblocks(&self.current_superblock());
+    }
+
+    /// Members holding metadata replicas.
+    pub fn meta_replicas(&self) -> Vec<u16> {
+        self.meta_set.lock().unwrap().1.clone()
+    }
+
+    /// Record a new metadata replica set in every present member's
+    /// superblock (epoch + 1); a member that cannot be written is brought
+    /// up to date at a later mount.
+    pub fn set_meta_replicas(&self, set: Vec<u16>) {
+        let _g = self.add_lock.lock().unwrap();
+        {
+            let mut ms = self.meta_set.lock().unwrap();
+            ms.0 += 1;
+            ms.1 = set;
+        }
+        self.write_superblocks(&self.current_superblock());
     }
 
     /// A uniform random number in [0, 1) from the pool's generator.

@@ -60,6 +60,7 @@ mod tests {
             meta_replicas: vec![0, 1, 2],
             created: 0,
             domains: Vec::new(),
+            meta_epoch: 0,
         };
         Pool::new(sb, members).unwrap()
     }

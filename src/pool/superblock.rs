@@ -38,6 +38,14 @@ pub struct Superblock {
     /// declared; members on one filesystem are then one domain).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// Bumped each time `meta_replicas` changes (a replica moved off a
+    /// failed or removed member): at mount the highest epoch's list wins.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub meta_epoch: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A superblock as stored: the JSON body and its BLAKE3.
@@ -115,6 +123,7 @@ mod tests {
             meta_replicas: vec![0, 1, 2],
             created: 0,
             domains: vec!["r1".into(); 6],
+            meta_epoch: 0,
         };
         let bytes = sb.encode();
         assert_eq!(Superblock::decode(&bytes).unwrap(), sb);

@@ -104,6 +104,7 @@ impl Rig {
             meta_replicas: vec![0, 1, 2],
             created: 0,
             domains: Vec::new(),
+            meta_epoch: 0,
         };
         let mut rig = Rig {
             disks: (0..n).map(|_| CrashDisk::new(clock.clone())).collect(),
