@@ -98,6 +98,8 @@ pub struct MountConfig {
     pub repair_rate: u64,
     /// hours between scrub passes
     pub scrub_interval_hours: u64,
+    /// minutes between namespace catalog writes (0: only at unmount)
+    pub catalog_interval_mins: u64,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -130,6 +132,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     });
     let maintenance = Arc::new(crate::maintenance::Maintenance::default());
     let _ = maintenance.replicas.set(opened.replicas.clone());
+    maintenance.catalog_interval_secs.store(
+        cfg.catalog_interval_mins * 60,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     maintenance
         .repair
         .rate_limit
@@ -211,6 +217,15 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     maintenance.stop();
     let _ = maint_thread.join();
     let res = fs.unmount_sync();
+    if res.is_ok() {
+        // the namespace as it is at unmount, for `shardfs recover`
+        match fs.write_catalog() {
+            Ok((n, bytes)) => {
+                log::info!("namespace catalog written to {n} members ({bytes} bytes)")
+            }
+            Err(e) => log::warn!("namespace catalog not written: {e}"),
+        }
+    }
     fs.meta.shutdown();
     let _ = flusher.join();
     let _ = std::fs::remove_file(&socket);

@@ -6,6 +6,7 @@
 //! `daemon` (wiring a mounted pool together).
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod control;
 pub mod crash;
 pub mod daemon;

@@ -44,10 +44,10 @@ enum Cmd {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Recover every striped object from the shards alone, when every
-    /// metadata replica is lost: writes OUT/object-<inode> files. Names,
-    /// directories, small (inline) files, modes and xattrs live only in the
-    /// metadata and cannot be recovered (docs/OPERATIONS.md).
+    /// Rebuild the namespace and every object when every metadata replica
+    /// is lost: objects from the shards, names from the newest namespace
+    /// catalog on the members; objects newer than it land in
+    /// OUT/lost+found/object-<inode> (docs/OPERATIONS.md says what is lost).
     Recover {
         /// Empty directory for the recovered objects.
         #[arg(long)]
@@ -80,6 +80,11 @@ enum Cmd {
         /// Hours between scrub passes.
         #[arg(long, default_value_t = 168)]
         scrub_interval_hours: u64,
+        /// Minutes between writes of the namespace catalog to every member
+        /// (when the metadata changed; also written at unmount): what
+        /// `shardfs recover` rebuilds names from. 0 disables periodic writes.
+        #[arg(long, default_value_t = 10)]
+        catalog_interval_mins: u64,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -137,6 +142,21 @@ fn main() -> ExitCode {
                 r.unrecoverable_stripes,
                 r.bad_shards
             );
+            match r.catalog_sequence {
+                Some(seq) => println!(
+                    "{} paths named from the catalog (metadata commit {seq}, written at unix time {}); \
+                     {} objects newer than it left in lost+found; {} files in it had no surviving stripe",
+                    r.named,
+                    r.catalog_created.unwrap_or(0),
+                    r.unnamed_objects,
+                    r.files_without_data
+                ),
+                None => println!(
+                    "no namespace catalog found: all {} objects are unnamed in {}/lost+found",
+                    r.unnamed_objects,
+                    out.display()
+                ),
+            }
         }),
         Cmd::Mount {
             socket,
@@ -145,6 +165,7 @@ fn main() -> ExitCode {
             readahead_kb,
             repair_rate,
             scrub_interval_hours,
+            catalog_interval_mins,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -157,6 +178,7 @@ fn main() -> ExitCode {
                 readahead_kb,
                 repair_rate,
                 scrub_interval_hours,
+                catalog_interval_mins,
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

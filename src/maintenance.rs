@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Repair and scrub state shared by the thread and the control socket.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Maintenance {
     /// Repair progress and rate limit.
     pub repair: Task,
@@ -24,7 +24,23 @@ pub struct Maintenance {
     /// The metadata replicas, when they are LMDB stores in member
     /// directories (the daemon): kept at their count on members in service.
     pub replicas: std::sync::OnceLock<Arc<ReplicatedStore>>,
+    /// Seconds between namespace catalog writes (when the metadata
+    /// changed); 0 disables them.
+    pub catalog_interval_secs: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            repair: Task::default(),
+            scrub: Task::default(),
+            rebalance: Task::default(),
+            replicas: Default::default(),
+            catalog_interval_secs: std::sync::atomic::AtomicU64::new(600),
+            stop: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Maintenance {
@@ -57,6 +73,7 @@ pub fn spawn(
             let mut first = true;
             let mut last_health = Vec::new();
             let mut ticks = 0u64;
+            let mut catalog = (Instant::now(), 0u64);
             while !m.stopped() {
                 ticks += 1;
                 m.repair.wait(tick);
@@ -72,6 +89,7 @@ pub fn spawn(
                         log::error!("metadata replicas: {e}");
                     }
                 }
+                maybe_write_catalog(&fs, &m, &mut catalog);
                 // the stripe table is scanned only when something may need
                 // repair: a request, a change of member health, a shard
                 // known bad, a stripe written degraded, or work left over
@@ -190,6 +208,29 @@ pub fn heal_metadata(fs: &Fs, replicas: &ReplicatedStore) -> Result<Vec<(u16, u1
         moves.push((old, target.index));
     }
     Ok(moves)
+}
+
+/// Write the namespace catalog when the interval has passed and the
+/// metadata changed since the last one.
+fn maybe_write_catalog(fs: &Fs, m: &Maintenance, last: &mut (Instant, u64)) {
+    let every = m.catalog_interval_secs.load(Ordering::Relaxed);
+    if every == 0 || last.0.elapsed() < Duration::from_secs(every) {
+        return;
+    }
+    let seq = fs.meta.store().sequence().unwrap_or(0);
+    if seq == last.1 {
+        return;
+    }
+    match fs.write_catalog() {
+        Ok((n, bytes)) => {
+            log::info!("namespace catalog written to {n} members ({bytes} bytes)");
+            *last = (Instant::now(), seq);
+        }
+        Err(e) => {
+            log::warn!("namespace catalog not written: {e}");
+            last.0 = Instant::now();
+        }
+    }
 }
 
 /// Run a rebalance pass if one was asked for (after `disk add`, or by

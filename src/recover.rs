@@ -1,19 +1,32 @@
 //! Metadata disaster recovery: with every metadata replica lost, rebuild
-//! every striped object from the self-describing shards alone.
+//! the namespace and every object from what the members hold on their own.
 //!
-//! Each shard file names its object, stripe, generation and index, and its
-//! header (under a checksum) repeats them with the pool id, the code and the
-//! stripe's byte count. So for every (object, stripe) the newest generation
-//! with at least k verifying shards is decoded, and each object is written
-//! out as one file, `OUT/object-<inode>`, stripes at their offsets.
+//! Phase 1, objects. Each shard file names its object, stripe, generation
+//! and index, and its header (under a checksum) repeats them with the pool
+//! id, the code and the stripe's byte count. So for every (object, stripe)
+//! the newest generation with at least k verifying shards is decoded, and
+//! each object is written as `OUT/lost+found/object-<inode>`.
 //!
-//! What cannot be recovered, because it lives only in the metadata: names,
-//! directories and buckets, small files stored inline (up to the pool's
-//! inline limit), symlinks, modes, owners, times and xattrs. A file's exact
-//! size is recovered when its last stripe survives; holes before it read as
-//! zeros. A generation written but never committed (the last seconds before
-//! the loss) is newer than the committed one and wins; so does a stripe a
-//! truncate dropped if its deletion had not happened yet.
+//! Phase 2, names. Every member holds the namespace catalog
+//! ([`crate::catalog`]): inodes, directory entries, xattrs and small
+//! (inline) files, written every few minutes while the metadata changes and
+//! at unmount. The newest catalog that verifies rebuilds the tree under
+//! `OUT`: buckets and directories, each striped object moved to its path
+//! (hard links linked again), small files written from the catalog,
+//! symlinks, user xattrs, modes, owners (as root) and times.
+//!
+//! What cannot be recovered (documented in docs/OPERATIONS.md):
+//! - changes to the namespace after the newest catalog: files created since
+//!   stay in `lost+found` as `object-<inode>`, renames since show the old
+//!   name, small files written since have their catalog content, files
+//!   deleted since come back (from their shards, unless the deletion
+//!   reached them);
+//! - with no catalog at all (a pool older than the catalog, or every member
+//!   lost it): everything but the striped objects, which stay unnamed;
+//! - a file's bytes beyond the last stripe that survives read as zeros; a
+//!   generation written but never committed (the last seconds) is newer and
+//!   wins; so does a stripe a truncate dropped if its deletion had not
+//!   happened yet.
 
 use crate::ec::{Codec, ShardHeader};
 use crate::pool::{parse_shard_name, Superblock, SUPERBLOCK_FILE};
@@ -34,6 +47,16 @@ pub struct RecoverReport {
     pub bad_shards: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Commit sequence of the catalog used (None: no catalog found).
+    pub catalog_sequence: Option<u64>,
+    /// Unix time the catalog used was written.
+    pub catalog_created: Option<u64>,
+    /// Paths created from the catalog (directories, files, links, symlinks).
+    pub named: u64,
+    /// Objects left unnamed in lost+found (created after the catalog).
+    pub unnamed_objects: u64,
+    /// Striped files in the catalog with no stripe found (created empty).
+    pub files_without_data: u64,
 }
 
 /// Recover every striped object found on the member directories `dirs`
@@ -71,6 +94,8 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
         return Err(format!("{} is not empty", out.display()));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let lost = out.join("lost+found");
+    std::fs::create_dir_all(&lost).map_err(|e| format!("{}: {e}", lost.display()))?;
     let codec = Codec::new(sb.k as usize, sb.m as usize).map_err(|e| e.to_string())?;
     let pool = sb.pool_bytes();
     let n = sb.k as usize + sb.m as usize;
@@ -143,7 +168,7 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
             continue;
         };
         if open.as_ref().map(|(o, _)| *o) != Some(object) {
-            let path = out.join(format!("object-{object}"));
+            let path = lost.join(format!("object-{object}"));
             let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             open = Some((object, f));
             report.objects += 1;
@@ -158,5 +183,254 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     if let Some((_, f)) = open {
         f.sync_all().map_err(|e| e.to_string())?;
     }
+    match newest_catalog(dirs, &sb.pool_id) {
+        Some((h, pairs)) => {
+            report.catalog_sequence = Some(h.sequence);
+            report.catalog_created = Some(h.created);
+            names::rebuild(&pairs, out, &lost, &mut report)?;
+        }
+        None => {
+            log::warn!("no namespace catalog on any member: objects stay unnamed in lost+found")
+        }
+    }
+    report.unnamed_objects = std::fs::read_dir(&lost)
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
     Ok(report)
+}
+
+/// The verifying catalog of this pool with the highest sequence.
+fn newest_catalog(dirs: &[PathBuf], pool_id: &str) -> Option<crate::catalog::Catalog> {
+    dirs.iter()
+        .filter_map(|d| {
+            let b = std::fs::read(d.join(crate::catalog::CATALOG_FILE)).ok()?;
+            match crate::catalog::decode(&b) {
+                Ok(c) if c.0.pool_id == pool_id => Some(c),
+                Ok(_) => None,
+                Err(e) => {
+                    log::warn!("{}: catalog skipped: {e}", d.display());
+                    None
+                }
+            }
+        })
+        .max_by_key(|c| c.0.sequence)
+}
+
+/// Phase 2: the tree from the catalog.
+mod names {
+    use super::RecoverReport;
+    use crate::fs::schema::{dec, key_u64_at, Dirent, Inode, Kind, ROOT_INO};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    /// (name, value) pairs of one inode's xattrs.
+    type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+    struct Tables {
+        inodes: HashMap<u64, Inode>,
+        children: BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
+        xattrs: HashMap<u64, Xattrs>,
+        inline: HashMap<u64, Vec<u8>>,
+    }
+
+    fn tables(pairs: &[(Vec<u8>, Vec<u8>)]) -> Tables {
+        let mut t = Tables {
+            inodes: HashMap::new(),
+            children: BTreeMap::new(),
+            xattrs: HashMap::new(),
+            inline: HashMap::new(),
+        };
+        for (k, v) in pairs {
+            if k.len() < 9 {
+                continue;
+            }
+            let id = key_u64_at(k, 1);
+            match k[0] {
+                b'I' => {
+                    if let Ok(i) = dec::<Inode>("inode", v) {
+                        t.inodes.insert(id, i);
+                    }
+                }
+                b'D' => {
+                    if let Ok(d) = dec::<Dirent>("dirent", v) {
+                        t.children
+                            .entry(id)
+                            .or_default()
+                            .push((k[9..].to_vec(), d.ino));
+                    }
+                }
+                b'X' => t
+                    .xattrs
+                    .entry(id)
+                    .or_default()
+                    .push((k[9..].to_vec(), v.clone())),
+                b'B' => {
+                    t.inline.insert(id, v.clone());
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// Build the tree under `out`; striped objects are moved out of `lost`.
+    pub(super) fn rebuild(
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        out: &Path,
+        lost: &Path,
+        report: &mut RecoverReport,
+    ) -> Result<(), String> {
+        let t = tables(pairs);
+        let mut first_path: HashMap<u64, PathBuf> = HashMap::new();
+        let mut visited = HashSet::new();
+        // (path, inode) in creation order; attributes are applied after,
+        // deepest first, so a directory's times and mode come last
+        let mut made: Vec<(PathBuf, u64)> = Vec::new();
+        let mut stack = vec![(ROOT_INO, out.to_path_buf())];
+        visited.insert(ROOT_INO);
+        while let Some((dir, path)) = stack.pop() {
+            for (name, ino) in t.children.get(&dir).map(Vec::as_slice).unwrap_or(&[]) {
+                if name.contains(&b'/') || name == b"." || name == b".." || name.is_empty() {
+                    continue;
+                }
+                let p = path.join(std::ffi::OsStr::from_bytes(name));
+                if dir == ROOT_INO && name == b"lost+found" {
+                    continue; // not a valid bucket name anyway
+                }
+                let Some(inode) = t.inodes.get(ino) else {
+                    log::warn!("{}: no inode {ino} in the catalog", p.display());
+                    continue;
+                };
+                if let Some(prev) = first_path.get(ino) {
+                    if inode.kind != Kind::Dir {
+                        std::fs::hard_link(prev, &p)
+                            .map_err(|e| format!("{}: {e}", p.display()))?;
+                        report.named += 1;
+                    }
+                    continue;
+                }
+                match inode.kind {
+                    Kind::Dir => {
+                        if !visited.insert(*ino) {
+                            continue;
+                        }
+                        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                        stack.push((*ino, p.clone()));
+                    }
+                    Kind::File => write_file(&t, inode, &p, lost, report)?,
+                    Kind::Symlink => {
+                        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&inode.target), &p)
+                            .map_err(|e| format!("{}: {e}", p.display()))?
+                    }
+                    Kind::Fifo => {
+                        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                            .map_err(|e| format!("{}: {e}", p.display()))?
+                    }
+                    _ => {
+                        log::warn!("{}: device or socket not recreated", p.display());
+                        continue;
+                    }
+                }
+                report.named += 1;
+                first_path.insert(*ino, p.clone());
+                made.push((p, *ino));
+            }
+        }
+        for (p, ino) in made.iter().rev() {
+            apply_attrs(&t, &t.inodes[ino], p);
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        t: &Tables,
+        inode: &Inode,
+        p: &Path,
+        lost: &Path,
+        report: &mut RecoverReport,
+    ) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("{}: {e}", p.display());
+        if inode.striped {
+            let obj = lost.join(format!("object-{}", inode.ino));
+            if obj.exists() {
+                std::fs::rename(&obj, p).map_err(err)?;
+            } else {
+                std::fs::File::create(p).map_err(err)?;
+                if inode.size > 0 {
+                    report.files_without_data += 1;
+                    log::warn!("{}: no stripe of inode {} survives", p.display(), inode.ino);
+                }
+            }
+            // a hole at the end (truncate up) is not in any stripe
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(err)?;
+            let len = f.metadata().map_err(err)?.len();
+            if inode.size > len {
+                f.set_len(inode.size).map_err(err)?;
+            }
+        } else {
+            let data = t.inline.get(&inode.ino).map(Vec::as_slice).unwrap_or(&[]);
+            let mut data = data.to_vec();
+            data.resize(inode.size as usize, 0);
+            std::fs::write(p, &data).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// xattrs, owner, mode, times: best effort (logged, not fatal).
+    fn apply_attrs(t: &Tables, inode: &Inode, p: &Path) {
+        let c = match std::ffi::CString::new(p.as_os_str().as_bytes()) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        for (name, value) in t.xattrs.get(&inode.ino).map(Vec::as_slice).unwrap_or(&[]) {
+            let Ok(n) = std::ffi::CString::new(name.clone()) else {
+                continue;
+            };
+            // SAFETY: valid NUL-terminated strings and a live buffer.
+            let r = unsafe {
+                libc::lsetxattr(
+                    c.as_ptr(),
+                    n.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if r != 0 {
+                log::warn!(
+                    "{}: xattr {}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(name),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if nix::unistd::geteuid().is_root() {
+            let _ = std::os::unix::fs::lchown(p, Some(inode.uid), Some(inode.gid));
+        }
+        if inode.kind != Kind::Symlink {
+            let _ = std::fs::set_permissions(
+                p,
+                std::os::unix::fs::PermissionsExt::from_mode(inode.perm as u32 & 0o7777),
+            );
+        }
+        let ts = |t: (i64, u32)| libc::timespec {
+            tv_sec: t.0,
+            tv_nsec: t.1 as i64,
+        };
+        let times = [ts(inode.atime), ts(inode.mtime)];
+        // SAFETY: valid NUL-terminated path and a two-element array.
+        unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
+        }
+    }
 }

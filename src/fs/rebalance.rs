@@ -228,3 +228,48 @@ impl Fs {
             .add_member(disk, dir.display().to_string(), domain)?)
     }
 }
+
+impl Fs {
+    /// Write the namespace catalog ([`crate::catalog`]) to every member
+    /// that can be written, after committing pending metadata. Returns
+    /// (members written, catalog bytes). The copy is fuzzy across tables
+    /// (each record is some committed version) but never torn within one.
+    pub fn write_catalog(&self) -> FsResult<(usize, usize)> {
+        use crate::catalog::{encode, CatalogHeader, CATALOG_FILE, TABLES};
+        self.meta.sync()?;
+        let store = self.meta.store();
+        let sequence = store.sequence()?;
+        let mut pairs = Vec::new();
+        for t in TABLES {
+            let mut cursor = vec![t];
+            loop {
+                let batch = store.range(&cursor, &[t + 1], 4096)?;
+                let Some(last) = batch.last() else { break };
+                cursor = last.0.clone();
+                cursor.push(0);
+                pairs.extend(batch);
+            }
+        }
+        let h = CatalogHeader {
+            pool_id: self.pool.sb.pool_id.clone(),
+            sequence,
+            created: super::repair::now_secs(),
+            pairs: pairs.len() as u64,
+        };
+        let bytes = encode(&h, &pairs);
+        let mut written = 0;
+        for m in self.pool.members() {
+            if let Some(d) = m.writable_disk() {
+                match d.write_atomic(CATALOG_FILE, &bytes) {
+                    Ok(()) => written += 1,
+                    Err(e) => log::warn!(
+                        "member {} ({}): writing the catalog: {e}",
+                        m.index,
+                        m.path()
+                    ),
+                }
+            }
+        }
+        Ok((written, bytes.len()))
+    }
+}
