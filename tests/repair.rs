@@ -504,3 +504,35 @@ fn a_half_added_member_is_included_or_refused_never_confused() {
     );
     assert_fully_redundant(rig.fs(), &files, None);
 }
+
+/// A member whose superblock disappears (the disk was unmounted under the
+/// pool) or names another member (a disk swapped in) is taken out at the
+/// next probe, and comes back once its own superblock is there again.
+#[test]
+fn a_missing_or_foreign_superblock_takes_a_member_out() {
+    use shardfs::pool::{Superblock, SUPERBLOCK_FILE};
+    let (rig, files) = rig_with_files(4);
+    let fs = rig.fs();
+    let v = rig.disks[3].view();
+    let own = v.read_file(SUPERBLOCK_FILE).unwrap();
+    v.remove_file(SUPERBLOCK_FILE).unwrap();
+    fs.probe_members().unwrap();
+    assert_eq!(fs.pool.member(3).health(), Health::Failed);
+    assert_fully_redundant_reads(fs, &files);
+    v.write_atomic(SUPERBLOCK_FILE, &own).unwrap();
+    assert_eq!(fs.probe_members().unwrap(), vec![3]);
+    assert_eq!(fs.pool.member(3).health(), Health::Online);
+    // another member's superblock on it
+    let mut other = Superblock::decode(&own).unwrap();
+    other.member_id = format!("{:032x}", 0xdead);
+    v.write_atomic(SUPERBLOCK_FILE, &other.encode()).unwrap();
+    fs.probe_members().unwrap();
+    assert_eq!(fs.pool.member(3).health(), Health::Failed);
+    assert_fully_redundant_reads(fs, &files);
+}
+
+fn assert_fully_redundant_reads(fs: &Fs, files: &[(u64, Vec<u8>)]) {
+    for (ino, data) in files {
+        assert_eq!(&fs.read(*ino, 0, data.len() as u32 + 1).unwrap(), data);
+    }
+}

@@ -556,6 +556,30 @@ impl Fs {
             .collect();
         let mut back = Vec::new();
         for m in self.pool.members() {
+            // a member in service whose superblock vanished or names
+            // another member (the disk was unmounted or swapped under us)
+            // is taken out at once: what it would serve is not ours
+            if matches!(
+                m.health(),
+                Health::Online | Health::Suspect | Health::Draining
+            ) {
+                if let Some(d) = m.disk() {
+                    match d.read_file(crate::pool::SUPERBLOCK_FILE) {
+                        Ok(b) => {
+                            let ours = crate::pool::Superblock::decode(&b).is_ok_and(|sb| {
+                                sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id()
+                            });
+                            if !ours {
+                                m.fail_now("its superblock names another pool or member");
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            m.fail_now("its superblock is gone (disk unmounted or replaced?)")
+                        }
+                        Err(_) => {} // I/O errors count through normal use
+                    }
+                }
+            }
             let h = m.health();
             if !matches!(h, Health::Suspect | Health::Failed) || admin.contains(&m.index) {
                 continue;

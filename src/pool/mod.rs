@@ -281,6 +281,15 @@ impl Member {
         ok
     }
 
+    /// Take the member out now (its superblock is missing or foreign).
+    pub fn fail_now(&self, why: &str) {
+        for from in [Health::Online, Health::Suspect, Health::Draining] {
+            if self.transition(from, Health::Failed, why) {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A successful I/O: a long enough run clears suspicion.
     fn note_ok(&self) {
         self.streak_errors.store(0, Ordering::Relaxed);
