@@ -143,6 +143,9 @@ fn generator_reaches_every_operation() {
         "Drain",
         "AddMember",
         "Rebalance",
+        "NaiveReads",
+        "Slow",
+        "Hedged",
     ] {
         let (ok, _, _) = total.get(kind).copied().unwrap_or_default();
         assert!(ok > 0, "{kind} never succeeded: {total:?}");

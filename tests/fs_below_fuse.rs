@@ -489,10 +489,16 @@ fn one_corrupt_byte_in_any_single_shard_never_changes_what_is_read() {
                         .read(*ino, at, 100)
                         .unwrap_or_else(|e| panic!("{what}: small read: {e}"));
                     assert!(got == want, "{what}: small read at {at}: wrong bytes");
-                    // a bad data shard payload is noticed (parity is read
-                    // only when needed; a header already verified may be
-                    // cached, so only payload bytes are checked here)
+                    // a bad data shard payload is noticed under the naive
+                    // policy (data shards first, parity only when needed;
+                    // the heat-aware one may read around it, which is what
+                    // scrub is for). A header already verified may be
+                    // cached, so only payload bytes are checked here.
                     if i < 4 && pos >= hdr {
+                        fs.pool.set_read_policy(shardfs::pool::ReadPolicy::Naive);
+                        let got = fs.read(*ino, 0, *n as u32).unwrap();
+                        fs.pool.set_read_policy(shardfs::pool::ReadPolicy::Heat);
+                        assert!(got == *data, "{what}: naive read: wrong bytes");
                         assert!(
                             stats.bad_shards.load(Ordering::Relaxed) > bad_before,
                             "{what}: corruption not detected"

@@ -137,6 +137,19 @@ impl Codec {
         Ok(out)
     }
 
+    /// Fill in the missing data pieces from any k present ones. Pieces are
+    /// the same byte range of every shard (any equal length works: the code
+    /// is per byte position).
+    pub fn reconstruct(&self, pieces: &mut [Option<Vec<u8>>]) -> Result<(), EcError> {
+        let have = pieces.iter().filter(|s| s.is_some()).count();
+        if have < self.k {
+            return Err(EcError::TooFewShards { have, need: self.k });
+        }
+        self.rs
+            .reconstruct_data(pieces)
+            .map_err(|_| EcError::TooFewShards { have, need: self.k })
+    }
+
     /// Recompute parity shards for a full set of shards (used by tests and repair).
     pub fn verify(&self, shards: &[Vec<u8>]) -> bool {
         self.rs.verify(shards).unwrap_or(false)

@@ -132,13 +132,16 @@ impl Fs {
                 let from = (0..cur.len())
                     .filter(|&i| cur[i] != NO_MEMBER && online[cur[i] as usize])
                     .max_by(|&a, &b| excess[cur[a] as usize].total_cmp(&excess[cur[b] as usize]));
-                // ...and the most under-full one outside the stripe
+                let Some(slot) = from else { break };
+                // ...and the most under-full one outside the stripe that
+                // doubles up no failure domain
                 let to = (0..n as u16)
                     .filter(|&mi| online[mi as usize] && !cur.contains(&mi))
+                    .filter(|&mi| {
+                        crate::pool::placement::domain_ok(&self.pool, &cur, cur[slot], mi)
+                    })
                     .min_by(|&a, &b| excess[a as usize].total_cmp(&excess[b as usize]));
-                let (Some(slot), Some(to)) = (from, to) else {
-                    break;
-                };
+                let Some(to) = to else { break };
                 let fm = cur[slot] as usize;
                 if !(excess[fm] > l / 2.0
                     && excess[to as usize] < -l / 2.0

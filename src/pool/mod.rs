@@ -3,11 +3,14 @@
 
 mod disk;
 mod format;
-mod placement;
+pub mod heat;
+pub mod placement;
+mod read;
 mod superblock;
 
 pub use disk::{DirDisk, DiskBackend, MemDisk};
 pub use format::{assemble, check_new_member_dir, mkfs, open_members, MkfsOptions};
+pub use read::ReadPolicy;
 pub use superblock::{new_id, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
 
 use crate::ec::{Codec, ShardHeader, ShardId};
@@ -76,6 +79,9 @@ pub struct PoolStats {
     pub shards_written: AtomicU64,
     /// Shard files read.
     pub shards_read: AtomicU64,
+    /// Reads that asked more shards because one was slower than its
+    /// member's recent p95.
+    pub hedges: AtomicU64,
 }
 
 /// Health of a member. Reads use online, suspect and draining members;
@@ -153,6 +159,9 @@ pub struct Member {
     disk: OnceLock<Arc<dyn DiskBackend>>,
     /// Declared failure domain, if any.
     domain: OnceLock<String>,
+    /// Load on the member, measured by the [`heat::Metered`] wrapper every
+    /// disk call passes through.
+    pub heat: Arc<heat::Heat>,
     /// [`Health`] as a number (see [`Member::health`]).
     state: std::sync::atomic::AtomicU8,
     /// I/O errors seen on this member.
@@ -171,10 +180,16 @@ impl Member {
         m.id.set(id).expect("fresh slot");
         m.path.set(path).expect("fresh slot");
         if let Some(d) = disk {
-            m.disk.set(d).expect("fresh slot");
+            m.attach_disk(d);
             m.state.store(Health::Online as u8, Ordering::Relaxed);
         }
         m
+    }
+
+    /// Set the slot's disk, measured into the member's heat.
+    fn attach_disk(&self, d: Arc<dyn DiskBackend>) {
+        let metered: Arc<dyn DiskBackend> = Arc::new(heat::Metered::new(d, self.heat.clone()));
+        self.disk.set(metered).expect("fresh slot");
     }
 
     /// An unused slot.
@@ -185,6 +200,7 @@ impl Member {
             path: OnceLock::new(),
             disk: OnceLock::new(),
             domain: OnceLock::new(),
+            heat: Arc::default(),
             state: std::sync::atomic::AtomicU8::new(Health::Missing as u8),
             errors: AtomicU64::new(0),
             streak_errors: AtomicU64::new(0),
@@ -342,6 +358,10 @@ pub struct Pool {
     count: AtomicUsize,
     /// Serialises `disk add` and changes of the metadata replica set.
     add_lock: Mutex<()>,
+    /// Read policy: false = heat-aware and hedged, true = naive.
+    naive_reads: AtomicBool,
+    /// Shard reads still out after this many ms count as I/O errors.
+    io_timeout_ms: AtomicU64,
     /// (epoch, members) holding metadata replicas; see
     /// [`Superblock::meta_epoch`].
     meta_set: Mutex<(u64, Vec<u16>)>,
@@ -425,6 +445,8 @@ impl Pool {
             count: AtomicUsize::new(count),
             add_lock: Mutex::new(()),
             meta_set: Mutex::new(meta_set),
+            naive_reads: AtomicBool::new(false),
+            io_timeout_ms: AtomicU64::new(10_000),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
@@ -520,7 +542,7 @@ impl Pool {
         if let Some(d) = domain {
             m.set_domain(d);
         }
-        m.disk.set(disk).expect("unused slot");
+        m.attach_disk(disk);
         m.state.store(Health::Online as u8, Ordering::Relaxed);
         if let Some(d) = m.disk() {
             if let Ok((t, f)) = d.capacity() {
@@ -706,7 +728,12 @@ impl Pool {
         let mut out_of_space = false;
         // Two rounds: shards whose member failed are retried on unused members.
         for _round in 0..2 {
-            let targets = placement::choose(self, todo.len(), &used);
+            let holders: Vec<u16> = members
+                .iter()
+                .copied()
+                .filter(|&m| m != NO_MEMBER)
+                .collect();
+            let targets = placement::choose(self, todo.len(), &used, &holders);
             let jobs: Vec<(usize, u16)> = todo.iter().copied().zip(targets).collect();
             let results: Vec<(usize, u16, Result<(), bool>)> = std::thread::scope(|s| {
                 let handles: Vec<_> = jobs
@@ -806,6 +833,14 @@ impl Pool {
         let (padded, parity) = self.codec.encode_parity(data);
         let shards = self.shard_slices(&padded, &parity, data.len());
         let mut exclude: Vec<u16> = loc.members.clone();
+        // members keeping a shard of the stripe: their domains are avoided
+        let mut holders: Vec<u16> = loc
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !slots.contains(i))
+            .map(|(_, &m)| m)
+            .collect();
         let mut done = Vec::new();
         for &slot in slots {
             let id = self.shard_id(object, stripe, loc.generation, slot);
@@ -822,16 +857,18 @@ impl Pool {
             {
                 self.headers.lock().unwrap().remove(&(here, id));
                 done.push((slot, here));
+                holders.push(here);
                 continue;
             }
             // a few tries: a target may fail (then it is excluded too)
             for _ in 0..3 {
-                let Some(&mi) = placement::choose(self, 1, &exclude).first() else {
+                let Some(&mi) = placement::choose(self, 1, &exclude, &holders).first() else {
                     break;
                 };
                 exclude.push(mi);
                 if self.write_shard(mi, &rel, &[&header, shards[slot]]).is_ok() {
                     done.push((slot, mi));
+                    holders.push(mi);
                     break;
                 }
             }
@@ -1036,71 +1073,6 @@ impl Pool {
         Ok(data[start - from..end - from].to_vec())
     }
 
-    /// Read bytes `start..end` of a stripe's data (within `loc.len`) from
-    /// the data shards that hold them, verifying only the blocks touched.
-    /// Any problem falls back to a full verified read with reconstruction.
-    pub fn read_stripe_range(
-        &self,
-        object: u64,
-        stripe: u64,
-        loc: &StripeLoc,
-        start: usize,
-        end: usize,
-    ) -> Result<Vec<u8>, PoolError> {
-        let end = end.min(loc.len as usize);
-        let start = start.min(end);
-        let len = self.codec.shard_len(loc.len as usize);
-        // the data shards the range touches: (shard, from, to)
-        let mut segs = Vec::new();
-        let mut pos = start;
-        while pos < end {
-            let i = pos / len;
-            let a = pos % len;
-            let b = len.min(a + (end - pos));
-            segs.push((i, a, b));
-            pos += b - a;
-        }
-        let read_seg = |&(i, a, b): &(usize, usize, usize)| -> Result<Vec<u8>, (u16, String)> {
-            let mi = loc.members[i];
-            // a shard never written, or on a member known to be gone, is not
-            // a new error: go straight to the decode
-            if mi == NO_MEMBER || self.slots[mi as usize].live_disk().is_none() {
-                return Err((NO_MEMBER, "unavailable".to_string()));
-            }
-            let id = self.shard_id(object, stripe, loc.generation, i);
-            self.read_shard_range(mi, id, loc.len, a, b)
-                .map_err(|e| (mi, e))
-        };
-        let results: Vec<Result<Vec<u8>, (u16, String)>> = if segs.len() == 1 {
-            vec![read_seg(&segs[0])]
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = segs
-                    .iter()
-                    .map(|seg| s.spawn(move || read_seg(seg)))
-                    .collect();
-                hs.into_iter().map(|h| h.join().unwrap()).collect()
-            })
-        };
-        let mut out = Vec::with_capacity(end - start);
-        for r in results {
-            match r {
-                Ok(bytes) => out.extend_from_slice(&bytes),
-                Err((mi, e)) => {
-                    if mi != NO_MEMBER {
-                        let i = loc.members.iter().position(|&x| x == mi).unwrap_or(0);
-                        let id = self.shard_id(object, stripe, loc.generation, i);
-                        self.shard_failed(mi, &id, &e);
-                    }
-                    // a data shard is missing or bad: decode from any k
-                    let full = self.read_stripe(object, stripe, loc)?;
-                    return Ok(full[start..end].to_vec());
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// The identity of shard `index` of a stripe generation.
     pub fn shard_id_of(&self, object: u64, stripe: u64, generation: u64, index: usize) -> ShardId {
         self.shard_id(object, stripe, generation, index)
@@ -1114,109 +1086,6 @@ impl Pool {
             generation,
             index: index as u8,
         }
-    }
-
-    /// Read a stripe, verifying every shard used and decoding from parity
-    /// when a data shard is missing, unreadable or corrupt.
-    pub fn read_stripe(
-        &self,
-        object: u64,
-        stripe: u64,
-        loc: &StripeLoc,
-    ) -> Result<Vec<u8>, PoolError> {
-        let k = self.k();
-        let n = loc.members.len();
-        // Candidates in preference order: data shards first, then parity.
-        let mut candidates: Vec<usize> = (0..n)
-            .filter(|&i| loc.members[i] != NO_MEMBER)
-            .filter(|&i| self.slots[loc.members[i] as usize].live_disk().is_some())
-            .collect();
-        candidates.sort_by_key(|&i| (i >= k) as u8);
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
-        let mut good = 0;
-        let mut next = 0;
-        while good < k && next < candidates.len() {
-            let batch: Vec<usize> = candidates[next..].iter().copied().take(k - good).collect();
-            next += batch.len();
-            let results: Vec<(usize, Result<Vec<u8>, String>)> = std::thread::scope(|s| {
-                let hs: Vec<_> = batch
-                    .iter()
-                    .map(|&i| {
-                        let id = self.shard_id(object, stripe, loc.generation, i);
-                        s.spawn(move || (i, self.read_shard(loc.members[i], id, loc.len)))
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            for (i, r) in results {
-                match r {
-                    Ok(p) => {
-                        shards[i] = Some(p);
-                        good += 1;
-                    }
-                    Err(e) => {
-                        let id = self.shard_id(object, stripe, loc.generation, i);
-                        self.shard_failed(loc.members[i], &id, &e);
-                    }
-                }
-            }
-        }
-        if good < k {
-            // last resort before EIO: members taken out of service (failed,
-            // draining, removed) may still hold verifiable copies; a
-            // failing member never fails a read while k good shards exist
-            for (i, slot) in shards.iter_mut().enumerate() {
-                if good >= k {
-                    break;
-                }
-                let mi = loc.members[i];
-                if slot.is_some() || mi == NO_MEMBER {
-                    continue;
-                }
-                let m = &self.slots[mi as usize];
-                let Some(d) = m.disk() else { continue };
-                if m.live_disk().is_some() {
-                    continue; // already tried
-                }
-                let id = self.shard_id(object, stripe, loc.generation, i);
-                let rel = shard_path(object, stripe, loc.generation, i as u8);
-                let ok = d.read_file(&rel).ok().and_then(|bytes| {
-                    let (h, payload) = ShardHeader::open(&bytes).ok()?;
-                    (h.id == id && h.stripe_len == loc.len).then(|| payload.to_vec())
-                });
-                if let Some(p) = ok {
-                    log::warn!(
-                        "object {object} stripe {stripe}: shard {i} read from member {mi} ({}) \
-                         although it is {}",
-                        m.path(),
-                        m.health().name()
-                    );
-                    *slot = Some(p);
-                    good += 1;
-                }
-            }
-        }
-        if good < k {
-            log::error!("object {object} stripe {stripe}: only {good} of {k} shards readable");
-            return Err(PoolError::Unreadable {
-                object,
-                stripe,
-                have: good,
-                need: k,
-            });
-        }
-        if shards[..k].iter().any(|s| s.is_none()) {
-            self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
-            log::info!("object {object} stripe {stripe}: reconstructed from parity");
-        }
-        self.codec
-            .decode(shards, loc.len as usize)
-            .map_err(|_| PoolError::Unreadable {
-                object,
-                stripe,
-                have: good,
-                need: k,
-            })
     }
 
     /// Verify every shard of a stripe: `Ok(())` or the reason, per shard.

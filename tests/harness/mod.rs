@@ -76,6 +76,8 @@ pub struct Rig {
     pub meta: Arc<CrashMeta>,
     sb: Superblock,
     pub fs: Option<Fs>,
+    /// Read policy, kept across remounts.
+    pub policy: shardfs::pool::ReadPolicy,
 }
 
 impl Rig {
@@ -112,6 +114,7 @@ impl Rig {
             clock,
             sb,
             fs: None,
+            policy: shardfs::pool::ReadPolicy::Heat,
         };
         // superblocks, as mkfs writes them (the member probe reads them)
         for (i, d) in rig.disks.iter().enumerate() {
@@ -143,6 +146,7 @@ impl Rig {
             })
             .collect();
         let pool = Arc::new(Pool::new(self.sb.clone(), members).expect("pool"));
+        pool.set_read_policy(self.policy);
         let p2 = pool.clone();
         let meta = MetaCache::new(self.meta.view(), Box::new(move || p2.sync_pending()));
         self.fs = Some(Fs::mount(pool, meta)?);
@@ -316,6 +320,11 @@ pub enum Op {
     AddMember,
     /// A rebalance pass (moves shards onto members holding less).
     Rebalance,
+    /// Switch reads to the naive policy (true) or heat-aware, hedged (false).
+    NaiveReads(bool),
+    /// Make member i slow (reads take 0, 2 or 4 ms more): heat-aware
+    /// reads route around it and hedges fire.
+    Slow(u8, u8),
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -388,6 +397,8 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         1 => any::<u8>().prop_map(Op::Drain),
         1 => Just(Op::AddMember),
         2 => Just(Op::Rebalance),
+        1 => any::<bool>().prop_map(Op::NaiveReads),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(i, s)| Op::Slow(i, s)),
     ]
     .boxed()
 }
@@ -658,7 +669,18 @@ impl Pair {
     pub fn step(&mut self, op: &Op) {
         self.steps += 1;
         let desc = format!("{op:?}");
+        let hedges = |p: &Pair| {
+            p.rig
+                .fs
+                .as_ref()
+                .map(|f| f.pool.stats.hedges.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        };
+        let before = hedges(self);
         let (want, got) = self.run(op);
+        if hedges(self) > before {
+            self.tally.entry("Hedged".into()).or_default().0 += 1;
+        }
         self.log.push(format!("{desc} -> {}", brief(&want)));
         let kind = desc.split('(').next().unwrap_or("").to_string();
         let e = self.tally.entry(kind).or_default();
@@ -792,6 +814,23 @@ impl Pair {
                     self.fail(&format!("disk add: {e}"));
                 }
                 self.added += 1;
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::NaiveReads(naive) => {
+                let p = if naive {
+                    shardfs::pool::ReadPolicy::Naive
+                } else {
+                    shardfs::pool::ReadPolicy::Heat
+                };
+                self.rig.policy = p;
+                self.rig.fs().pool.set_read_policy(p);
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Slow(i, ms) => {
+                let i = i as usize % self.rig.disks.len();
+                self.rig.disks[i]
+                    .slow_ms
+                    .store([0, 2, 4][ms as usize % 3], Ordering::SeqCst);
                 (Ok(Out::Done), Ok(Out::Done))
             }
             Op::Rebalance => {

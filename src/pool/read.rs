@@ -1,0 +1,514 @@
+//! Reading stripes: which shards to read, and when to read more.
+//!
+//! A read needs either every data shard its byte range touches (no decode)
+//! or any k shards (decode). Under the heat-aware policy the cheaper of the
+//! two is chosen by expected wait: the slowest member of each set, from
+//! its heat (requests in flight times recent latency). Reads are hedged: a
+//! shard read still out after its member's recent p95 latency makes the
+//! read ask enough other shards to finish without it, and the first set
+//! that completes wins (late answers are dropped). The naive policy reads
+//! the touched data shards and turns to parity only on an error, as a
+//! system without heat would.
+//!
+//! Every shard read runs on its own thread, so a read never waits on one
+//! that is no longer needed. A read still out after the I/O timeout counts
+//! as an I/O error of its member (timeouts move members to suspect, then
+//! failed), and the read goes on without it.
+
+use super::{shard_path, DiskBackend, Pool, PoolError, StripeLoc, NO_MEMBER};
+use crate::ec::{header_len, ShardHeader, ShardId, BLOCK};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How stripe reads choose shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPolicy {
+    /// The k shards on the least-loaded members (parity when that beats
+    /// queueing behind a hot data shard), hedged at the member's p95.
+    Heat,
+    /// Data shards first; parity only after an error; no hedging.
+    Naive,
+}
+
+impl ReadPolicy {
+    /// Parse "heat" or "naive".
+    pub fn parse(s: &str) -> Result<ReadPolicy, String> {
+        match s {
+            "heat" => Ok(ReadPolicy::Heat),
+            "naive" => Ok(ReadPolicy::Naive),
+            _ => Err(format!("read policy {s:?}: give heat or naive")),
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadPolicy::Heat => "heat",
+            ReadPolicy::Naive => "naive",
+        }
+    }
+}
+
+/// A hedge never fires sooner than this after a read starts.
+const MIN_HEDGE: Duration = Duration::from_millis(1);
+/// Expected-wait penalty of a parity shard (decoding costs CPU).
+const PARITY_PENALTY: f64 = 1.05;
+
+/// The bytes of a payload region `[from, to)` of one shard, verified.
+type Piece = Result<(Vec<u8>, Option<Arc<ShardHeader>>), String>;
+
+/// What one shard read needs (moved to its thread).
+struct Job {
+    disk: Arc<dyn DiskBackend>,
+    rel: String,
+    id: ShardId,
+    stripe_len: u32,
+    payload_len: usize,
+    from: usize,
+    to: usize,
+    header: Option<Arc<ShardHeader>>,
+}
+
+impl Job {
+    /// Read and verify the region: a whole shard in one read (every block
+    /// verified), or the header (cached after the first read) and the
+    /// blocks the region covers.
+    fn run(self) -> Piece {
+        let rel = &self.rel;
+        let check = |h: &ShardHeader| -> Result<(), String> {
+            if h.id != self.id || h.stripe_len != self.stripe_len {
+                return Err(format!("{rel}: header names another shard"));
+            }
+            Ok(())
+        };
+        if self.from == 0 && self.to == self.payload_len && self.header.is_none() {
+            let bytes = self
+                .disk
+                .read_file(rel)
+                .map_err(|e| format!("read {rel}: {e}"))?;
+            let (h, payload) = ShardHeader::open(&bytes).map_err(|e| format!("{rel}: {e}"))?;
+            check(&h)?;
+            let payload = payload.to_vec();
+            return Ok((payload, Some(Arc::new(h))));
+        }
+        let hlen = header_len(self.payload_len);
+        let (h, fresh) = match self.header {
+            Some(h) => (h, None),
+            None => {
+                let hb = self
+                    .disk
+                    .read_range(rel, 0, hlen)
+                    .map_err(|e| format!("read {rel}: {e}"))?;
+                let (h, _) = ShardHeader::open_header(&hb).map_err(|e| format!("{rel}: {e}"))?;
+                check(&h)?;
+                if h.payload_len as usize != self.payload_len {
+                    return Err(format!("{rel}: header names another shard"));
+                }
+                let h = Arc::new(h);
+                (h.clone(), Some(h))
+            }
+        };
+        let first = self.from / BLOCK;
+        let data = self
+            .disk
+            .read_range(rel, (hlen + self.from) as u64, self.to - self.from)
+            .map_err(|e| format!("read {rel}: {e}"))?;
+        if data.len() != self.to - self.from {
+            return Err(format!("{rel}: short read (truncated shard)"));
+        }
+        h.verify_blocks(first, &data)
+            .map_err(|e| format!("{rel}: {e}"))?;
+        Ok((data, fresh))
+    }
+}
+
+/// A shard read in flight.
+struct Pending {
+    slot: usize,
+    started: Instant,
+    hedge_at: Instant,
+    /// Already counted as slow (a hedge fired for it).
+    slow: bool,
+}
+
+impl Pool {
+    /// The read policy in force.
+    pub fn read_policy(&self) -> ReadPolicy {
+        if self.naive_reads.load(Ordering::Relaxed) {
+            ReadPolicy::Naive
+        } else {
+            ReadPolicy::Heat
+        }
+    }
+
+    /// Change the read policy (takes effect at the next read).
+    pub fn set_read_policy(&self, p: ReadPolicy) {
+        self.naive_reads
+            .store(p == ReadPolicy::Naive, Ordering::Relaxed);
+    }
+
+    /// Reads still out after this long count as I/O errors.
+    pub fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.io_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Set the I/O timeout.
+    pub fn set_io_timeout(&self, d: Duration) {
+        self.io_timeout_ms
+            .store(d.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Expected wait at the member of `slot`, with the parity penalty.
+    fn score(&self, loc: &StripeLoc, slot: usize) -> f64 {
+        let l = self.slots[loc.members[slot] as usize].heat.load();
+        if slot >= self.k() {
+            l * PARITY_PENALTY
+        } else {
+            l
+        }
+    }
+
+    /// Read region `[from, to)` (block-aligned payload offsets) of the
+    /// shards of a stripe until either every slot in `targets` or any k
+    /// slots have verified pieces. Returns the pieces by slot.
+    fn gather(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        from: usize,
+        to: usize,
+        targets: &[usize],
+    ) -> Vec<Option<Vec<u8>>> {
+        let k = self.k();
+        let n = loc.members.len();
+        let payload_len = self.codec.shard_len(loc.len as usize);
+        let policy = self.read_policy();
+        let live: Vec<usize> = (0..n)
+            .filter(|&i| loc.members[i] != NO_MEMBER)
+            .filter(|&i| self.slots[loc.members[i] as usize].live_disk().is_some())
+            .collect();
+        // the first set to ask, and the order of the rest
+        let (mut order, first): (Vec<usize>, Vec<usize>) = match policy {
+            ReadPolicy::Naive => {
+                let mut o: Vec<usize> = live.clone();
+                o.sort_by_key(|&i| (!targets.contains(&i), i >= k, i));
+                let first = o.iter().copied().filter(|i| targets.contains(i)).collect();
+                (o, first)
+            }
+            ReadPolicy::Heat => {
+                let scores: Vec<(f64, usize)> =
+                    live.iter().map(|&i| (self.score(loc, i), i)).collect();
+                let mut o = scores.clone();
+                o.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let cost = |set: &[usize]| {
+                    set.iter()
+                        .map(|i| {
+                            scores
+                                .iter()
+                                .find(|s| s.1 == *i)
+                                .map(|s| s.0)
+                                .unwrap_or(f64::INFINITY)
+                        })
+                        .fold(0.0f64, f64::max)
+                };
+                let best_k: Vec<usize> = o.iter().take(k).map(|s| s.1).collect();
+                let all_targets_live = targets.iter().all(|t| live.contains(t));
+                let first = if all_targets_live && cost(targets) <= cost(&best_k) {
+                    targets.to_vec()
+                } else {
+                    best_k
+                };
+                (o.into_iter().map(|s| s.1).collect(), first)
+            }
+        };
+        order.retain(|i| !first.contains(i));
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
+        let (tx, rx) = crossbeam::channel::unbounded::<(usize, Piece)>();
+        let mut pending: Vec<Pending> = Vec::new();
+        let launch = |slot: usize, pending: &mut Vec<Pending>| {
+            let mi = loc.members[slot];
+            let m = &self.slots[mi as usize];
+            let Some(disk) = m.live_disk().cloned() else {
+                let _ = tx.send((slot, Err("member offline".into())));
+                return;
+            };
+            let id = self.shard_id(object, stripe, loc.generation, slot);
+            let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
+            self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+            let job = Job {
+                disk,
+                rel: shard_path(object, stripe, loc.generation, slot as u8),
+                id,
+                stripe_len: loc.len,
+                payload_len,
+                from,
+                to,
+                header,
+            };
+            let tx = tx.clone();
+            let now = Instant::now();
+            let hedge_at = match policy {
+                ReadPolicy::Heat => now + m.heat.p95().max(MIN_HEDGE),
+                ReadPolicy::Naive => now + self.io_timeout(),
+            };
+            pending.push(Pending {
+                slot,
+                started: now,
+                hedge_at,
+                slow: false,
+            });
+            std::thread::spawn(move || {
+                let _ = tx.send((slot, job.run()));
+            });
+        };
+        for &slot in &first {
+            launch(slot, &mut pending);
+        }
+        let done = |pieces: &[Option<Vec<u8>>]| {
+            pieces.iter().filter(|p| p.is_some()).count() >= k
+                || (!targets.is_empty() && targets.iter().all(|&t| pieces[t].is_some()))
+        };
+        // ask enough other shards that k can arrive without the slow and
+        // failed ones
+        let top_up =
+            |pieces: &[Option<Vec<u8>>], pending: &mut Vec<Pending>, order: &mut Vec<usize>| {
+                let have = pieces.iter().filter(|p| p.is_some()).count()
+                    + pending.iter().filter(|p| !p.slow).count();
+                for _ in have..k {
+                    if order.is_empty() {
+                        break;
+                    }
+                    let slot = order.remove(0);
+                    launch(slot, pending);
+                }
+            };
+        let timeout = self.io_timeout();
+        while !done(&pieces) {
+            if pending.is_empty() {
+                if order.is_empty() {
+                    break;
+                }
+                top_up(&pieces, &mut pending, &mut order);
+                continue;
+            }
+            let now = Instant::now();
+            let next_hedge = pending.iter().filter(|p| !p.slow).map(|p| p.hedge_at).min();
+            let next_timeout = pending
+                .iter()
+                .map(|p| p.started + timeout)
+                .min()
+                .expect("pending");
+            let wake = next_hedge.map_or(next_timeout, |h| h.min(next_timeout));
+            match rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok((slot, res)) => {
+                    let Some(at) = pending.iter().position(|p| p.slot == slot) else {
+                        continue; // timed out earlier: too late
+                    };
+                    pending.remove(at);
+                    let mi = loc.members[slot];
+                    match res {
+                        Ok((bytes, header)) => {
+                            self.slots[mi as usize].note_ok();
+                            if let Some(h) = header {
+                                let id = self.shard_id(object, stripe, loc.generation, slot);
+                                let mut cache = self.headers.lock().unwrap();
+                                if cache.len() >= super::HEADER_CACHE_ENTRIES {
+                                    cache.clear();
+                                }
+                                cache.insert((mi, id), h);
+                            }
+                            pieces[slot] = Some(bytes);
+                        }
+                        Err(e) => {
+                            let id = self.shard_id(object, stripe, loc.generation, slot);
+                            self.shard_failed(mi, &id, &e);
+                            top_up(&pieces, &mut pending, &mut order);
+                        }
+                    }
+                }
+                Err(_) => {
+                    let now = Instant::now();
+                    // reads out past the I/O timeout: errors of their member
+                    let mut i = 0;
+                    while i < pending.len() {
+                        if now >= pending[i].started + timeout {
+                            let p = pending.remove(i);
+                            let mi = loc.members[p.slot];
+                            let id = self.shard_id(object, stripe, loc.generation, p.slot);
+                            self.shard_failed(
+                                mi,
+                                &id,
+                                &format!("read timed out after {} ms", timeout.as_millis()),
+                            );
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    // hedge: reads slower than their member's p95
+                    let mut hedged = false;
+                    for p in pending.iter_mut() {
+                        if !p.slow && now >= p.hedge_at {
+                            p.slow = true;
+                            hedged = true;
+                        }
+                    }
+                    if hedged {
+                        self.stats.hedges.fetch_add(1, Ordering::Relaxed);
+                    }
+                    top_up(&pieces, &mut pending, &mut order);
+                }
+            }
+        }
+        pieces
+    }
+
+    /// Read a stripe's `loc.len` bytes, verifying every shard used and
+    /// decoding from parity when data shards are missing, bad, slow or on
+    /// hot members.
+    pub fn read_stripe(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+    ) -> Result<Vec<u8>, PoolError> {
+        let k = self.k();
+        let payload_len = self.codec.shard_len(loc.len as usize);
+        let targets: Vec<usize> = (0..k).collect();
+        let mut shards = self.gather(object, stripe, loc, 0, payload_len, &targets);
+        let mut good = shards.iter().filter(|s| s.is_some()).count();
+        if good < k {
+            good = self.read_out_of_service(object, stripe, loc, &mut shards, good);
+        }
+        if good < k {
+            log::error!("object {object} stripe {stripe}: only {good} of {k} shards readable");
+            return Err(PoolError::Unreadable {
+                object,
+                stripe,
+                have: good,
+                need: k,
+            });
+        }
+        if shards[..k].iter().any(|s| s.is_none()) {
+            self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+            log::debug!("object {object} stripe {stripe}: decoded with parity");
+        }
+        self.codec
+            .decode(shards, loc.len as usize)
+            .map_err(|_| PoolError::Unreadable {
+                object,
+                stripe,
+                have: good,
+                need: k,
+            })
+    }
+
+    /// Last resort before EIO: members taken out of service (failed,
+    /// draining, removed) may still hold verifiable copies; a failing
+    /// member never fails a read while k good shards exist. Returns the
+    /// number of good shards now.
+    fn read_out_of_service(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        shards: &mut [Option<Vec<u8>>],
+        mut good: usize,
+    ) -> usize {
+        let k = self.k();
+        for (i, slot) in shards.iter_mut().enumerate() {
+            if good >= k {
+                break;
+            }
+            let mi = loc.members[i];
+            if slot.is_some() || mi == NO_MEMBER {
+                continue;
+            }
+            let m = &self.slots[mi as usize];
+            let Some(d) = m.disk() else { continue };
+            if m.live_disk().is_some() {
+                continue; // already tried
+            }
+            let id = self.shard_id(object, stripe, loc.generation, i);
+            let rel = shard_path(object, stripe, loc.generation, i as u8);
+            let ok = d.read_file(&rel).ok().and_then(|bytes| {
+                let (h, payload) = ShardHeader::open(&bytes).ok()?;
+                (h.id == id && h.stripe_len == loc.len).then(|| payload.to_vec())
+            });
+            if let Some(p) = ok {
+                log::warn!(
+                    "object {object} stripe {stripe}: shard {i} read from member {mi} ({}) \
+                     although it is {}",
+                    m.path(),
+                    m.health().name()
+                );
+                *slot = Some(p);
+                good += 1;
+            }
+        }
+        good
+    }
+
+    /// Read bytes `start..end` of a stripe's data (within `loc.len`),
+    /// verifying only the blocks read: from the data shards the range
+    /// touches, or (hot, slow or bad members) decoded from the same blocks
+    /// of any k shards. Any problem falls back to a full stripe read.
+    pub fn read_stripe_range(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        start: usize,
+        end: usize,
+    ) -> Result<Vec<u8>, PoolError> {
+        let end = end.min(loc.len as usize);
+        let start = start.min(end);
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let len = self.codec.shard_len(loc.len as usize);
+        // the data shards the range touches: (shard, from, to)
+        let mut segs = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            let i = pos / len;
+            let a = pos % len;
+            let b = len.min(a + (end - pos));
+            segs.push((i, a, b));
+            pos += b - a;
+        }
+        // one block-aligned region of shard offsets covering every segment
+        let from = segs.iter().map(|s| s.1).min().expect("segments") / BLOCK * BLOCK;
+        let to = (segs
+            .iter()
+            .map(|s| s.2)
+            .max()
+            .expect("segments")
+            .div_ceil(BLOCK)
+            * BLOCK)
+            .min(len);
+        let targets: Vec<usize> = segs.iter().map(|s| s.0).collect();
+        let mut pieces = self.gather(object, stripe, loc, from, to, &targets);
+        if !targets.iter().all(|&t| pieces[t].is_some()) {
+            if pieces.iter().filter(|p| p.is_some()).count() >= self.k() {
+                // decode the region's data pieces from any k
+                if self.codec.reconstruct(&mut pieces).is_err() {
+                    let full = self.read_stripe(object, stripe, loc)?;
+                    return Ok(full[start..end].to_vec());
+                }
+                self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let full = self.read_stripe(object, stripe, loc)?;
+                return Ok(full[start..end].to_vec());
+            }
+        }
+        let mut out = Vec::with_capacity(end - start);
+        for (i, a, b) in segs {
+            let p = pieces[i].as_ref().expect("present or reconstructed");
+            out.extend_from_slice(&p[a - from..b - from]);
+        }
+        Ok(out)
+    }
+}
