@@ -5,7 +5,7 @@
 use crate::control;
 use crate::fs::Fs;
 use crate::meta::{MetaCache, MetaStore, ReplicatedStore};
-use crate::pool::{open_members, Pool};
+use crate::pool::{open_members_with, Pool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +46,44 @@ impl MetaStore for SharedStore {
 /// Open the pool over `dirs`: check the members, open and reconcile the
 /// metadata replicas, and open the filesystem (which reclaims orphans).
 pub fn open_pool(dirs: &[PathBuf]) -> Result<Opened, String> {
-    let (sb, members) = open_members(dirs).map_err(|e| e.to_string())?;
+    open_pool_emulated(dirs, &Emulation::default())
+}
+
+/// HDD emulation of members: limits for all of them, and per member.
+#[derive(Debug, Clone, Default)]
+pub struct Emulation {
+    /// limits for every member without its own
+    pub all: Option<crate::pool::heat::Limits>,
+    /// (member index, limits)
+    pub members: Vec<(u16, crate::pool::heat::Limits)>,
+}
+
+impl Emulation {
+    /// Limits of member `i`, if emulated.
+    pub fn of(&self, i: u16) -> Option<crate::pool::heat::Limits> {
+        self.members
+            .iter()
+            .find(|(m, _)| *m == i)
+            .map(|(_, l)| *l)
+            .or(self.all)
+    }
+}
+
+/// [`open_pool`] with members emulating hard disks.
+pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, String> {
+    let wrap =
+        |i: u16, d: Arc<dyn crate::pool::DiskBackend>| -> Arc<dyn crate::pool::DiskBackend> {
+            match emu.of(i) {
+                Some(l) => Arc::new(crate::pool::heat::Throttled::new(d, l)),
+                None => d,
+            }
+        };
+    let (sb, members) = open_members_with(dirs, &wrap).map_err(|e| e.to_string())?;
+    for m in &members {
+        if let Some(l) = emu.of(m.index) {
+            let _ = m.emulated.set(l);
+        }
+    }
     let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
     let listed = pool.meta_replicas();
     let meta_dirs: Vec<(String, Option<u16>, PathBuf)> = listed
@@ -100,6 +137,12 @@ pub struct MountConfig {
     pub scrub_interval_hours: u64,
     /// minutes between namespace catalog writes (0: only at unmount)
     pub catalog_interval_mins: u64,
+    /// how reads choose shards
+    pub read_policy: crate::pool::ReadPolicy,
+    /// shard reads out longer than this count as member errors
+    pub io_timeout: Duration,
+    /// members emulating hard disks
+    pub emulation: Emulation,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -124,7 +167,9 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         return Err(format!("mount point {} is not a directory", mp.display()));
     }
     sd_notify::notify(&[("STATUS", "opening the pool")]);
-    let opened = open_pool(&cfg.members)?;
+    let opened = open_pool_emulated(&cfg.members, &cfg.emulation)?;
+    opened.fs.pool.set_read_policy(cfg.read_policy);
+    opened.fs.pool.set_io_timeout(cfg.io_timeout);
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
     let socket = cfg.socket.clone().unwrap_or_else(|| {

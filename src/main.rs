@@ -85,10 +85,38 @@ enum Cmd {
         /// `shardfs recover` rebuilds names from. 0 disables periodic writes.
         #[arg(long, default_value_t = 10)]
         catalog_interval_mins: u64,
+        /// How reads choose shards: heat (the k on the least-loaded members,
+        /// hedged at each member's p95) or naive (data shards first);
+        /// changeable at runtime with `shardctl heat policy`.
+        #[arg(long, default_value = "heat", value_parser = shardfs::pool::ReadPolicy::parse)]
+        read_policy: shardfs::pool::ReadPolicy,
+        /// Shard reads still out after this many ms count as I/O errors of
+        /// their member (and the read goes on without them).
+        #[arg(long, default_value_t = 10_000)]
+        io_timeout_ms: u64,
+        /// Emulate hard disks: cap every member at IOPS:MB_PER_SEC (e.g.
+        /// 120:200), with real queueing (benchmarks, demos).
+        #[arg(long, value_parser = shardfs::pool::heat::Limits::parse)]
+        emulate_hdd: Option<shardfs::pool::heat::Limits>,
+        /// Emulate one member: INDEX=IOPS:MB_PER_SEC (repeatable; overrides
+        /// --emulate-hdd for that member).
+        #[arg(long, value_parser = parse_member_limits)]
+        emulate_member: Vec<(u16, shardfs::pool::heat::Limits)>,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
     },
+}
+
+fn parse_member_limits(s: &str) -> Result<(u16, shardfs::pool::heat::Limits), String> {
+    let (i, l) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: give INDEX=IOPS:MB_PER_SEC, e.g. 3=12:20"))?;
+    let i: u16 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: bad member index"))?;
+    Ok((i, shardfs::pool::heat::Limits::parse(l)?))
 }
 
 fn main() -> ExitCode {
@@ -166,6 +194,10 @@ fn main() -> ExitCode {
             repair_rate,
             scrub_interval_hours,
             catalog_interval_mins,
+            read_policy,
+            io_timeout_ms,
+            emulate_hdd,
+            emulate_member,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -179,6 +211,12 @@ fn main() -> ExitCode {
                 repair_rate,
                 scrub_interval_hours,
                 catalog_interval_mins,
+                read_policy,
+                io_timeout: Duration::from_millis(io_timeout_ms.max(1)),
+                emulation: shardfs::daemon::Emulation {
+                    all: emulate_hdd,
+                    members: emulate_member,
+                },
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

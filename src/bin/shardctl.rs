@@ -54,6 +54,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RebalanceCmd,
     },
+    /// Per-member load: in flight, latency, p95, IOPS, bandwidth and
+    /// utilisation, with a bar per member; `--svg FILE` draws the load of
+    /// the last 10 minutes; `heat policy heat|naive` sets the read policy.
+    Heat {
+        /// Write a picture (SVG) of per-member IOPS over time to FILE.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<HeatCmd>,
+    },
     /// Estimated annual durability (nines) of the pool as it is now.
     Durability {
         /// Annual failure rate of one failure domain, e.g. 0.015.
@@ -88,6 +98,16 @@ enum ScrubCmd {
         /// Keep showing progress until the pass ends.
         #[arg(long)]
         wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HeatCmd {
+    /// How reads choose shards: heat (least-loaded k, hedged) or naive
+    /// (data shards first).
+    Policy {
+        /// heat | naive
+        policy: String,
     },
 }
 
@@ -298,6 +318,129 @@ fn print_status(s: &Status) {
     }
 }
 
+fn print_heat(r: &shardfs::control::HeatReport) {
+    println!(
+        "read policy {}   hedged reads {}   stripes decoded with parity {}",
+        r.read_policy, r.hedges, r.reconstructions
+    );
+    println!();
+    println!(
+        "{:>3}  {:<8} {:>4} {:>8} {:>8} {:>8} {:>9}  {:<22} {:>8}  EMULATED",
+        "#", "STATE", "INFL", "LAT ms", "P95 ms", "IOPS", "MB/s", "UTILISATION (10 s)", "LOAD ms"
+    );
+    for m in &r.members {
+        let h = &m.heat;
+        let n = (h.util_10s * 15.0).round() as usize;
+        println!(
+            "{:>3}  {:<8} {:>4} {:>8.2} {:>8.2} {:>8.1} {:>9.2}  [{}{}] {:>3.0}% {:>8.2}  {}",
+            m.index,
+            m.state,
+            h.inflight,
+            h.latency_ms,
+            h.p95_ms,
+            h.iops_10s,
+            h.bw_10s / 1e6,
+            "#".repeat(n.min(15)),
+            ".".repeat(15 - n.min(15)),
+            h.util_10s * 100.0,
+            h.load,
+            m.emulated
+                .map(|l| format!("{:.0} IOPS, {:.0} MB/s", l.iops, l.bytes_per_sec / 1e6))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+/// An SVG line chart of each member's IOPS per second.
+fn heat_svg(hist: &[shardfs::control::MemberHistory]) -> String {
+    use std::fmt::Write;
+    let (w, h, left, bottom, top, right) = (960.0, 420.0, 60.0, 40.0, 30.0, 150.0);
+    let t0 = hist
+        .iter()
+        .filter_map(|m| m.seconds.first().map(|s| s.t))
+        .min()
+        .unwrap_or(0);
+    let t1 = hist
+        .iter()
+        .filter_map(|m| m.seconds.last().map(|s| s.t))
+        .max()
+        .unwrap_or(t0 + 1)
+        .max(t0 + 1);
+    let ymax = hist
+        .iter()
+        .flat_map(|m| m.seconds.iter().map(|s| s.ops))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let x = |t: u64| left + (t - t0) as f64 / (t1 - t0) as f64 * (w - left - right);
+    let y = |v: f64| h - bottom - v / ymax * (h - bottom - top);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{left}" y="18" font-size="14">shardfs: operations per second per member ({} s)</text>"#,
+        t1 - t0
+    );
+    // axes and a few ticks
+    let _ = writeln!(
+        out,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    );
+    for i in 0..=4 {
+        let v = ymax * i as f64 / 4.0;
+        let _ = writeln!(
+            out,
+            r##"<text x="{}" y="{}" text-anchor="end">{v:.0}</text><line x1="{left}" y1="{1}" x2="{}" y2="{1}" stroke="#ddd"/>"##,
+            left - 6.0,
+            y(v),
+            w - right
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">seconds (last {})</text>"#,
+        (left + w - right) / 2.0,
+        h - 8.0,
+        t1 - t0
+    );
+    let colors = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf",
+    ];
+    for (i, m) in hist.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let pts: Vec<String> = m
+            .seconds
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", x(s.t), y(s.ops as f64)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{}"/>"#,
+            pts.join(" ")
+        );
+        let _ = writeln!(
+            out,
+            r#"<rect x="{}" y="{}" width="12" height="12" fill="{c}"/><text x="{}" y="{}">member {}</text>"#,
+            w - right + 15.0,
+            top + i as f64 * 18.0,
+            w - right + 32.0,
+            top + i as f64 * 18.0 + 10.0,
+            m.index
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 fn print_locate(l: &Locate) {
     println!(
         "{}: inode {}, {}, {} bytes, {}",
@@ -395,6 +538,29 @@ fn run(cli: Cli) -> Result<(), String> {
                 show_progress(&socket, Command::ScrubStatus, "scrub ", cli.json, wait)?
             }
         },
+        Cmd::Heat { svg, cmd } => {
+            let v = match cmd {
+                Some(HeatCmd::Policy { policy }) => call(&socket, Command::ReadPolicy { policy })?,
+                None => call(&socket, Command::Heat)?,
+            };
+            if let Some(path) = &svg {
+                let h = call(&socket, Command::HeatHistory)?;
+                let hist: Vec<shardfs::control::MemberHistory> =
+                    serde_json::from_value(h).map_err(|e| e.to_string())?;
+                std::fs::write(path, heat_svg(&hist))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                let r: shardfs::control::HeatReport =
+                    serde_json::from_value(v).map_err(|e| e.to_string())?;
+                print_heat(&r);
+                if let Some(path) = &svg {
+                    println!("load over time written to {}", path.display());
+                }
+            }
+        }
         Cmd::Rebalance { cmd } => match cmd {
             RebalanceCmd::Start => {
                 let v = call(&socket, Command::RebalanceStart)?;

@@ -90,6 +90,16 @@ pub enum Command {
     RebalanceStart,
     /// Rebalance progress and the spread of shard bytes over members.
     RebalanceStatus,
+    /// Per-member heat: in flight, latency, p95, IOPS, bandwidth,
+    /// utilisation and load; the read policy and hedges.
+    Heat,
+    /// Per-member load, second by second, over the last 10 minutes.
+    HeatHistory,
+    /// Choose how reads pick shards: "heat" or "naive".
+    ReadPolicy {
+        /// heat | naive
+        policy: String,
+    },
     /// Estimated annual durability.
     Durability {
         /// annual failure rate per failure domain (default 1.5 %)
@@ -131,6 +141,43 @@ impl Reply {
             error: Some(msg.into()),
         }
     }
+}
+
+/// One member in a heat reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberHeat {
+    /// index
+    pub index: u16,
+    /// state
+    pub state: String,
+    /// path
+    pub path: String,
+    /// measured heat
+    pub heat: crate::pool::heat::HeatSnapshot,
+    /// HDD emulation limits, if emulated
+    pub emulated: Option<crate::pool::heat::Limits>,
+}
+
+/// The heat reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeatReport {
+    /// read policy: heat | naive
+    pub read_policy: String,
+    /// reads hedged since mount
+    pub hedges: u64,
+    /// stripes decoded with parity since mount
+    pub reconstructions: u64,
+    /// members
+    pub members: Vec<MemberHeat>,
+}
+
+/// One member's history in a heat-history reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberHistory {
+    /// index
+    pub index: u16,
+    /// seconds, oldest first
+    pub seconds: Vec<crate::pool::heat::Second>,
 }
 
 /// One member in a status reply.

@@ -181,6 +181,22 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
             rebalance_status(ctx)
         }
         Command::RebalanceStatus => rebalance_status(ctx),
+        Command::Heat => Ok(json(heat_report(ctx))),
+        Command::HeatHistory => Ok(json(
+            ctx.fs
+                .pool
+                .members()
+                .iter()
+                .map(|m| super::MemberHistory {
+                    index: m.index,
+                    seconds: m.heat.history(),
+                })
+                .collect::<Vec<_>>(),
+        )),
+        Command::ReadPolicy { policy } => crate::pool::ReadPolicy::parse(&policy).map(|p| {
+            ctx.fs.pool.set_read_policy(p);
+            json(heat_report(ctx))
+        }),
         Command::Durability { afr } => durability(ctx, afr),
     };
     match result {
@@ -191,6 +207,26 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
 
 fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).expect("json")
+}
+
+fn heat_report(ctx: &Context) -> super::HeatReport {
+    let pool = &ctx.fs.pool;
+    super::HeatReport {
+        read_policy: pool.read_policy().name().into(),
+        hedges: pool.stats.hedges.load(Ordering::Relaxed),
+        reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
+        members: pool
+            .members()
+            .iter()
+            .map(|m| super::MemberHeat {
+                index: m.index,
+                state: m.health().name().into(),
+                path: m.path().to_string(),
+                heat: m.heat.snapshot(),
+                emulated: m.emulated.get().copied(),
+            })
+            .collect(),
+    }
 }
 
 fn disk_add(

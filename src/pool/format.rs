@@ -164,6 +164,17 @@ pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::R
 /// Read the superblocks of `dirs` and check they form one pool. Members of
 /// the pool that were not given are present as offline.
 pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolError> {
+    open_members_with(dirs, &|_, d| d)
+}
+
+/// A wrapper put around a member's disk when it is opened (HDD emulation).
+pub type DiskWrap<'a> = &'a dyn Fn(u16, Arc<dyn DiskBackend>) -> Arc<dyn DiskBackend>;
+
+/// [`open_members`], with `wrap` put around each member's disk.
+pub fn open_members_with(
+    dirs: &[PathBuf],
+    wrap: DiskWrap,
+) -> Result<(Superblock, Vec<Member>), PoolError> {
     if dirs.is_empty() {
         return Err(setup("no member directories given".into()));
     }
@@ -202,7 +213,7 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
             sb,
         ));
     }
-    assemble(found)
+    assemble_with(found, wrap)
 }
 
 /// Check that opened members (path, disk, superblock) form one pool and
@@ -212,6 +223,14 @@ pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolE
 /// missing.
 pub fn assemble(
     found: Vec<(String, Arc<dyn DiskBackend>, Superblock)>,
+) -> Result<(Superblock, Vec<Member>), PoolError> {
+    assemble_with(found, &|_, d| d)
+}
+
+/// [`assemble`], with `wrap` put around each member's disk.
+pub fn assemble_with(
+    found: Vec<(String, Arc<dyn DiskBackend>, Superblock)>,
+    wrap: DiskWrap,
 ) -> Result<(Superblock, Vec<Member>), PoolError> {
     if found.is_empty() {
         return Err(setup("no member directories given".into()));
@@ -302,7 +321,7 @@ pub fn assemble(
                 present
                     .map(|(p, _, _)| p.clone())
                     .unwrap_or_else(|| "(missing)".into()),
-                present.map(|(_, d, _)| d.clone()),
+                present.map(|(_, d, _)| wrap(i as u16, d.clone())),
             )
         })
         .collect();

@@ -46,6 +46,8 @@ struct State {
     p95_us: u32,
     since_p95: u32,
     seconds: VecDeque<Second>,
+    ops_total: u64,
+    bytes_total: u64,
 }
 
 /// The heat of one member.
@@ -81,6 +83,10 @@ pub struct HeatSnapshot {
     pub util_10s: f64,
     /// The load placement and reads steer by (expected wait, ms).
     pub load: f64,
+    /// Requests completed since mount.
+    pub ops_total: u64,
+    /// Bytes moved since mount.
+    pub bytes_total: u64,
 }
 
 fn unix_now() -> u64 {
@@ -102,6 +108,8 @@ impl Default for Heat {
                 p95_us: 0,
                 since_p95: 0,
                 seconds: VecDeque::with_capacity(HISTORY_SECS + 1),
+                ops_total: 0,
+                bytes_total: 0,
             }),
             inflight: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -209,6 +217,8 @@ impl Heat {
             s.p95_us = v[(v.len() * 95 / 100).min(v.len() - 1)];
             s.since_p95 = 0;
         }
+        s.ops_total += 1;
+        s.bytes_total += bytes;
         let t = self.epoch_unix + now.duration_since(self.epoch).as_secs();
         let b = s.bucket(t);
         b.ops += 1;
@@ -270,6 +280,8 @@ impl Heat {
             bw_60s,
             util_10s: util_10s.min(1.0),
             load: (s.inflight as f64 + 1.0) * if lat_ms > 0.0 { lat_ms } else { 0.01 },
+            ops_total: s.ops_total,
+            bytes_total: s.bytes_total,
         }
     }
 

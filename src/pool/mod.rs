@@ -9,7 +9,10 @@ mod read;
 mod superblock;
 
 pub use disk::{DirDisk, DiskBackend, MemDisk};
-pub use format::{assemble, check_new_member_dir, mkfs, open_members, MkfsOptions};
+pub use format::{
+    assemble, assemble_with, check_new_member_dir, mkfs, open_members, open_members_with, DiskWrap,
+    MkfsOptions,
+};
 pub use read::ReadPolicy;
 pub use superblock::{new_id, Superblock, FORMAT_VERSION, SUPERBLOCK_FILE};
 
@@ -162,6 +165,8 @@ pub struct Member {
     /// Load on the member, measured by the [`heat::Metered`] wrapper every
     /// disk call passes through.
     pub heat: Arc<heat::Heat>,
+    /// HDD emulation limits, when the member is emulated.
+    pub emulated: OnceLock<heat::Limits>,
     /// [`Health`] as a number (see [`Member::health`]).
     state: std::sync::atomic::AtomicU8,
     /// I/O errors seen on this member.
@@ -201,6 +206,7 @@ impl Member {
             disk: OnceLock::new(),
             domain: OnceLock::new(),
             heat: Arc::default(),
+            emulated: OnceLock::new(),
             state: std::sync::atomic::AtomicU8::new(Health::Missing as u8),
             errors: AtomicU64::new(0),
             streak_errors: AtomicU64::new(0),

@@ -19,6 +19,8 @@ pub struct TestMount {
     pub log: PathBuf,
     /// Extra mounts (e.g. small tmpfs members) to undo after the FUSE mount.
     pub extra_mounts: Vec<PathBuf>,
+    /// Extra `shardfs mount` flags.
+    pub mount_args: Vec<String>,
 }
 
 pub fn is_mounted(p: &Path) -> bool {
@@ -88,6 +90,7 @@ impl TestMount {
             child: None,
             log,
             extra_mounts,
+            mount_args: Vec::new(),
         };
         t.mount();
         t
@@ -114,6 +117,7 @@ impl TestMount {
             .arg("mount")
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.mount_args)
             .args(members)
             .arg(&self.mnt)
             .env("RUST_LOG", "info")
