@@ -78,12 +78,18 @@ pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, S
                 None => d,
             }
         };
-    let (sb, members) = open_members_with(dirs, &wrap).map_err(|e| e.to_string())?;
-    for m in &members {
+    let opened = open_pool_wrapped(dirs, &wrap)?;
+    for m in opened.fs.pool.members() {
         if let Some(l) = emu.of(m.index) {
             let _ = m.emulated.set(l);
         }
     }
+    Ok(opened)
+}
+
+/// [`open_pool`] with `wrap` put around every member's disk.
+pub fn open_pool_wrapped(dirs: &[PathBuf], wrap: crate::pool::DiskWrap) -> Result<Opened, String> {
+    let (sb, members) = open_members_with(dirs, wrap).map_err(|e| e.to_string())?;
     let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
     let listed = pool.meta_replicas();
     let meta_dirs: Vec<(String, Option<u16>, PathBuf)> = listed

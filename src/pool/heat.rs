@@ -41,6 +41,9 @@ struct State {
     inflight: u32,
     busy_since: Option<Instant>,
     ewma_lat_us: f64,
+    /// EWMA latency of requests that found the member idle: its service
+    /// time, without queueing.
+    ewma_service_us: f64,
     ewma_queue: f64,
     lat: VecDeque<u32>,
     p95_us: u32,
@@ -103,6 +106,7 @@ impl Default for Heat {
                 inflight: 0,
                 busy_since: None,
                 ewma_lat_us: 0.0,
+                ewma_service_us: 0.0,
                 ewma_queue: 0.0,
                 lat: VecDeque::with_capacity(LAT_RING),
                 p95_us: 0,
@@ -154,13 +158,15 @@ impl State {
 pub struct Started<'a> {
     heat: &'a Heat,
     start: Instant,
+    /// Requests in flight when this one started.
+    behind: u32,
     done: bool,
 }
 
 impl Started<'_> {
     /// The request completed, moving `bytes`.
     pub fn end(mut self, bytes: u64) {
-        self.heat.finish(self.start, bytes);
+        self.heat.finish(self.start, self.behind, bytes);
         self.done = true;
     }
 }
@@ -168,7 +174,7 @@ impl Started<'_> {
 impl Drop for Started<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.heat.finish(self.start, 0);
+            self.heat.finish(self.start, self.behind, 0);
         }
     }
 }
@@ -182,16 +188,18 @@ impl Heat {
         if s.inflight == 0 {
             s.busy_since = Some(now);
         }
+        let behind = s.inflight;
         s.inflight += 1;
         self.inflight.store(s.inflight as u64, Ordering::Relaxed);
         Started {
             heat: self,
             start: now,
+            behind,
             done: false,
         }
     }
 
-    fn finish(&self, start: Instant, bytes: u64) {
+    fn finish(&self, start: Instant, behind: u32, bytes: u64) {
         let now = Instant::now();
         let us = now.duration_since(start).as_micros().min(u32::MAX as u128) as u32;
         let mut s = self.state.lock().unwrap();
@@ -201,11 +209,17 @@ impl Heat {
         if s.inflight == 0 {
             s.busy_since = None;
         }
-        s.ewma_lat_us = if s.ewma_lat_us == 0.0 {
-            us as f64
-        } else {
-            s.ewma_lat_us * (1.0 - ALPHA) + us as f64 * ALPHA
+        let ewma = |old: f64| {
+            if old == 0.0 {
+                us as f64
+            } else {
+                old * (1.0 - ALPHA) + us as f64 * ALPHA
+            }
         };
+        s.ewma_lat_us = ewma(s.ewma_lat_us);
+        if behind == 0 {
+            s.ewma_service_us = ewma(s.ewma_service_us);
+        }
         if s.lat.len() == LAT_RING {
             s.lat.pop_front();
         }
@@ -235,16 +249,23 @@ impl Heat {
         Duration::from_micros(self.state.lock().unwrap().p95_us as u64)
     }
 
-    /// Expected wait of a new request, in ms: (requests ahead + 1) times
-    /// the recent latency. What placement and heat-aware reads steer by.
+    /// Expected wait of a new request, in ms: (requests in flight + 1)
+    /// times the member's service time (the latency of requests that found
+    /// it idle; the mean latency until there is one). What placement and
+    /// heat-aware reads steer by.
     pub fn load(&self) -> f64 {
-        let s = self.state.lock().unwrap();
-        let lat_ms = if s.ewma_lat_us > 0.0 {
-            s.ewma_lat_us / 1000.0
+        Self::expected_wait(&self.state.lock().unwrap())
+    }
+
+    fn expected_wait(s: &State) -> f64 {
+        let us = if s.ewma_service_us > 0.0 {
+            s.ewma_service_us
+        } else if s.ewma_lat_us > 0.0 {
+            s.ewma_lat_us
         } else {
-            0.01
+            10.0
         };
-        (s.inflight as f64 + 1.0) * lat_ms
+        (s.inflight as f64 + 1.0) * us / 1000.0
     }
 
     /// Rates, latency and load now.
@@ -279,7 +300,7 @@ impl Heat {
             bw_10s,
             bw_60s,
             util_10s: util_10s.min(1.0),
-            load: (s.inflight as f64 + 1.0) * if lat_ms > 0.0 { lat_ms } else { 0.01 },
+            load: Self::expected_wait(&s),
             ops_total: s.ops_total,
             bytes_total: s.bytes_total,
         }
@@ -420,7 +441,9 @@ impl Limits {
 #[derive(Debug)]
 pub struct Throttled {
     inner: Arc<dyn DiskBackend>,
-    limits: Limits,
+    /// None: no emulation (changeable at runtime: benchmarks switch
+    /// scenarios without remounting).
+    limits: Mutex<Option<Limits>>,
     /// When the head is next free.
     free_at: Mutex<Instant>,
 }
@@ -430,17 +453,25 @@ impl Throttled {
     pub fn new(inner: Arc<dyn DiskBackend>, limits: Limits) -> Self {
         Throttled {
             inner,
-            limits,
+            limits: Mutex::new(Some(limits)),
             free_at: Mutex::new(Instant::now()),
         }
     }
 
+    /// Change the emulated limits (None: full speed).
+    pub fn set_limits(&self, l: Option<Limits>) {
+        *self.limits.lock().unwrap() = l;
+    }
+
     /// Queue for the head, then hold it for the service time of `bytes`.
     fn serve(&self, bytes: usize) {
+        let Some(limits) = *self.limits.lock().unwrap() else {
+            return;
+        };
         let done = {
             let mut free = self.free_at.lock().unwrap();
             let start = (*free).max(Instant::now());
-            *free = start + self.limits.service(bytes);
+            *free = start + limits.service(bytes);
             *free
         };
         let now = Instant::now();
@@ -452,12 +483,15 @@ impl Throttled {
 
 impl DiskBackend for Throttled {
     fn describe(&self) -> String {
-        format!(
-            "{} (emulated {:.0} IOPS, {:.0} MB/s)",
-            self.inner.describe(),
-            self.limits.iops,
-            self.limits.bytes_per_sec / 1e6
-        )
+        match *self.limits.lock().unwrap() {
+            Some(l) => format!(
+                "{} (emulated {:.0} IOPS, {:.0} MB/s)",
+                self.inner.describe(),
+                l.iops,
+                l.bytes_per_sec / 1e6
+            ),
+            None => self.inner.describe(),
+        }
     }
     fn local_root(&self) -> Option<&Path> {
         self.inner.local_root()

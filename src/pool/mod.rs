@@ -368,6 +368,10 @@ pub struct Pool {
     naive_reads: AtomicBool,
     /// Shard reads still out after this many ms count as I/O errors.
     io_timeout_ms: AtomicU64,
+    /// Heat policy hedges slow shard reads.
+    hedging: AtomicBool,
+    /// Hedges that may be spent now (see `read::HEDGE_RATE`).
+    hedge_tokens: Mutex<f64>,
     /// (epoch, members) holding metadata replicas; see
     /// [`Superblock::meta_epoch`].
     meta_set: Mutex<(u64, Vec<u16>)>,
@@ -453,6 +457,8 @@ impl Pool {
             meta_set: Mutex::new(meta_set),
             naive_reads: AtomicBool::new(false),
             io_timeout_ms: AtomicU64::new(10_000),
+            hedging: AtomicBool::new(true),
+            hedge_tokens: Mutex::new(0.0),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),

@@ -1,0 +1,429 @@
+//! `shardfs-heatbench`: the seed's physics on one machine. Members are
+//! directories that emulate hard disks (120 IOPS, 200 MB/s each, with real
+//! queueing); several tenants write files; then a Zipf-skewed random-read
+//! load from 16 threads runs once with the naive read policy (data shards
+//! first: the baseline, measured in the same run on the same directories)
+//! and once heat-aware; then again with one member 10x slower. Prints
+//! per-member utilisation and operation spread (max/mean), latency
+//! percentiles and throughput, and checks the issue's targets.
+//!
+//! Reads go through the filesystem layer (`Fs::read`, what the FUSE glue
+//! calls), below FUSE so that the kernel's page cache stays out of it.
+
+use shardfs::fs::{Kind, NewNode, ROOT_INO};
+use shardfs::pool::heat::{Limits, Throttled};
+use shardfs::pool::{mkfs, MkfsOptions, ReadPolicy};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Args {
+    dir: std::path::PathBuf,
+    members: usize,
+    iops: f64,
+    mbps: f64,
+    tenants: usize,
+    files: usize,
+    shard_kib: u32,
+    threads: usize,
+    rate: f64,
+    secs: f64,
+    zipf: f64,
+    hedge: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        dir: std::env::temp_dir().join(format!("shardfs-heatbench-{}", std::process::id())),
+        members: 12,
+        iops: 120.0,
+        mbps: 200.0,
+        tenants: 4,
+        files: 300,
+        shard_kib: 64,
+        threads: 16,
+        rate: 0.0,
+        secs: 20.0,
+        zipf: 1.1,
+        hedge: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().ok_or(format!("{k} needs a value"));
+        let num = |s: String| {
+            s.parse::<f64>()
+                .map_err(|_| format!("{k}: bad number {s:?}"))
+        };
+        match k.as_str() {
+            "--dir" => a.dir = v()?.into(),
+            "--members" => a.members = num(v()?)? as usize,
+            "--iops" => a.iops = num(v()?)?,
+            "--mbps" => a.mbps = num(v()?)?,
+            "--tenants" => a.tenants = num(v()?)? as usize,
+            "--files" => a.files = num(v()?)? as usize,
+            "--shard-kib" => a.shard_kib = num(v()?)? as u32,
+            "--threads" => a.threads = num(v()?)? as usize,
+            "--rate" => a.rate = num(v()?)?,
+            "--secs" => a.secs = num(v()?)?,
+            "--zipf" => a.zipf = num(v()?)?,
+            "--no-hedge" => a.hedge = false,
+            "-h" | "--help" => {
+                println!(
+                    "shardfs-heatbench [--dir D] [--members 12] [--iops 120] [--mbps 200] \
+                     [--tenants 4] [--files 300 per tenant] [--shard-kib 64] [--threads 16] \
+                     [--rate READS_PER_SEC (default 60% of the naive capacity)] [--secs 20] [--zipf 1.1] [--no-hedge]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    if a.members < 6 || a.threads == 0 || a.files == 0 || a.tenants == 0 {
+        return Err("need at least 6 members, 1 thread, 1 tenant and 1 file".into());
+    }
+    Ok(a)
+}
+
+/// Zipf sampler over `n` items (rank 0 hottest).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|r| {
+                acc += 1.0 / (r as f64).powf(s);
+                acc
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Zipf { cdf }
+    }
+    fn sample(&self, u: f64) -> usize {
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+struct RunResult {
+    reads: usize,
+    secs: f64,
+    lat: Vec<f64>,
+    util: Vec<f64>,
+    ops: Vec<f64>,
+    hedges: u64,
+    errors: usize,
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+fn max_mean(v: &[f64]) -> f64 {
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    v.iter().copied().fold(0.0, f64::max) / mean.max(f64::MIN_POSITIVE)
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shardfs-heatbench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&a) {
+        eprintln!("shardfs-heatbench: {e}");
+        let _ = std::fs::remove_dir_all(&a.dir);
+        std::process::exit(1);
+    }
+    let _ = std::fs::remove_dir_all(&a.dir);
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let dirs: Vec<_> = (0..a.members)
+        .map(|i| a.dir.join(format!("disk{i}")))
+        .collect();
+    std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    mkfs(
+        &dirs,
+        &MkfsOptions {
+            shard_size: a.shard_kib * 1024,
+            inline_max: 4096,
+            ..MkfsOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let hdd = Limits {
+        iops: a.iops,
+        bytes_per_sec: a.mbps * 1e6,
+    };
+    // every member emulated; the benchmark keeps each emulator to switch
+    // scenarios (and to write the files at full speed)
+    let throttles: Arc<Mutex<Vec<(u16, Arc<Throttled>)>>> = Arc::default();
+    let opened = {
+        let t2 = throttles.clone();
+        let wrap = move |i: u16, d: Arc<dyn shardfs::pool::DiskBackend>| {
+            let t = Arc::new(Throttled::new(d, hdd));
+            t2.lock().unwrap().push((i, t.clone()));
+            t as Arc<dyn shardfs::pool::DiskBackend>
+        };
+        shardfs::daemon::open_pool_wrapped(&dirs, &wrap)?
+    };
+    let fs = opened.fs.clone();
+    let set_all = |l: Option<Limits>| {
+        for (_, t) in throttles.lock().unwrap().iter() {
+            t.set_limits(l);
+        }
+    };
+    // tenants write their files at full speed (the physics is for reads)
+    set_all(None);
+    let stripe = 4 * a.shard_kib as usize * 1024;
+    let mut files: Vec<u64> = Vec::new();
+    let node = |kind| NewNode {
+        kind,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        target: Vec::new(),
+    };
+    for t in 0..a.tenants {
+        let b = fs
+            .create_node(ROOT_INO, format!("tenant{t}").as_bytes(), node(Kind::Dir))
+            .map_err(|e| e.to_string())?;
+        for f in 0..a.files {
+            let (attr, fh) = fs
+                .create_open(b.ino, format!("obj{f}").as_bytes(), node(Kind::File), true)
+                .map_err(|e| e.to_string())?;
+            let data = vec![(t * 31 + f) as u8 | 1; stripe];
+            fs.write(attr.ino, 0, &data).map_err(|e| e.to_string())?;
+            fs.flush_handle(fh).map_err(|e| e.to_string())?;
+            fs.release(fh).map_err(|e| e.to_string())?;
+            files.push(attr.ino);
+        }
+    }
+    fs.sync_all().map_err(|e| e.to_string())?;
+    // shuffle so a tenant's hot files are not all written next to each
+    // other; ranks interleave tenants
+    let mut order: Vec<u64> = Vec::with_capacity(files.len());
+    for f in 0..a.files {
+        for t in 0..a.tenants {
+            order.push(files[t * a.files + f]);
+        }
+    }
+    set_all(Some(hdd));
+    fs.pool.set_hedging(a.hedge);
+    let capacity = a.members as f64 * a.iops / 4.0; // stripe reads/s, k = 4
+    let rate = if a.rate > 0.0 { a.rate } else { 0.6 * capacity };
+    println!(
+        "shardfs-heatbench: {} members emulating {:.0} IOPS / {:.0} MB/s, 4+2, shard {} KiB; \
+         {} tenants x {} files of one stripe ({} KiB); {} threads, Zipf s={} reads of whole files \
+         at {:.0}/s (naive capacity about {:.0}/s), {} s per run",
+        a.members,
+        a.iops,
+        a.mbps,
+        a.shard_kib,
+        a.tenants,
+        a.files,
+        stripe / 1024,
+        a.threads,
+        a.zipf,
+        rate,
+        capacity,
+        a.secs
+    );
+    println!();
+    println!(
+        "{:<22} {:<6} {:>8} {:>8} {:>8} {:>9} {:>14} {:>13} {:>7} {:>6}",
+        "scenario",
+        "policy",
+        "reads/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "util max/mean",
+        "ops max/mean",
+        "hedges",
+        "errors"
+    );
+    let zipf = Zipf::new(order.len(), a.zipf);
+    let mut results = Vec::new();
+    let slow_member = 3u16;
+    for (scenario, slow) in [("all healthy", false), ("one member 10x slower", true)] {
+        for policy in [ReadPolicy::Naive, ReadPolicy::Heat] {
+            set_all(Some(hdd));
+            if slow {
+                for (i, t) in throttles.lock().unwrap().iter() {
+                    if *i == slow_member {
+                        t.set_limits(Some(Limits {
+                            iops: hdd.iops / 10.0,
+                            bytes_per_sec: hdd.bytes_per_sec / 10.0,
+                        }));
+                    }
+                }
+            }
+            fs.pool.set_read_policy(policy);
+            // let queues from the last run drain
+            std::thread::sleep(Duration::from_secs(2));
+            let r = load(&fs, &order, &zipf, a, rate, stripe)?;
+            let lat = &r.lat;
+            println!(
+                "{:<22} {:<6} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>14.3} {:>13.3} {:>7} {:>6}",
+                scenario,
+                policy.name(),
+                r.reads as f64 / r.secs,
+                pct(lat, 0.50),
+                pct(lat, 0.99),
+                pct(lat, 0.999),
+                max_mean(&r.util),
+                max_mean(&r.ops),
+                r.hedges,
+                r.errors
+            );
+            results.push((slow, policy, r));
+        }
+    }
+    let get = |slow: bool, p: ReadPolicy| {
+        &results
+            .iter()
+            .find(|(s, q, _)| *s == slow && *q == p)
+            .expect("ran")
+            .2
+    };
+    let hn = get(false, ReadPolicy::Naive);
+    let hh = get(false, ReadPolicy::Heat);
+    let sh = get(true, ReadPolicy::Heat);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!();
+    let u = max_mean(&hh.util);
+    println!(
+        "target: heat-aware utilisation max/mean <= 1.2 ............ {u:.3} ({})",
+        verdict(u <= 1.2)
+    );
+    let r = pct(&hh.lat, 0.99) / pct(&hn.lat, 0.99);
+    println!(
+        "target: heat-aware p99 <= 0.5x naive p99 ................... {r:.3}x ({})",
+        verdict(r <= 0.5)
+    );
+    let r2 = pct(&sh.lat, 0.99) / pct(&hh.lat, 0.99);
+    println!(
+        "target: one slow member, heat-aware p99 <= 2x healthy p99 .. {r2:.3}x ({})",
+        verdict(r2 <= 2.0)
+    );
+    println!("per-member utilisation, all healthy (naive | heat):");
+    for i in 0..a.members {
+        println!(
+            "  member {i:>2}: {:5.1}% | {:5.1}%",
+            hn.util[i] * 100.0,
+            hh.util[i] * 100.0
+        );
+    }
+    fs.unmount_sync().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Open-loop load: reads are scheduled at `rate` per second (Poisson),
+/// spread over the threads; latency runs from the scheduled start, so a
+/// read that waits for its thread counts its wait (no coordinated omission).
+fn load(
+    fs: &Arc<shardfs::fs::Fs>,
+    order: &[u64],
+    zipf: &Zipf,
+    a: &Args,
+    rate: f64,
+    stripe: usize,
+) -> Result<RunResult, String> {
+    use rand::{Rng, SeedableRng};
+    let before: Vec<(u64, u64)> = fs
+        .pool
+        .members()
+        .iter()
+        .map(|m| {
+            let s = m.heat.snapshot();
+            (s.ops_total, 0)
+        })
+        .collect();
+    let busy_before: Vec<u64> = fs
+        .pool
+        .members()
+        .iter()
+        .map(|m| m.heat.history().iter().map(|s| s.busy_us).sum())
+        .collect();
+    let hedges0 = fs.pool.stats.hedges.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(a.secs);
+    let stop = AtomicBool::new(false);
+    let lat = Mutex::new(Vec::new());
+    let errors = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..a.threads {
+            let (lat, errors, stop) = (&lat, &errors, &stop);
+            s.spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + t as u64);
+                let per = rate / a.threads as f64;
+                let mut next = start;
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let gap: f64 = -(1.0 - rng.random::<f64>()).ln() / per;
+                    next += Duration::from_secs_f64(gap);
+                    if next >= end {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    let ino = order[zipf.sample(rng.random::<f64>())];
+                    match fs.read(ino, 0, stripe as u32) {
+                        Ok(d) if d.len() == stripe => {
+                            mine.push(next.elapsed().as_secs_f64() * 1000.0)
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                lat.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    // wait one second so the last second's busy time is complete
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut lat = lat.into_inner().unwrap();
+    lat.sort_by(f64::total_cmp);
+    let ops: Vec<f64> = fs
+        .pool
+        .members()
+        .iter()
+        .zip(&before)
+        .map(|(m, b)| (m.heat.snapshot().ops_total - b.0) as f64)
+        .collect();
+    let util: Vec<f64> = fs
+        .pool
+        .members()
+        .iter()
+        .zip(&busy_before)
+        .map(|(m, b)| {
+            let busy: u64 = m.heat.history().iter().map(|s| s.busy_us).sum();
+            (busy.saturating_sub(*b)) as f64 / 1e6 / secs
+        })
+        .collect();
+    Ok(RunResult {
+        reads: lat.len(),
+        secs,
+        lat,
+        util,
+        ops,
+        hedges: fs.pool.stats.hedges.load(Ordering::Relaxed) - hedges0,
+        errors: errors.into_inner(),
+    })
+}
