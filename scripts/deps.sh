@@ -11,6 +11,11 @@ command -v python3 >/dev/null || need+=(python3)
 command -v cc >/dev/null || need+=(build-essential)
 # systemd-analyze: tests/mount_helper.rs verifies the unit files
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# prometheus_client: tests/metrics.rs parses the metrics with its text parser
+# (Debian's package is for /usr/bin/python3, which the test also tries)
+python3 -c 'import prometheus_client' 2>/dev/null \
+  || /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null \
+  || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -149,6 +149,8 @@ pub struct MountConfig {
     pub io_timeout: Duration,
     /// members emulating hard disks
     pub emulation: Emulation,
+    /// serve Prometheus metrics over HTTP here (loopback addresses only)
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -172,6 +174,12 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     if !md.is_dir() {
         return Err(format!("mount point {} is not a directory", mp.display()));
     }
+    // a metrics address that may not or cannot be served fails the mount
+    // before anything starts
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(crate::metrics::bind_http(a)?),
+        None => None,
+    };
     sd_notify::notify(&[("STATUS", "opening the pool")]);
     let opened = open_pool_emulated(&cfg.members, &cfg.emulation)?;
     opened.fs.pool.set_read_policy(cfg.read_policy);
@@ -201,13 +209,24 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         std::time::Duration::from_secs(5),
         std::time::Duration::from_secs(cfg.scrub_interval_hours.max(1) * 3600),
     );
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let ctx = Arc::new(control::server::Context {
         fs: fs.clone(),
         replicas: opened.replicas.clone(),
         maintenance: maintenance.clone(),
+        metrics: metrics.clone(),
     });
-    let socket = control::server::spawn(&socket, ctx)
+    let socket = control::server::spawn(&socket, ctx.clone())
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    if let Some(l) = metrics_listener {
+        let addr = l
+            .local_addr()
+            .map_err(|e| format!("metrics listener: {e}"))?;
+        let c = ctx.clone();
+        crate::metrics::spawn_http(l, move || c.metrics_text())
+            .map_err(|e| format!("metrics listener: {e}"))?;
+        log::info!("metrics at http://{addr}/metrics");
+    }
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -223,11 +242,11 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
-    let mut session = fuser::Session::new(crate::fuse::FuseFs::new(fs.clone()), mp, &config)
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&socket);
-            mount_error(&e, root, mp)
-        })?;
+    let fuse_fs = crate::fuse::FuseFs::with_stats(fs.clone(), metrics.fuse.clone());
+    let mut session = fuser::Session::new(fuse_fs, mp, &config).map_err(|e| {
+        let _ = std::fs::remove_file(&socket);
+        mount_error(&e, root, mp)
+    })?;
     let mut unmounter = session.unmount_callable();
     set_readahead(mp, cfg.readahead_kb);
     log::info!(

@@ -16,6 +16,7 @@ pub mod fs;
 pub mod fuse;
 pub mod maintenance;
 pub mod meta;
+pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod recover;

@@ -102,6 +102,10 @@ enum Cmd {
         /// --emulate-hdd for that member).
         #[arg(long, value_parser = parse_member_limits)]
         emulate_member: Vec<(u16, shardfs::pool::heat::Limits)>,
+        /// Serve Prometheus metrics over HTTP at http://ADDR/metrics
+        /// (IP:PORT, a loopback address only, e.g. 127.0.0.1:9108).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -198,6 +202,7 @@ fn main() -> ExitCode {
             io_timeout_ms,
             emulate_hdd,
             emulate_member,
+            metrics_listen,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
                     all: emulate_hdd,
                     members: emulate_member,
                 },
+                metrics_listen,
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

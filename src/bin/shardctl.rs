@@ -70,6 +70,9 @@ enum Cmd {
         #[arg(long)]
         afr: Option<f64>,
     },
+    /// Every metric in the Prometheus text format (members, pool, repair,
+    /// scrub, rebalance, FUSE requests and latency).
+    Metrics,
 }
 
 #[derive(Subcommand)]
@@ -635,6 +638,18 @@ fn run(cli: Cli) -> Result<(), String> {
                         e["degraded_loss_before_repair"].as_f64().unwrap_or(0.0)
                     );
                 }
+            }
+        }
+        Cmd::Metrics => {
+            let v = call(&socket, Command::Metrics)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                let text = v
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .ok_or("the daemon's metrics reply has no text")?;
+                print!("{text}");
             }
         }
     }

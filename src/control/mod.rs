@@ -105,6 +105,8 @@ pub enum Command {
         /// annual failure rate per failure domain (default 1.5 %)
         afr: Option<f64>,
     },
+    /// Every metric in the Prometheus text format: `{"text": "..."}`.
+    Metrics,
 }
 
 /// A reply.

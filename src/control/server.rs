@@ -22,6 +22,15 @@ pub struct Context {
     pub replicas: Arc<ReplicatedStore>,
     /// repair and scrub
     pub maintenance: Arc<crate::maintenance::Maintenance>,
+    /// FUSE counters, cached counts and collectors for `metrics`
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Context {
+    /// Every metric in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.fs, &self.maintenance)
+    }
 }
 
 /// Bind the socket (mode 0600) and serve it on a thread.
@@ -198,6 +207,7 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
             json(heat_report(ctx))
         }),
         Command::Durability { afr } => durability(ctx, afr),
+        Command::Metrics => Ok(serde_json::json!({ "text": ctx.metrics_text() })),
     };
     match result {
         Ok(v) => Reply::ok(v),

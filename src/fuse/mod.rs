@@ -4,6 +4,7 @@
 
 use crate::fs::names::NAME_MAX;
 use crate::fs::{Attr, Fs, FsError, Kind};
+use crate::metrics::{FuseStats, Op};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -27,12 +28,19 @@ const MAX_IO: u32 = 1 << 20;
 #[derive(Debug)]
 pub struct FuseFs {
     fs: Arc<Fs>,
+    /// requests, errors and latency per operation
+    stats: Arc<FuseStats>,
 }
 
 impl FuseFs {
     /// Wrap a filesystem.
     pub fn new(fs: Arc<Fs>) -> Self {
-        FuseFs { fs }
+        Self::with_stats(fs, Arc::default())
+    }
+
+    /// Wrap a filesystem, counting requests into `stats` (the metrics).
+    pub fn with_stats(fs: Arc<Fs>, stats: Arc<FuseStats>) -> Self {
+        FuseFs { fs, stats }
     }
 }
 
@@ -160,11 +168,13 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(self.fs.lookup(parent.0, name.as_bytes()), reply)
+        let mut t = self.stats.start(Op::Lookup);
+        reply_entry(t.check(self.fs.lookup(parent.0, name.as_bytes())), reply)
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        let mut t = self.stats.start(Op::Getattr);
+        match t.check(self.fs.getattr(ino.0)) {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -188,6 +198,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let mut t = self.stats.start(Op::Setattr);
         let s = crate::fs::SetAttr {
             mode,
             uid,
@@ -196,14 +207,15 @@ impl Filesystem for FuseFs {
             atime: time_or_now(atime),
             mtime: time_or_now(mtime),
         };
-        match self.fs.setattr(ino.0, s) {
+        match t.check(self.fs.setattr(ino.0, s)) {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        let mut t = self.stats.start(Op::Readlink);
+        match t.check(self.fs.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -219,12 +231,17 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let mut t = self.stats.start(Op::Mknod);
         let Some(k) = node_kind(mode) else {
+            t.fail();
             return reply.error(Errno::EINVAL);
         };
         let mut n = new_node(req, k, mode, umask);
         n.rdev = rdev;
-        reply_entry(self.fs.create_node(parent.0, name.as_bytes(), n), reply)
+        reply_entry(
+            t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
+            reply,
+        )
     }
 
     fn mkdir(
@@ -236,16 +253,22 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let mut t = self.stats.start(Op::Mkdir);
         let n = new_node(req, Kind::Dir, mode, umask);
-        reply_entry(self.fs.create_node(parent.0, name.as_bytes(), n), reply)
+        reply_entry(
+            t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
+            reply,
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(self.fs.unlink(parent.0, name.as_bytes()), reply)
+        let mut t = self.stats.start(Op::Unlink);
+        reply_empty(t.check(self.fs.unlink(parent.0, name.as_bytes())), reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(self.fs.rmdir(parent.0, name.as_bytes()), reply)
+        let mut t = self.stats.start(Op::Rmdir);
+        reply_empty(t.check(self.fs.rmdir(parent.0, name.as_bytes())), reply)
     }
 
     fn symlink(
@@ -256,14 +279,16 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let mut timer = self.stats.start(Op::Symlink);
         let t = target.as_os_str().as_bytes();
         if t.len() > 4096 {
+            timer.fail();
             return reply.error(Errno::ENAMETOOLONG);
         }
         let mut n = new_node(req, Kind::Symlink, 0o777, 0);
         n.target = t.to_vec();
         reply_entry(
-            self.fs.create_node(parent.0, link_name.as_bytes(), n),
+            timer.check(self.fs.create_node(parent.0, link_name.as_bytes(), n)),
             reply,
         )
     }
@@ -278,19 +303,21 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let mut t = self.stats.start(Op::Rename);
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             // documented in SEMANTICS.md: exchange and whiteout are not supported
+            t.fail();
             return reply.error(Errno::EINVAL);
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         reply_empty(
-            self.fs.rename(
+            t.check(self.fs.rename(
                 parent.0,
                 name.as_bytes(),
                 newparent.0,
                 newname.as_bytes(),
                 noreplace,
-            ),
+            )),
             reply,
         )
     }
@@ -303,12 +330,17 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(self.fs.link(ino.0, newparent.0, newname.as_bytes()), reply)
+        let mut t = self.stats.start(Op::Link);
+        reply_entry(
+            t.check(self.fs.link(ino.0, newparent.0, newname.as_bytes())),
+            reply,
+        )
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut t = self.stats.start(Op::Open);
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match self.fs.open(ino.0, writable) {
+        match t.check(self.fs.open(ino.0, writable)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -325,8 +357,12 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size.min(MAX_IO)) {
-            Ok(d) => reply.data(&d),
+        let mut t = self.stats.start(Op::Read);
+        match t.check(self.fs.read(ino.0, offset, size.min(MAX_IO))) {
+            Ok(d) => {
+                t.bytes(d.len() as u64);
+                reply.data(&d)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -343,8 +379,12 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, offset, data) {
-            Ok(n) => reply.written(n),
+        let mut t = self.stats.start(Op::Write);
+        match t.check(self.fs.write(ino.0, offset, data)) {
+            Ok(n) => {
+                t.bytes(n as u64);
+                reply.written(n)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -358,7 +398,8 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         // flush is close(2): data written through this handle becomes durable
-        reply_empty(self.fs.flush_handle(fh.0), reply)
+        let mut t = self.stats.start(Op::Flush);
+        reply_empty(t.check(self.fs.flush_handle(fh.0)), reply)
     }
 
     fn release(
@@ -371,7 +412,8 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(self.fs.release(fh.0), reply)
+        let mut t = self.stats.start(Op::Release);
+        reply_empty(t.check(self.fs.release(fh.0)), reply)
     }
 
     fn fsync(
@@ -382,13 +424,18 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(self.fs.fsync(ino.0), reply)
+        let mut t = self.stats.start(Op::Fsync);
+        reply_empty(t.check(self.fs.fsync(ino.0)), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
+        let mut t = self.stats.start(Op::Opendir);
+        match t.check(self.fs.getattr(ino.0)) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
+            Ok(_) => {
+                t.fail();
+                reply.error(Errno::ENOTDIR)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -401,7 +448,8 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, offset, 512) {
+        let mut t = self.stats.start(Op::Readdir);
+        match t.check(self.fs.readdir(ino.0, offset, 512)) {
             Ok(entries) => {
                 for (child, next, k, name) in entries {
                     if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
@@ -422,13 +470,15 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.meta.sync() {
+        let mut t = self.stats.start(Op::Fsyncdir);
+        match t.check(self.fs.meta.sync()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e.into())),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.stats.start(Op::Statfs);
         let (total, free, files) = self.fs.statfs();
         let bs = 4096u64;
         reply.statfs(
@@ -453,42 +503,53 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let mut t = self.stats.start(Op::Setxattr);
         let create = flags & libc::XATTR_CREATE != 0;
         let replace = flags & libc::XATTR_REPLACE != 0;
-        match self
-            .fs
-            .setxattr(ino.0, name.as_bytes(), value, create, replace)
-        {
+        match t.check(
+            self.fs
+                .setxattr(ino.0, name.as_bytes(), value, create, replace),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
+        let mut t = self.stats.start(Op::Getxattr);
+        match t.check(self.fs.getxattr(ino.0, name.as_bytes())) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) if v.len() > size as usize => {
+                t.fail();
+                reply.error(Errno::ERANGE)
+            }
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
+        let mut t = self.stats.start(Op::Listxattr);
+        match t.check(self.fs.listxattr(ino.0)) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) if v.len() > size as usize => {
+                t.fail();
+                reply.error(Errno::ERANGE)
+            }
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(self.fs.removexattr(ino.0, name.as_bytes()), reply)
+        let mut t = self.stats.start(Op::Removexattr);
+        reply_empty(t.check(self.fs.removexattr(ino.0, name.as_bytes())), reply)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // permissions are enforced by the kernel (default_permissions)
-        match self.fs.getattr(ino.0) {
+        let mut t = self.stats.start(Op::Access);
+        match t.check(self.fs.getattr(ino.0)) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -504,12 +565,14 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let mut t = self.stats.start(Op::Create);
         let Some(k) = node_kind(mode) else {
+            t.fail();
             return reply.error(Errno::EINVAL);
         };
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let n = new_node(req, k, mode, umask);
-        match self.fs.create_open(parent.0, name.as_bytes(), n, writable) {
+        match t.check(self.fs.create_open(parent.0, name.as_bytes(), n, writable)) {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &attr(&a),
