@@ -199,7 +199,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .repair
         .rate_limit
         .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
-    for t in [&maintenance.scrub, &maintenance.rebalance] {
+    for t in [&maintenance.scrub, &maintenance.rebalance, &maintenance.tier] {
         t.rate_limit
             .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
     }

@@ -40,6 +40,11 @@ enum Cmd {
         /// declared domain that share a filesystem count as one domain.
         #[arg(long)]
         domains: Option<String>,
+        /// Device class of each member, comma-separated in the order of the
+        /// directories (e.g. "ssd,ssd,ssd,ssd,ssd,ssd,hdd,hdd,..."): tiering
+        /// keeps hot data on one class and cold data on another.
+        #[arg(long)]
+        classes: Option<String>,
         /// Member directories (at least k+m; created if missing, must be empty).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
             shard_size,
             inline_max,
             domains,
+            classes,
             dirs,
         } => mkfs(
             &dirs,
@@ -148,6 +154,9 @@ fn main() -> ExitCode {
                 shard_size,
                 inline_max: inline_max.unwrap_or_else(|| (64 * 1024).min(data as u32 * shard_size)),
                 domains: domains
+                    .map(|d| d.split(',').map(|x| x.trim().to_string()).collect())
+                    .unwrap_or_default(),
+                classes: classes
                     .map(|d| d.split(',').map(|x| x.trim().to_string()).collect())
                     .unwrap_or_default(),
             },

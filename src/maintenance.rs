@@ -21,6 +21,12 @@ pub struct Maintenance {
     pub scrub: Task,
     /// Rebalance progress and rate limit.
     pub rebalance: Task,
+    /// Tiering progress and rate limit.
+    pub tier: Task,
+    /// The tier to force every object onto in the next requested pass.
+    pub tier_force: std::sync::Mutex<Option<crate::fs::Tier>>,
+    /// Seconds between tier passes (when a policy is set).
+    pub tier_interval_secs: std::sync::atomic::AtomicU64,
     /// The metadata replicas, when they are LMDB stores in member
     /// directories (the daemon): kept at their count on members in service.
     pub replicas: std::sync::OnceLock<Arc<ReplicatedStore>>,
@@ -36,6 +42,9 @@ impl Default for Maintenance {
             repair: Task::default(),
             scrub: Task::default(),
             rebalance: Task::default(),
+            tier: Task::default(),
+            tier_force: Default::default(),
+            tier_interval_secs: std::sync::atomic::AtomicU64::new(60),
             replicas: Default::default(),
             catalog_interval_secs: std::sync::atomic::AtomicU64::new(600),
             stop: AtomicBool::new(false),
@@ -50,6 +59,7 @@ impl Maintenance {
         self.repair.cancel.store(true, Ordering::SeqCst);
         self.scrub.cancel.store(true, Ordering::SeqCst);
         self.rebalance.cancel.store(true, Ordering::SeqCst);
+        self.tier.cancel.store(true, Ordering::SeqCst);
         self.repair.request();
     }
 
@@ -74,6 +84,7 @@ pub fn spawn(
             let mut last_health = Vec::new();
             let mut ticks = 0u64;
             let mut catalog = (Instant::now(), 0u64);
+            let mut last_tier = Instant::now();
             while !m.stopped() {
                 ticks += 1;
                 m.repair.wait(tick);
@@ -108,6 +119,7 @@ pub fn spawn(
                 if !look {
                     maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
                     maybe_rebalance(&fs, &m);
+                    maybe_tier(&fs, &m, &mut last_tier);
                     continue;
                 }
                 // repair until nothing is left or a pass makes no progress
@@ -135,6 +147,7 @@ pub fn spawn(
                 }
                 maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
                 maybe_rebalance(&fs, &m);
+                maybe_tier(&fs, &m, &mut last_tier);
             }
         })
         .expect("spawn maintenance thread")
@@ -230,6 +243,45 @@ fn maybe_write_catalog(fs: &Fs, m: &Maintenance, last: &mut (Instant, u64)) {
             log::warn!("namespace catalog not written: {e}");
             last.0 = Instant::now();
         }
+    }
+}
+
+/// Run a tier pass when asked, or every `tier_interval_secs` while some
+/// bucket (or the pool) has a tier policy.
+fn maybe_tier(fs: &Fs, m: &Maintenance, last: &mut Instant) {
+    if m.stopped() {
+        return;
+    }
+    let asked = m.tier.requested.swap(false, Ordering::SeqCst);
+    let every = Duration::from_secs(m.tier_interval_secs.load(Ordering::Relaxed).max(1));
+    let due = last.elapsed() >= every
+        && fs
+            .meta
+            .range(b"P", b"Q", 1)
+            .map(|r| !r.is_empty())
+            .unwrap_or(false);
+    if !(asked || due) {
+        return;
+    }
+    *last = Instant::now();
+    let force = if asked {
+        m.tier_force.lock().unwrap().take()
+    } else {
+        None
+    };
+    match fs.tier_pass(&m.tier, force) {
+        Ok(c) => {
+            if c.moved_shards > 0 || asked {
+                log::info!(
+                    "tier pass: {} objects hot, {} cold, {} shards moved, {} waiting for room",
+                    c.hot_objects,
+                    c.cold_objects,
+                    c.moved_shards,
+                    c.pending_shards
+                )
+            }
+        }
+        Err(e) => log::error!("tier pass: {e}"),
     }
 }
 

@@ -144,6 +144,7 @@ fn generator_reaches_every_operation() {
         "AddMember",
         "Rebalance",
         "NaiveReads",
+        "Retier",
         "Slow",
         "Hedged",
     ] {

@@ -178,3 +178,26 @@ fn crash_points_disk_add_and_rebalance() {
         ],
     );
 }
+
+/// Tiering moves a file's shards to the cold class and back while it is
+/// overwritten: a crash at any point leaves every acknowledged byte, and
+/// half-made moves are garbage, never data.
+#[test]
+fn crash_points_tier_moves() {
+    enumerate(
+        "tier-moves",
+        &[
+            Op::Create(Path("/bkt/t"), true),
+            Op::Write(0, Num(0, 0), Num(5, 100), 4),
+            Op::Close(0),
+            Op::SyncAll,
+            Op::Retier(false),
+            Op::Open(Path("/bkt/t"), true, false),
+            Op::Write(0, Num(3, 7), Num(0, 300), 5),
+            Op::Fsync(0),
+            Op::Close(0),
+            Op::Retier(true),
+            Op::SyncAll,
+        ],
+    );
+}

@@ -44,6 +44,7 @@ fn rig() -> Rig {
         created: 0,
         domains: Vec::new(),
         meta_epoch: 0,
+        classes: Vec::new(),
     };
     let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
     let members: Vec<Member> = disks

@@ -374,7 +374,7 @@ fn an_added_member_takes_new_stripes_and_rebalance_fills_it() {
     // a second add of the same disk is refused
     let again = fs
         .pool
-        .add_member(rig.disks[8].view(), "sim8-again".into(), None)
+        .add_member(rig.disks[8].view(), "sim8-again".into(), None, None)
         .unwrap_err()
         .to_string();
     assert!(again.contains("already a shardfs member"), "{again}");

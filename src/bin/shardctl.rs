@@ -64,6 +64,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<HeatCmd>,
     },
+    /// Tiering: hot objects on a fast member class, cold ones on a capacity class.
+    Tier {
+        #[command(subcommand)]
+        cmd: TierCmd,
+    },
     /// Estimated annual durability (nines) of the pool as it is now.
     Durability {
         /// Annual failure rate of one failure domain, e.g. 0.015.
@@ -105,6 +110,43 @@ enum ScrubCmd {
 }
 
 #[derive(Subcommand)]
+enum TierCmd {
+    /// Bytes per member class, policies, moves done and pending.
+    Status {
+        /// Keep showing progress until the pass ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Start a tier pass now.
+    Start {
+        /// Put every object of buckets with a policy on the hot tier.
+        #[arg(long, conflicts_with = "all_cold")]
+        all_hot: bool,
+        /// Put every object of buckets with a policy on the cold tier.
+        #[arg(long)]
+        all_cold: bool,
+    },
+    /// Set the tier policy of BUCKET (or, without one, the pool default,
+    /// which also sends new stripes to the hot class).
+    Policy {
+        /// bucket (omit for the pool default)
+        bucket: Option<String>,
+        /// member class for hot objects
+        #[arg(long)]
+        hot: Option<String>,
+        /// member class for cold objects
+        #[arg(long)]
+        cold: Option<String>,
+        /// decayed accesses (half-life 10 min) that make an object hot
+        #[arg(long, default_value_t = 4.0)]
+        promote_reads: f64,
+        /// seconds without access that make an object cold
+        #[arg(long, default_value_t = 3600)]
+        demote_after: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum HeatCmd {
     /// How reads choose shards: heat (least-loaded k, hedged) or naive
     /// (data shards first).
@@ -136,6 +178,10 @@ enum DiskCmd {
         /// failure domain of the new member (required if the pool declares domains)
         #[arg(long)]
         domain: Option<String>,
+        /// device class of the new member (ssd, hdd, ...): tiering puts hot
+        /// and cold data on classes
+        #[arg(long)]
+        class: Option<String>,
     },
     /// Take member ID out now; repair rebuilds its shards from redundancy.
     Fail {
@@ -319,6 +365,59 @@ fn print_status(s: &Status) {
             m.path
         );
     }
+}
+
+fn print_tier(v: &serde_json::Value) {
+    let pol = |p: &serde_json::Value| {
+        format!(
+            "hot on {}, cold on {}, hot after {} accesses, cold after {} s idle",
+            p["hot_class"].as_str().unwrap_or("(none)"),
+            p["cold_class"].as_str().unwrap_or("(none)"),
+            p["promote_reads"],
+            p["demote_after_secs"]
+        )
+    };
+    println!("pool default  {}", pol(&v["default_policy"]));
+    for b in v["bucket_policies"].as_array().into_iter().flatten() {
+        println!("bucket {:<8} {}", b[0].as_str().unwrap_or("?"), pol(&b[1]));
+    }
+    println!();
+    println!("{:<10} {:>8} {:>12}", "CLASS", "MEMBERS", "SHARD BYTES");
+    if let Some(m) = v["bytes_per_class"].as_object() {
+        for (c, b) in m {
+            println!(
+                "{:<10} {:>8} {:>12}",
+                if c.is_empty() { "(none)" } else { c },
+                v["members_per_class"][c].as_u64().unwrap_or(0),
+                human(b.as_u64().unwrap_or(0))
+            );
+        }
+    }
+    let p = &v["progress"];
+    let l = &v["last_pass"];
+    println!();
+    println!(
+        "last pass  {} objects hot, {} cold, {} shards moved, {} waiting for room on their class",
+        l["hot_objects"], l["cold_objects"], l["moved_shards"], l["pending_shards"]
+    );
+    println!(
+        "moves      {} shards since mount; {} {}/{} objects",
+        v["moved_shards"],
+        if p["running"].as_bool().unwrap_or(false) {
+            "running"
+        } else {
+            "idle"
+        },
+        p["stripes_done"],
+        p["stripes_total"]
+    );
+    println!(
+        "progress   {}",
+        bar(
+            p["stripes_done"].as_u64().unwrap_or(0),
+            p["stripes_total"].as_u64().unwrap_or(0)
+        )
+    );
 }
 
 fn print_heat(r: &shardfs::control::HeatReport) {
@@ -564,6 +663,60 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        Cmd::Tier { cmd } => {
+            let v = match cmd {
+                TierCmd::Status { wait } => loop {
+                    let v = call(&socket, Command::TierStatus)?;
+                    let running = v["progress"]["running"].as_bool().unwrap_or(false);
+                    if !wait || !running {
+                        break v;
+                    }
+                    if !cli.json {
+                        print_tier(&v);
+                        println!();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                },
+                TierCmd::Start { all_hot, all_cold } => {
+                    let force = if all_hot {
+                        Some("hot".to_string())
+                    } else if all_cold {
+                        Some("cold".to_string())
+                    } else {
+                        None
+                    };
+                    let v = call(&socket, Command::TierStart { force })?;
+                    if !cli.json {
+                        println!("tier pass requested; see `shardctl tier status`");
+                        return Ok(());
+                    }
+                    v
+                }
+                TierCmd::Policy {
+                    bucket,
+                    hot,
+                    cold,
+                    promote_reads,
+                    demote_after,
+                } => call(
+                    &socket,
+                    Command::TierPolicy {
+                        bucket,
+                        policy: shardfs::fs::TierPolicy {
+                            hot_class: hot,
+                            cold_class: cold,
+                            promote_reads,
+                            demote_after_secs: demote_after,
+                        },
+                    },
+                )?,
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                print_tier(&v);
+            }
+        }
         Cmd::Rebalance { cmd } => match cmd {
             RebalanceCmd::Start => {
                 let v = call(&socket, Command::RebalanceStart)?;
@@ -583,7 +736,7 @@ fn run(cli: Cli) -> Result<(), String> {
         },
         Cmd::Disk { cmd } => {
             let v = match cmd {
-                DiskCmd::Add { dir, domain } => {
+                DiskCmd::Add { dir, domain, class } => {
                     // the daemon resolves nothing relative to our directory
                     let abs =
                         std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -592,6 +745,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         Command::DiskAdd {
                             path: abs.display().to_string(),
                             domain,
+                            class,
                         },
                     )?
                 }

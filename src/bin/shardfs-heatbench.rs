@@ -30,6 +30,7 @@ struct Args {
     secs: f64,
     zipf: f64,
     hedge: bool,
+    tiers: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -46,6 +47,7 @@ fn args() -> Result<Args, String> {
         secs: 20.0,
         zipf: 1.1,
         hedge: true,
+        tiers: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -67,11 +69,12 @@ fn args() -> Result<Args, String> {
             "--secs" => a.secs = num(v()?)?,
             "--zipf" => a.zipf = num(v()?)?,
             "--no-hedge" => a.hedge = false,
+            "--tiers" => a.tiers = true,
             "-h" | "--help" => {
                 println!(
                     "shardfs-heatbench [--dir D] [--members 12] [--iops 120] [--mbps 200] \
                      [--tenants 4] [--files 300 per tenant] [--shard-kib 64] [--threads 16] \
-                     [--rate READS_PER_SEC (default 60% of the naive capacity)] [--secs 20] [--zipf 1.1] [--no-hedge]"
+                     [--rate READS_PER_SEC (default 60% of the naive capacity)] [--secs 20] [--zipf 1.1] [--no-hedge] [--tiers: hot (SSD-class) vs cold (HDD-class) tier reads instead]"
                 );
                 std::process::exit(0);
             }
@@ -108,6 +111,9 @@ impl Zipf {
     }
 }
 
+/// Each member's emulator, by member index.
+type Emulators = Vec<(u16, Arc<Throttled>)>;
+
 struct RunResult {
     reads: usize,
     secs: f64,
@@ -138,7 +144,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(&a) {
+    let r = if a.tiers { run_tiers(&a) } else { run(&a) };
+    if let Err(e) = r {
         eprintln!("shardfs-heatbench: {e}");
         let _ = std::fs::remove_dir_all(&a.dir);
         std::process::exit(1);
@@ -166,7 +173,7 @@ fn run(a: &Args) -> Result<(), String> {
     };
     // every member emulated; the benchmark keeps each emulator to switch
     // scenarios (and to write the files at full speed)
-    let throttles: Arc<Mutex<Vec<(u16, Arc<Throttled>)>>> = Arc::default();
+    let throttles: Arc<Mutex<Emulators>> = Arc::default();
     let opened = {
         let t2 = throttles.clone();
         let wrap = move |i: u16, d: Arc<dyn shardfs::pool::DiskBackend>| {
@@ -426,4 +433,151 @@ fn load(
         hedges: fs.pool.stats.hedges.load(Ordering::Relaxed) - hedges0,
         errors: errors.into_inner(),
     })
+}
+
+/// Hot tier against cold tier: half the members are "ssd" (emulated
+/// 20000 IOPS, 1000 MB/s), half "hdd" (the `--iops`/`--mbps` disks). The
+/// same files are read by 16 threads (closed loop, uniform) once after a
+/// tier pass put them all on the hot class and once on the cold class.
+fn run_tiers(a: &Args) -> Result<(), String> {
+    use shardfs::fs::{Task, Tier, TierPolicy};
+    let dirs: Vec<_> = (0..a.members)
+        .map(|i| a.dir.join(format!("disk{i}")))
+        .collect();
+    std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    let half = a.members / 2;
+    let classes: Vec<String> = (0..a.members)
+        .map(|i| if i < half { "ssd" } else { "hdd" }.to_string())
+        .collect();
+    mkfs(
+        &dirs,
+        &MkfsOptions {
+            shard_size: a.shard_kib * 1024,
+            inline_max: 4096,
+            classes,
+            ..MkfsOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let hdd = Limits {
+        iops: a.iops,
+        bytes_per_sec: a.mbps * 1e6,
+    };
+    let ssd = Limits {
+        iops: 20_000.0,
+        bytes_per_sec: 1000e6,
+    };
+    let opened = {
+        let wrap = move |i: u16, d: Arc<dyn shardfs::pool::DiskBackend>| {
+            let l = if (i as usize) < half { ssd } else { hdd };
+            Arc::new(Throttled::new(d, l)) as Arc<dyn shardfs::pool::DiskBackend>
+        };
+        shardfs::daemon::open_pool_wrapped(&dirs, &wrap)?
+    };
+    let fs = opened.fs.clone();
+    fs.set_tier_policy(
+        None,
+        TierPolicy {
+            hot_class: Some("ssd".into()),
+            cold_class: Some("hdd".into()),
+            ..TierPolicy::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let stripe = 4 * a.shard_kib as usize * 1024;
+    let node = |kind| NewNode {
+        kind,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        target: Vec::new(),
+    };
+    let b = fs
+        .create_node(ROOT_INO, b"tiers", node(Kind::Dir))
+        .map_err(|e| e.to_string())?;
+    let n = a.files.max(1);
+    let mut files = Vec::new();
+    for f in 0..n {
+        let (attr, fh) = fs
+            .create_open(b.ino, format!("obj{f}").as_bytes(), node(Kind::File), true)
+            .map_err(|e| e.to_string())?;
+        fs.write(attr.ino, 0, &vec![f as u8 | 1; stripe])
+            .map_err(|e| e.to_string())?;
+        fs.flush_handle(fh).map_err(|e| e.to_string())?;
+        fs.release(fh).map_err(|e| e.to_string())?;
+        files.push(attr.ino);
+    }
+    fs.sync_all().map_err(|e| e.to_string())?;
+    println!(
+        "shardfs-heatbench --tiers: {} members ({} ssd-class emulating 20000 IOPS / 1000 MB/s, {} hdd-class \
+         emulating {:.0} IOPS / {:.0} MB/s), 4+2, {} files of {} KiB, {} threads reading whole files \
+         (closed loop), {} s per tier",
+        a.members,
+        half,
+        a.members - half,
+        a.iops,
+        a.mbps,
+        n,
+        stripe / 1024,
+        a.threads,
+        a.secs
+    );
+    println!();
+    println!(
+        "{:<6} {:>10} {:>10} {:>8} {:>8} {:>14}",
+        "tier", "reads/s", "MB/s", "p50 ms", "p99 ms", "tier move s"
+    );
+    let task = Task::default();
+    task.rate_limit.store(0, Ordering::Relaxed);
+    let mut rates = Vec::new();
+    for tier in [Tier::Cold, Tier::Hot] {
+        let t0 = Instant::now();
+        fs.tier_pass(&task, Some(tier)).map_err(|e| e.to_string())?;
+        let moved = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(1));
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(a.secs);
+        let lat = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for t in 0..a.threads {
+                let (lat, files, fs) = (&lat, &files, &fs);
+                s.spawn(move || {
+                    use rand::{Rng, SeedableRng};
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
+                    let mut mine = Vec::new();
+                    while Instant::now() < end {
+                        let ino = files[rng.random_range(0..files.len())];
+                        let t0 = Instant::now();
+                        if fs.read(ino, 0, stripe as u32).is_ok() {
+                            mine.push(t0.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    lat.lock().unwrap().extend(mine);
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let mut lat = lat.into_inner().unwrap();
+        lat.sort_by(f64::total_cmp);
+        let rps = lat.len() as f64 / secs;
+        rates.push(rps);
+        println!(
+            "{:<6} {:>10.1} {:>10.1} {:>8.2} {:>8.2} {:>14.1}",
+            if tier == Tier::Hot { "hot" } else { "cold" },
+            rps,
+            rps * stripe as f64 / 1e6,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            moved
+        );
+    }
+    println!();
+    println!(
+        "hot tier reads at {:.1}x the cold tier's rate (same files, same run)",
+        rates[1] / rates[0].max(f64::MIN_POSITIVE)
+    );
+    println!("FUSE passthrough for hot files: not implemented (see docs/heat.md)");
+    fs.unmount_sync().map_err(|e| e.to_string())?;
+    Ok(())
 }

@@ -85,6 +85,9 @@ pub enum Command {
         /// failure domain (required when the pool declares domains)
         #[serde(default)]
         domain: Option<String>,
+        /// device class ("ssd", "hdd", ...)
+        #[serde(default)]
+        class: Option<String>,
     },
     /// Start a rebalance pass now.
     RebalanceStart,
@@ -99,6 +102,23 @@ pub enum Command {
     ReadPolicy {
         /// heat | naive
         policy: String,
+    },
+    /// Bytes per member class, tier policies, moves done and pending.
+    TierStatus,
+    /// Start a tier pass now; `force` = "hot" | "cold" puts every object
+    /// of a bucket with a policy on that tier.
+    TierStart {
+        /// hot | cold
+        #[serde(default)]
+        force: Option<String>,
+    },
+    /// Set the tier policy of a bucket (or, without one, the pool default).
+    TierPolicy {
+        /// bucket name (None: pool default)
+        #[serde(default)]
+        bucket: Option<String>,
+        /// the policy
+        policy: crate::fs::TierPolicy,
     },
     /// Estimated annual durability.
     Durability {

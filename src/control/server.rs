@@ -166,7 +166,11 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
                 .repair
                 .rate_limit
                 .store(bytes_per_sec, Ordering::Relaxed);
-            for t in [&ctx.maintenance.scrub, &ctx.maintenance.rebalance] {
+            for t in [
+                &ctx.maintenance.scrub,
+                &ctx.maintenance.rebalance,
+                &ctx.maintenance.tier,
+            ] {
                 t.rate_limit.store(bytes_per_sec, Ordering::Relaxed);
             }
             Ok(json(ctx.maintenance.repair.snapshot()))
@@ -182,7 +186,11 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
         Command::ScrubStatus => Ok(json(ctx.maintenance.scrub.snapshot())),
         Command::DiskFail { member } => set_health(ctx, member, crate::pool::Health::Failed),
         Command::DiskDrain { member } => set_health(ctx, member, crate::pool::Health::Draining),
-        Command::DiskAdd { path, domain } => disk_add(ctx, &path, domain),
+        Command::DiskAdd {
+            path,
+            domain,
+            class,
+        } => disk_add(ctx, &path, domain, class),
         Command::RebalanceStart => {
             ctx.maintenance
                 .rebalance
@@ -206,6 +214,25 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
             ctx.fs.pool.set_read_policy(p);
             json(heat_report(ctx))
         }),
+        Command::TierStatus => tier_status(ctx),
+        Command::TierStart { force } => {
+            let f = match force.as_deref() {
+                None => Ok(None),
+                Some("hot") => Ok(Some(crate::fs::Tier::Hot)),
+                Some("cold") => Ok(Some(crate::fs::Tier::Cold)),
+                Some(x) => Err(format!("force {x:?}: give hot or cold")),
+            };
+            f.and_then(|f| {
+                *ctx.maintenance.tier_force.lock().unwrap() = f;
+                ctx.maintenance.tier.request_via(&ctx.maintenance.repair);
+                tier_status(ctx)
+            })
+        }
+        Command::TierPolicy { bucket, policy } => ctx
+            .fs
+            .set_tier_policy(bucket.as_deref().map(str::as_bytes), policy)
+            .map_err(|e| e.to_string())
+            .and_then(|()| tier_status(ctx)),
         Command::Durability { afr } => durability(ctx, afr),
         Command::Metrics => Ok(serde_json::json!({ "text": ctx.metrics_text() })),
     };
@@ -217,6 +244,13 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
 
 fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).expect("json")
+}
+
+fn tier_status(ctx: &Context) -> Result<serde_json::Value, String> {
+    let st = ctx.fs.tier_status().map_err(|e| e.to_string())?;
+    let mut v = json(&st);
+    v["progress"] = json(ctx.maintenance.tier.snapshot());
+    Ok(v)
 }
 
 fn heat_report(ctx: &Context) -> super::HeatReport {
@@ -243,6 +277,7 @@ fn disk_add(
     ctx: &Context,
     path: &str,
     domain: Option<String>,
+    class: Option<String>,
 ) -> Result<serde_json::Value, String> {
     let dir = std::path::Path::new(path);
     if !dir.is_absolute() {
@@ -252,7 +287,7 @@ fn disk_add(
     }
     let index = ctx
         .fs
-        .add_member_dir(dir, domain)
+        .add_member_dir(dir, domain, class)
         .map_err(|e| e.to_string())?;
     ctx.maintenance
         .rebalance

@@ -105,6 +105,7 @@ impl Fs {
     /// after the new one is committed: a read that loses that race sees a
     /// changed location on retry and reads the new generation.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.tier.touch(ino);
         // Shards are read without the lock. A stripe rewritten, moved by
         // repair, truncated away or deleted meanwhile has its old shards
         // removed under us: then the read starts over from the current
@@ -233,6 +234,7 @@ impl Fs {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.tier.touch(ino);
         let mut g = self.lock();
         let end = offset
             .checked_add(data.len() as u64)

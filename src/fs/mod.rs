@@ -12,8 +12,10 @@ mod error;
 mod namespace;
 mod rebalance;
 mod repair;
+mod tier;
 pub use namespace::{NewNode, SetAttr};
 pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
+pub use tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};
 pub mod names;
 pub mod schema;
 mod xattr;
@@ -100,6 +102,8 @@ pub struct Fs {
     pub pool: Arc<Pool>,
     /// Metadata, through the write-back cache.
     pub meta: Arc<MetaCache>,
+    /// Object temperatures and tiering counters.
+    pub tier: TierState,
     inner: Mutex<Inner>,
 }
 
@@ -127,6 +131,7 @@ impl Fs {
         let fs = Fs {
             pool,
             meta,
+            tier: TierState::default(),
             inner: Mutex::new(Inner {
                 open: HashMap::new(),
                 handles: HashMap::new(),
@@ -163,6 +168,7 @@ impl Fs {
         fs.load_member_health()?;
         // members that missed a `disk add` learn the current member list
         fs.pool.refresh_superblocks();
+        fs.load_tier_policy()?;
         // A clean unmount leaves no orphans and no unreferenced shards; after
         // anything else (kill -9, crash, a member that missed deletions)
         // sweep before serving.

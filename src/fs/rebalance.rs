@@ -213,7 +213,12 @@ impl Fs {
     /// `shardctl disk add DIR`: check that `dir` is an empty directory
     /// that is not a member yet, format it and join it to the pool (online
     /// at once; the caller asks for a rebalance). Returns its index.
-    pub fn add_member_dir(&self, dir: &std::path::Path, domain: Option<String>) -> FsResult<u16> {
+    pub fn add_member_dir(
+        &self,
+        dir: &std::path::Path,
+        domain: Option<String>,
+        class: Option<String>,
+    ) -> FsResult<u16> {
         let roots: Vec<std::path::PathBuf> = self
             .pool
             .members()
@@ -228,7 +233,7 @@ impl Fs {
         let disk = std::sync::Arc::new(crate::pool::DirDisk::new(dir));
         Ok(self
             .pool
-            .add_member(disk, dir.display().to_string(), domain)?)
+            .add_member(disk, dir.display().to_string(), domain, class)?)
     }
 }
 

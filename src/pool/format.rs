@@ -19,6 +19,9 @@ pub struct MkfsOptions {
     /// Failure domain of each member, in the order of the directories
     /// (empty: none declared).
     pub domains: Vec<String>,
+    /// Device class of each member ("ssd", "hdd", ...), in the order of
+    /// the directories (empty: none declared).
+    pub classes: Vec<String>,
 }
 
 impl Default for MkfsOptions {
@@ -29,8 +32,16 @@ impl Default for MkfsOptions {
             shard_size: 1024 * 1024,
             inline_max: 64 * 1024,
             domains: Vec::new(),
+            classes: Vec::new(),
         }
     }
+}
+
+/// A device class name: 1 to 32 of [A-Za-z0-9_-].
+pub fn valid_class(c: &str) -> bool {
+    (1..=32).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn setup(msg: String) -> PoolError {
@@ -52,6 +63,18 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             opt.domains.len(),
             dirs.len()
         )));
+    }
+    if !opt.classes.is_empty() && opt.classes.len() != dirs.len() {
+        return Err(setup(format!(
+            "--classes names {} classes for {} member directories: give one per directory, in order",
+            opt.classes.len(),
+            dirs.len()
+        )));
+    }
+    if opt.classes.iter().any(|c| !valid_class(c)) {
+        return Err(setup(
+            "--classes: each class is 1 to 32 letters, digits, '-' or '_' (e.g. ssd, hdd)".into(),
+        ));
     }
     if opt.domains.iter().any(|d| d.is_empty() || d.len() > 64) {
         return Err(setup(
@@ -143,6 +166,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
             created,
             domains: opt.domains.clone(),
             meta_epoch: 0,
+            classes: opt.classes.clone(),
         };
         format_disk(&DirDisk::new(d), &sb)
             .map_err(|e| setup(format!("{}: formatting: {e}", d.display())))?;
@@ -287,6 +311,7 @@ pub fn assemble_with(
     let mut sb0 = found[0].2.clone();
     sb0.members = newest.members.clone();
     sb0.domains = newest.domains.clone();
+    sb0.classes = newest.classes.clone();
     // the metadata replica set: the one written last
     let meta = found
         .iter()

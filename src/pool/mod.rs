@@ -167,6 +167,8 @@ pub struct Member {
     pub heat: Arc<heat::Heat>,
     /// HDD emulation limits, when the member is emulated.
     pub emulated: OnceLock<heat::Limits>,
+    /// Device class ("ssd", "hdd", ...), if declared.
+    class: OnceLock<String>,
     /// [`Health`] as a number (see [`Member::health`]).
     state: std::sync::atomic::AtomicU8,
     /// I/O errors seen on this member.
@@ -207,6 +209,7 @@ impl Member {
             domain: OnceLock::new(),
             heat: Arc::default(),
             emulated: OnceLock::new(),
+            class: OnceLock::new(),
             state: std::sync::atomic::AtomicU8::new(Health::Missing as u8),
             errors: AtomicU64::new(0),
             streak_errors: AtomicU64::new(0),
@@ -234,6 +237,16 @@ impl Member {
     /// Set the declared failure domain (once, at pool open or `disk add`).
     pub fn set_domain(&self, d: String) {
         let _ = self.domain.set(d);
+    }
+
+    /// Declared device class, if any.
+    pub fn class(&self) -> Option<&str> {
+        self.class.get().map(String::as_str)
+    }
+
+    /// Set the device class (once, at pool open or `disk add`).
+    pub fn set_class(&self, c: String) {
+        let _ = self.class.set(c);
     }
 
     /// The disk, whatever the member's health (None: not present).
@@ -372,6 +385,8 @@ pub struct Pool {
     hedging: AtomicBool,
     /// Hedges that may be spent now (see `read::HEDGE_RATE`).
     hedge_tokens: Mutex<f64>,
+    /// Member class new stripes prefer (the pool's hot tier), if any.
+    write_class: Mutex<Option<String>>,
     /// (epoch, members) holding metadata replicas; see
     /// [`Superblock::meta_epoch`].
     meta_set: Mutex<(u64, Vec<u16>)>,
@@ -436,6 +451,9 @@ impl Pool {
             if let Some(d) = sb.domains.get(i) {
                 m.set_domain(d.clone());
             }
+            if let Some(c) = sb.classes.get(i).filter(|c| !c.is_empty()) {
+                m.set_class(c.clone());
+            }
         }
         for i in count..MAX_MEMBERS {
             slots.push(Member::slot(i as u16));
@@ -459,6 +477,7 @@ impl Pool {
             io_timeout_ms: AtomicU64::new(10_000),
             hedging: AtomicBool::new(true),
             hedge_tokens: Mutex::new(0.0),
+            write_class: Mutex::new(None),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),
             headers: Mutex::new(Default::default()),
@@ -500,7 +519,15 @@ impl Pool {
         disk: Arc<dyn DiskBackend>,
         path: String,
         domain: Option<String>,
+        class: Option<String>,
     ) -> Result<u16, PoolError> {
+        if let Some(c) = &class {
+            if !format::valid_class(c) {
+                return Err(PoolError::Setup(format!(
+                    "--class {c:?}: 1 to 32 letters, digits, '-' or '_' (e.g. ssd, hdd)"
+                )));
+            }
+        }
         let _g = self.add_lock.lock().unwrap();
         let n = self.members().len();
         if n >= MAX_MEMBERS {
@@ -543,6 +570,10 @@ impl Pool {
         let mut sb = self.current_superblock();
         sb.members.push(id.clone());
         sb.domains = domains;
+        if class.is_some() || !sb.classes.is_empty() {
+            sb.classes.resize(n, String::new());
+            sb.classes.push(class.clone().unwrap_or_default());
+        }
         sb.member_id = id.clone();
         sb.member_index = n as u16;
         format::format_disk(disk.as_ref(), &sb)
@@ -553,6 +584,9 @@ impl Pool {
         m.path.set(path.clone()).expect("unused slot");
         if let Some(d) = domain {
             m.set_domain(d);
+        }
+        if let Some(c) = class {
+            m.set_class(c);
         }
         m.attach_disk(disk);
         m.state.store(Health::Online as u8, Ordering::Relaxed);
@@ -606,6 +640,14 @@ impl Pool {
         } else {
             Vec::new()
         };
+        sb.classes = if self.members().iter().any(|m| m.class().is_some()) {
+            self.members()
+                .iter()
+                .map(|m| m.class().unwrap_or_default().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (epoch, set) = self.meta_set.lock().unwrap().clone();
         sb.meta_epoch = epoch;
         sb.meta_replicas = set;
@@ -636,6 +678,16 @@ impl Pool {
             ms.1 = set;
         }
         self.write_superblocks(&self.current_superblock());
+    }
+
+    /// Make new stripes prefer members of `class` (the hot tier).
+    pub fn set_write_class(&self, class: Option<String>) {
+        *self.write_class.lock().unwrap() = class;
+    }
+
+    /// The class new stripes prefer.
+    pub fn write_class(&self) -> Option<String> {
+        self.write_class.lock().unwrap().clone()
     }
 
     /// A uniform random number in [0, 1) from the pool's generator.
@@ -745,7 +797,18 @@ impl Pool {
                 .copied()
                 .filter(|&m| m != NO_MEMBER)
                 .collect();
-            let targets = placement::choose(self, todo.len(), &used, &holders);
+            // the hot class first (tiering), then anyone
+            let mut targets = match self.write_class() {
+                Some(c) => placement::choose_in(self, todo.len(), &used, &holders, Some(&c)),
+                None => Vec::new(),
+            };
+            if targets.len() < todo.len() {
+                let mut ex = used.clone();
+                ex.extend(&targets);
+                let mut h = holders.clone();
+                h.extend(&targets);
+                targets.extend(placement::choose(self, todo.len() - targets.len(), &ex, &h));
+            }
             let jobs: Vec<(usize, u16)> = todo.iter().copied().zip(targets).collect();
             let results: Vec<(usize, u16, Result<(), bool>)> = std::thread::scope(|s| {
                 let handles: Vec<_> = jobs

@@ -103,10 +103,22 @@ fn domain_of(pool: &Pool, index: u16) -> u32 {
 /// stripe whose other shards are on `holders` (their failure domains are
 /// avoided while others remain).
 pub(super) fn choose(pool: &Pool, n: usize, exclude: &[u16], holders: &[u16]) -> Vec<u16> {
+    choose_in(pool, n, exclude, holders, None)
+}
+
+/// [`choose`] among members of `class` only (when given).
+pub(super) fn choose_in(
+    pool: &Pool,
+    n: usize,
+    exclude: &[u16],
+    holders: &[u16],
+    class: Option<&str>,
+) -> Vec<u16> {
     let cands: Vec<Candidate> = pool
         .members()
         .iter()
         .filter(|m| m.writable_disk().is_some() && !exclude.contains(&m.index))
+        .filter(|m| class.is_none() || m.class() == class)
         .map(|m| Candidate {
             id: m.index as u32,
             free: m.free.load(Ordering::Relaxed) as f64,
@@ -173,6 +185,7 @@ mod tests {
             created: 0,
             domains: Vec::new(),
             meta_epoch: 0,
+            classes: Vec::new(),
         };
         Pool::new(sb, members).unwrap()
     }

@@ -42,6 +42,10 @@ pub struct Superblock {
     /// failed or removed member): at mount the highest epoch's list wins.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub meta_epoch: u64,
+    /// Device class of each member, by index ("ssd", "hdd", ...; empty:
+    /// none declared). Tiering keeps hot and cold data on classes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -124,6 +128,7 @@ mod tests {
             created: 0,
             domains: vec!["r1".into(); 6],
             meta_epoch: 0,
+            classes: Vec::new(),
         };
         let bytes = sb.encode();
         assert_eq!(Superblock::decode(&bytes).unwrap(), sb);

@@ -81,13 +81,22 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// A fresh pool of [`MEMBERS`] members, mounted.
+    /// A fresh pool of [`MEMBERS`] members, mounted: half "ssd", half
+    /// "hdd" (classes matter only once a tier policy is set).
     pub fn new() -> Rig {
-        Rig::with_members(MEMBERS)
+        let classes = (0..MEMBERS)
+            .map(|i| if i < MEMBERS / 2 { "ssd" } else { "hdd" }.to_string())
+            .collect();
+        Rig::with_classes(MEMBERS, classes)
     }
 
     /// A fresh pool of `n` members, mounted.
     pub fn with_members(n: usize) -> Rig {
+        Rig::with_classes(n, Vec::new())
+    }
+
+    /// A fresh pool of `n` members of the given device classes, mounted.
+    pub fn with_classes(n: usize, classes: Vec<String>) -> Rig {
         let clock = CrashClock::new();
         // fixed ids: placement is seeded from the pool id, so a sequence
         // replays the same way
@@ -107,6 +116,7 @@ impl Rig {
             created: 0,
             domains: Vec::new(),
             meta_epoch: 0,
+            classes,
         };
         let mut rig = Rig {
             disks: (0..n).map(|_| CrashDisk::new(clock.clone())).collect(),
@@ -177,7 +187,7 @@ impl Rig {
         let i = self
             .fs()
             .pool
-            .add_member(d.view(), format!("sim{n}"), None)
+            .add_member(d.view(), format!("sim{n}"), None, None)
             .map_err(|e| e.to_string())?;
         assert_eq!(i as usize, n, "a new member takes the next index");
         self.sb
@@ -322,6 +332,9 @@ pub enum Op {
     Rebalance,
     /// Switch reads to the naive policy (true) or heat-aware, hedged (false).
     NaiveReads(bool),
+    /// A tier pass forcing every object hot (true) or cold (false); the
+    /// first one sets the pool policy (hot on "ssd", cold on "hdd").
+    Retier(bool),
     /// Make member i slow (reads take 0, 2 or 4 ms more): heat-aware
     /// reads route around it and hedges fire.
     Slow(u8, u8),
@@ -398,6 +411,7 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         1 => Just(Op::AddMember),
         2 => Just(Op::Rebalance),
         1 => any::<bool>().prop_map(Op::NaiveReads),
+        2 => any::<bool>().prop_map(Op::Retier),
         2 => (any::<u8>(), any::<u8>()).prop_map(|(i, s)| Op::Slow(i, s)),
     ]
     .boxed()
@@ -826,6 +840,35 @@ impl Pair {
                 self.rig.fs().pool.set_read_policy(p);
                 (Ok(Out::Done), Ok(Out::Done))
             }
+            Op::Retier(hot) => {
+                self.quiesce();
+                self.s.model.sync_metadata();
+                let fs = self.rig.fs();
+                let policy = shardfs::fs::TierPolicy {
+                    hot_class: Some("ssd".into()),
+                    cold_class: Some("hdd".into()),
+                    ..Default::default()
+                };
+                if let Err(e) = fs.set_tier_policy(None, policy) {
+                    if self.rig.clock.stopped() {
+                        return (Ok(Out::Done), Err(libc::EIO));
+                    }
+                    self.fail(&format!("tier policy: {e}"));
+                }
+                let t = if hot {
+                    shardfs::fs::Tier::Hot
+                } else {
+                    shardfs::fs::Tier::Cold
+                };
+                if let Err(e) = fs.tier_pass(&self.task, Some(t)) {
+                    if self.rig.clock.stopped() {
+                        return (Ok(Out::Done), Err(libc::EIO));
+                    }
+                    self.fail(&format!("tier pass: {e}"));
+                }
+                self.check_distinct_members("tier pass");
+                (Ok(Out::Done), Ok(Out::Done))
+            }
             Op::Slow(i, ms) => {
                 let i = i as usize % self.rig.disks.len();
                 self.rig.disks[i]
@@ -842,24 +885,7 @@ impl Pair {
                     }
                     self.fail(&format!("rebalance: {e}"));
                 }
-                for (ino, locs) in self.all_stripes() {
-                    for (s, loc) in locs {
-                        let mut placed: Vec<u16> = loc
-                            .members
-                            .iter()
-                            .copied()
-                            .filter(|&m| m != shardfs::pool::NO_MEMBER)
-                            .collect();
-                        placed.sort();
-                        let n = placed.len();
-                        placed.dedup();
-                        if placed.len() != n {
-                            self.fail(&format!(
-                                "inode {ino} stripe {s}: two shards on one member after rebalance: {loc:?}"
-                            ));
-                        }
-                    }
-                }
+                self.check_distinct_members("rebalance");
                 (Ok(Out::Done), Ok(Out::Done))
             }
             Op::FailMember(i) | Op::Drain(i) => {
@@ -915,6 +941,28 @@ impl Pair {
             _ => {
                 let fs = self.rig.fs.as_ref().expect("mounted");
                 self.s.exec(fs, op)
+            }
+        }
+    }
+
+    /// Every stripe's shards sit on distinct members.
+    fn check_distinct_members(&self, after: &str) {
+        for (ino, locs) in self.all_stripes() {
+            for (s, loc) in locs {
+                let mut placed: Vec<u16> = loc
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != shardfs::pool::NO_MEMBER)
+                    .collect();
+                placed.sort();
+                let n = placed.len();
+                placed.dedup();
+                if placed.len() != n {
+                    self.fail(&format!(
+                        "inode {ino} stripe {s}: two shards on one member after {after}: {loc:?}"
+                    ));
+                }
             }
         }
     }

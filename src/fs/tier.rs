@@ -1,0 +1,441 @@
+//! Tiering: hot objects on members of a fast class, cold ones on a
+//! capacity class.
+//!
+//! Every object (inode) has a temperature: a count of reads and writes that
+//! halves every [`HALF_LIFE`], and the time of its last access (the inode's
+//! access or modification time when this mount has not seen it yet). A
+//! policy per bucket, falling back to the pool default, names the hot and
+//! the cold member class. An object whose temperature reaches
+//! `promote_reads` is hot; one not accessed for `demote_after_secs` is
+//! cold; in between an object stays where it is, so objects do not flap.
+//!
+//! A tier pass walks every bucket with a policy and moves the shards of
+//! objects whose members are of the wrong class onto members of the right
+//! class (online, holding no shard of the stripe, no doubled failure
+//! domain), as many as such members allow. A move is the rebalance move: a
+//! verified copy made durable, a compare-and-swap commit of the new
+//! location (a concurrent overwrite or delete wins, and the copy is
+//! dropped), then the old copy deleted. Reads during a move use the old
+//! location until the commit and start over if it changes under them, so
+//! a move never fails a read or mixes data, and a crash at any point
+//! leaves either location whole. New stripes prefer the pool's hot class.
+
+use super::repair::{Pacer, RepairItem, Task};
+use super::schema::*;
+use super::{Fs, FsError, FsResult};
+use crate::meta::Op;
+use crate::pool::{Health, StripeLoc, NO_MEMBER};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// An object's access count halves in this time.
+pub const HALF_LIFE: Duration = Duration::from_secs(600);
+
+/// Where a bucket's (or the pool's) data lives by temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierPolicy {
+    /// Member class for hot objects (None: tiering off).
+    pub hot_class: Option<String>,
+    /// Member class for cold objects.
+    pub cold_class: Option<String>,
+    /// Decayed accesses that make an object hot.
+    pub promote_reads: f64,
+    /// Seconds without access that make an object cold.
+    pub demote_after_secs: u64,
+}
+
+impl Default for TierPolicy {
+    fn default() -> Self {
+        TierPolicy {
+            hot_class: None,
+            cold_class: None,
+            promote_reads: 4.0,
+            demote_after_secs: 3600,
+        }
+    }
+}
+
+/// Hot or cold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// On the hot class.
+    Hot,
+    /// On the cold class.
+    Cold,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Temp {
+    score: f64,
+    at: Instant,
+    last_access: Instant,
+}
+
+/// Temperatures and tiering counters of a mounted filesystem.
+#[derive(Debug, Default)]
+pub struct TierState {
+    temps: Mutex<HashMap<u64, Temp>>,
+    /// Shards moved since mount, and objects moved.
+    pub moved: std::sync::atomic::AtomicU64,
+    /// Last pass: objects found hot, cold, and shards still to move.
+    pub last: Mutex<TierCounts>,
+}
+
+/// What the last tier pass saw.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TierCounts {
+    /// Objects wanted on the hot class.
+    pub hot_objects: u64,
+    /// Objects wanted on the cold class.
+    pub cold_objects: u64,
+    /// Shards on a member of the wrong class that found no room.
+    pub pending_shards: u64,
+    /// Shards moved in the pass.
+    pub moved_shards: u64,
+}
+
+/// `shardctl tier status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TierStatus {
+    /// Shard bytes per member class ("" for members without one).
+    pub bytes_per_class: std::collections::BTreeMap<String, u64>,
+    /// Online members per class.
+    pub members_per_class: std::collections::BTreeMap<String, u64>,
+    /// The pool default policy.
+    pub default_policy: TierPolicy,
+    /// Policies set per bucket: (bucket name, policy).
+    pub bucket_policies: Vec<(String, TierPolicy)>,
+    /// Shards moved since mount.
+    pub moved_shards: u64,
+    /// The last pass.
+    pub last_pass: TierCounts,
+}
+
+impl TierState {
+    /// An access to `ino` (a read or a write).
+    pub fn touch(&self, ino: u64) {
+        let now = Instant::now();
+        let mut t = self.temps.lock().unwrap();
+        let e = t.entry(ino).or_insert(Temp {
+            score: 0.0,
+            at: now,
+            last_access: now,
+        });
+        e.score = decay(e.score, now - e.at) + 1.0;
+        e.at = now;
+        e.last_access = now;
+    }
+
+    /// (decayed accesses, seconds since the last access) if seen this mount.
+    pub fn temperature(&self, ino: u64) -> Option<(f64, f64)> {
+        let now = Instant::now();
+        self.temps.lock().unwrap().get(&ino).map(|e| {
+            (
+                decay(e.score, now - e.at),
+                (now - e.last_access).as_secs_f64(),
+            )
+        })
+    }
+
+    /// Forget an object (deleted).
+    pub fn forget(&self, ino: u64) {
+        self.temps.lock().unwrap().remove(&ino);
+    }
+}
+
+fn decay(score: f64, d: Duration) -> f64 {
+    score * 0.5f64.powf(d.as_secs_f64() / HALF_LIFE.as_secs_f64())
+}
+
+/// A bucket's policy and its striped files.
+type BucketFiles = (TierPolicy, Vec<(u64, Inode)>);
+
+fn policy_key(bucket: u64) -> Vec<u8> {
+    let mut k = b"P".to_vec();
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+impl Fs {
+    /// The policy for `bucket` (its own, else the pool default).
+    pub fn tier_policy(&self, bucket: u64) -> FsResult<TierPolicy> {
+        for key in [policy_key(bucket), policy_key(0)] {
+            if let Some(v) = self.meta.get(&key)? {
+                return dec("tier policy", &v);
+            }
+        }
+        Ok(TierPolicy::default())
+    }
+
+    /// Set the policy of a bucket (by name) or, with `None`, the pool
+    /// default (which also steers where new stripes go). Classes must be
+    /// declared by some member.
+    pub fn set_tier_policy(&self, bucket: Option<&[u8]>, p: TierPolicy) -> FsResult<()> {
+        for c in [&p.hot_class, &p.cold_class].into_iter().flatten() {
+            if !self.pool.members().iter().any(|m| m.class() == Some(c)) {
+                return Err(FsError::Invalid(format!(
+                    "no member has class {c:?}: declare classes with `shardfs mkfs --classes` \
+                     or `shardctl disk add --class`"
+                )));
+            }
+        }
+        if p.hot_class.is_some() && p.hot_class == p.cold_class {
+            return Err(FsError::Invalid(
+                "the hot and the cold class must differ".into(),
+            ));
+        }
+        if !(p.promote_reads > 0.0 && p.promote_reads.is_finite()) || p.demote_after_secs == 0 {
+            return Err(FsError::Invalid(
+                "promote-reads must be positive and demote-after at least 1 second".into(),
+            ));
+        }
+        let key = match bucket {
+            None => policy_key(0),
+            Some(name) => {
+                let a = self.lookup(ROOT_INO, name)?;
+                if a.kind != Kind::Dir {
+                    return Err(FsError::NotDir);
+                }
+                policy_key(a.ino)
+            }
+        };
+        self.meta.apply(vec![Op::Put(key, enc(&p))], vec![])?;
+        self.meta.sync()?;
+        if bucket.is_none() {
+            self.pool.set_write_class(p.hot_class.clone());
+        }
+        Ok(())
+    }
+
+    /// Load the pool default's hot class into placement (at mount).
+    pub(super) fn load_tier_policy(&self) -> FsResult<()> {
+        if let Some(v) = self.meta.get(&policy_key(0))? {
+            let p: TierPolicy = dec("tier policy", &v)?;
+            self.pool.set_write_class(p.hot_class);
+        }
+        Ok(())
+    }
+
+    /// Where `ino` should live under `p`: Some(tier) to move it there,
+    /// None to leave it.
+    fn wanted_tier(&self, ino: u64, inode: &Inode, p: &TierPolicy) -> Option<Tier> {
+        let (score, idle) = match self.tier.temperature(ino) {
+            Some(t) => t,
+            None => {
+                // not seen this mount: its times say how long it has rested
+                let last = inode.atime.0.max(inode.mtime.0);
+                (0.0, (now().0 - last).max(0) as f64)
+            }
+        };
+        if score >= p.promote_reads {
+            Some(Tier::Hot)
+        } else if idle >= p.demote_after_secs as f64 {
+            Some(Tier::Cold)
+        } else {
+            None
+        }
+    }
+
+    /// Every bucket with its policy, and the files below it.
+    fn tier_walk(&self) -> FsResult<Vec<BucketFiles>> {
+        let mut out = Vec::new();
+        let buckets = self.list_dir_entries(ROOT_INO)?;
+        for (name, bino) in buckets {
+            let _ = name;
+            let p = self.tier_policy(bino)?;
+            if p.hot_class.is_none() && p.cold_class.is_none() {
+                continue;
+            }
+            let mut files = Vec::new();
+            let mut stack = vec![bino];
+            let mut seen = std::collections::HashSet::new();
+            while let Some(d) = stack.pop() {
+                for (_, ino) in self.list_dir_entries(d)? {
+                    if !seen.insert(ino) {
+                        continue;
+                    }
+                    let Ok(inode) = self.load_inode(ino) else {
+                        continue;
+                    };
+                    match inode.kind {
+                        Kind::Dir => stack.push(ino),
+                        Kind::File if inode.striped => files.push((ino, inode)),
+                        _ => {}
+                    }
+                }
+            }
+            out.push((p, files));
+        }
+        Ok(out)
+    }
+
+    /// (name, inode) of every entry of a directory.
+    fn list_dir_entries(&self, dir: u64) -> FsResult<Vec<(Vec<u8>, u64)>> {
+        let pre = dirent_prefix(dir);
+        self.meta
+            .range(&pre, &crate::meta::prefix_end(&pre), usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let d: Dirent = dec("dirent", &v)?;
+                Ok((k[9..].to_vec(), d.ino))
+            })
+            .collect()
+    }
+
+    /// One tier pass, paced by `task`. `force` puts every object of a
+    /// bucket with a policy on that tier (tests; `shardctl tier start
+    /// --all-hot|--all-cold`).
+    pub fn tier_pass(&self, task: &Task, force: Option<Tier>) -> FsResult<TierCounts> {
+        self.meta.sync()?;
+        let walk = self.tier_walk()?;
+        let total: u64 = walk.iter().map(|(_, f)| f.len() as u64).sum();
+        let mut pacer = Pacer::start(task, total, self.stripe_size());
+        let mut counts = TierCounts::default();
+        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+        let mut done = 0u64;
+        for (policy, files) in walk {
+            for (ino, inode) in files {
+                if task.cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                done += 1;
+                let want = force.or_else(|| self.wanted_tier(ino, &inode, &policy));
+                let class = match want {
+                    Some(Tier::Hot) => {
+                        counts.hot_objects += 1;
+                        policy.hot_class.as_deref()
+                    }
+                    Some(Tier::Cold) => {
+                        counts.cold_objects += 1;
+                        policy.cold_class.as_deref()
+                    }
+                    None => None,
+                };
+                let Some(class) = class else { continue };
+                for (s, loc) in self.stripes(ino)? {
+                    let (writes, stuck) = self.move_to_class(ino, s, &loc, class);
+                    counts.pending_shards += stuck;
+                    for _ in &writes {
+                        pacer.account(self.pool.codec.shard_len(loc.len as usize) as u64);
+                    }
+                    if !writes.is_empty() {
+                        batch.push((
+                            RepairItem {
+                                ino,
+                                stripe: s,
+                                slots: writes.iter().map(|w| w.0).collect(),
+                                loc,
+                            },
+                            writes,
+                        ));
+                    }
+                    if batch.len() >= 32 {
+                        counts.moved_shards += self
+                            .commit_repairs(std::mem::take(&mut batch))?
+                            .iter()
+                            .sum::<usize>() as u64;
+                    }
+                }
+                let mut p = task.progress.lock().unwrap();
+                p.stripes_done = done;
+                p.bytes_done = done * self.stripe_size();
+                p.shards = counts.moved_shards;
+                p.rate = pacer.rate();
+            }
+        }
+        counts.moved_shards += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
+        self.tier
+            .moved
+            .fetch_add(counts.moved_shards, Ordering::Relaxed);
+        *self.tier.last.lock().unwrap() = counts.clone();
+        let mut p = task.progress.lock().unwrap();
+        p.running = false;
+        p.passes += 1;
+        p.shards = counts.moved_shards;
+        p.remaining = counts.pending_shards;
+        p.eta_secs = None;
+        p.last_pass_end = Some(super::repair::now_secs());
+        Ok(counts)
+    }
+
+    /// Copy the shards of a stripe that sit on members of another class
+    /// onto members of `class` (not durable, not named: the caller
+    /// commits). Returns the copies (slot, member) and the shards that
+    /// found no member to go to.
+    fn move_to_class(
+        &self,
+        ino: u64,
+        s: u64,
+        loc: &StripeLoc,
+        class: &str,
+    ) -> (Vec<(usize, u16)>, u64) {
+        let mut cur = loc.members.clone();
+        let mut writes = Vec::new();
+        let mut stuck = 0;
+        for slot in 0..cur.len() {
+            let mi = cur[slot];
+            if mi == NO_MEMBER || self.pool.member(mi).class() == Some(class) {
+                continue;
+            }
+            if !matches!(
+                self.pool.member(mi).health(),
+                Health::Online | Health::Suspect
+            ) {
+                continue; // repair's job
+            }
+            let target = self
+                .pool
+                .members()
+                .iter()
+                .filter(|m| m.class() == Some(class) && m.health() == Health::Online)
+                .filter(|m| !cur.contains(&m.index))
+                .filter(|m| crate::pool::placement::domain_ok(&self.pool, &cur, mi, m.index))
+                .min_by(|a, b| a.heat.load().total_cmp(&b.heat.load()))
+                .map(|m| m.index);
+            let Some(to) = target else {
+                stuck += 1;
+                continue;
+            };
+            if self.pool.copy_shard(ino, s, loc, slot, to).is_ok() {
+                cur[slot] = to;
+                writes.push((slot, to));
+            }
+        }
+        (writes, stuck)
+    }
+
+    /// Bytes per class, policies and counters for `shardctl tier status`.
+    pub fn tier_status(&self) -> FsResult<TierStatus> {
+        let used = self.shard_bytes_per_member()?;
+        let mut st = TierStatus {
+            default_policy: match self.meta.get(&policy_key(0))? {
+                Some(v) => dec("tier policy", &v)?,
+                None => TierPolicy::default(),
+            },
+            moved_shards: self.tier.moved.load(Ordering::Relaxed),
+            last_pass: self.tier.last.lock().unwrap().clone(),
+            ..TierStatus::default()
+        };
+        for m in self.pool.members() {
+            let c = m.class().unwrap_or_default().to_string();
+            *st.bytes_per_class.entry(c.clone()).or_default() +=
+                used.get(m.index as usize).copied().unwrap_or(0);
+            if m.health() == Health::Online {
+                *st.members_per_class.entry(c).or_default() += 1;
+            }
+        }
+        for (name, bino) in self.list_dir_entries(ROOT_INO)? {
+            if let Some(v) = self.meta.get(&policy_key(bino))? {
+                st.bucket_policies.push((
+                    String::from_utf8_lossy(&name).into_owned(),
+                    dec("tier policy", &v)?,
+                ));
+            }
+        }
+        Ok(st)
+    }
+}
