@@ -755,13 +755,12 @@ impl Metrics {
             }
         }
 
-        // repair, scrub, rebalance (tiering's task, when it lands, joins
-        // this list as ("tier", maintenance.tier.snapshot()); its own
-        // families go in a Collector)
+        // repair, scrub, rebalance, tier
         let tasks = [
             ("repair", maintenance.repair.snapshot()),
             ("scrub", maintenance.scrub.snapshot()),
             ("rebalance", maintenance.rebalance.snapshot()),
+            ("tier", maintenance.tier.snapshot()),
         ];
         for (suffix, kind, help, f) in TASK_FIELDS {
             let name = format!("shardfs_maintenance_{suffix}");
@@ -775,12 +774,38 @@ impl Metrics {
             x.family(
                 &name,
                 *kind,
-                &format!("{help} Label task: repair, scrub or rebalance."),
+                &format!("{help} Label task: repair, scrub, rebalance or tier."),
             );
             for (t, v) in vals {
                 x.sample(&name, &[("task", t)], v);
             }
         }
+
+        // tiering
+        x.single(
+            "shardfs_tier_moved_shards_total",
+            Kind::Counter,
+            "Shards moved between member classes by tier passes since mount.",
+            fs.tier.moved.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let last = fs.tier.last.lock().unwrap().clone();
+        x.family(
+            "shardfs_tier_objects",
+            Kind::Gauge,
+            "Objects the last tier pass wanted on each tier. Label tier: hot or cold.",
+        );
+        x.sample("shardfs_tier_objects", &[("tier", "hot")], last.hot_objects);
+        x.sample(
+            "shardfs_tier_objects",
+            &[("tier", "cold")],
+            last.cold_objects,
+        );
+        x.single(
+            "shardfs_tier_pending_shards",
+            Kind::Gauge,
+            "Shards the last tier pass found on the wrong class with no room on the right one.",
+            last.pending_shards,
+        );
 
         // FUSE
         self.render_fuse(&mut x);

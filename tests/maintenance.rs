@@ -53,7 +53,25 @@ fn disk_fail_repairs_and_drain_empties_a_member_through_shardctl() {
         std::fs::write(t.p(&format!("bkt/f{i}")), &data).unwrap();
         files.push((format!("bkt/f{i}"), data));
     }
-    // bad input gets a clear message and changes nothing
+    // bad input gets a clear message and changes nothing; exit codes:
+    // 1 refused by the daemon, 2 bad arguments, 3 no daemon
+    let code = |args: &[&str], socket: &std::path::Path| {
+        std::process::Command::new(SHARDCTL)
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&["disk", "fail", "99"], &t.socket), Some(1));
+    assert_eq!(code(&["repair", "rate", "fast"], &t.socket), Some(2));
+    assert_eq!(code(&["no-such-command"], &t.socket), Some(2));
+    assert_eq!(
+        code(&["status"], &t.tmp.path().join("nothing.sock")),
+        Some(3)
+    );
     let (ok, _, err) = t.ctl(&["disk", "fail", "99"]);
     assert!(!ok && err.contains("no member 99"), "{err}");
     let (ok, _, err) = t.ctl(&["repair", "rate", "fast"]);

@@ -376,7 +376,7 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
         ) > 0.0
     );
 
-    // repair, scrub, rebalance
+    // repair, scrub, rebalance, tier
     let tasks: BTreeSet<&str> = family(f, "shardfs_maintenance_running", "gauge")
         .samples
         .iter()
@@ -384,10 +384,14 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
         .collect();
     assert_eq!(
         tasks,
-        ["rebalance", "repair", "scrub"].into_iter().collect(),
+        ["rebalance", "repair", "scrub", "tier"]
+            .into_iter()
+            .collect(),
         "tasks"
     );
     family(f, "shardfs_maintenance_passes", "counter");
+    family(f, "shardfs_tier_moved_shards", "counter");
+    family(f, "shardfs_tier_objects", "gauge");
     let limit = value(
         f,
         "shardfs_maintenance_rate_limit_bytes_per_second",

@@ -1,7 +1,7 @@
 //! `shardctl`: inspect and steer a running pool through its control socket.
 
 use clap::{Parser, Subcommand};
-use shardfs::control::client::{call, find_socket};
+use shardfs::control::client::{call_typed, find_socket, CallError};
 use shardfs::control::{Command, Locate, Status};
 use shardfs::fs::Progress;
 use std::path::PathBuf;
@@ -276,7 +276,7 @@ fn show_progress(
     what: &str,
     json: bool,
     wait: bool,
-) -> Result<(), String> {
+) -> Result<(), Ctl> {
     loop {
         let v = call(socket, cmd.clone())?;
         let p: Progress = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -583,8 +583,37 @@ fn print_locate(l: &Locate) {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    let socket = find_socket(cli.socket.as_deref())?;
+/// An error and the exit status it gives (docs/OPERATIONS.md).
+struct Ctl(u8, String);
+
+/// The daemon refused or failed the command.
+const EXIT_REFUSED: u8 = 1;
+/// Bad arguments (as clap's own usage errors).
+const EXIT_USAGE: u8 = 2;
+/// No daemon to talk to.
+const EXIT_UNREACHABLE: u8 = 3;
+
+impl From<String> for Ctl {
+    fn from(s: String) -> Ctl {
+        Ctl(EXIT_REFUSED, s)
+    }
+}
+
+impl From<&str> for Ctl {
+    fn from(s: &str) -> Ctl {
+        Ctl(EXIT_REFUSED, s.to_string())
+    }
+}
+
+fn call(socket: &std::path::Path, cmd: Command) -> Result<serde_json::Value, Ctl> {
+    call_typed(socket, cmd).map_err(|e| match e {
+        CallError::Unreachable(m) => Ctl(EXIT_UNREACHABLE, m),
+        CallError::Refused(m) => Ctl(EXIT_REFUSED, m),
+    })
+}
+
+fn run(cli: Cli) -> Result<(), Ctl> {
+    let socket = find_socket(cli.socket.as_deref()).map_err(|m| Ctl(EXIT_UNREACHABLE, m))?;
     match cli.cmd {
         Cmd::Status => {
             let v = call(&socket, Command::Status)?;
@@ -609,15 +638,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 show_progress(&socket, Command::RepairStatus, "repair", cli.json, wait)?
             }
             RepairCmd::Start => {
-                call(&socket, Command::RepairStart)?;
-                if !cli.json {
+                let v = call(&socket, Command::RepairStart)?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                } else {
                     println!("repair pass requested; see `shardctl repair status`");
                 }
             }
             RepairCmd::Rate { rate } => {
-                let bytes_per_sec = parse_rate(&rate)?;
-                call(&socket, Command::RepairRate { bytes_per_sec })?;
-                if !cli.json {
+                let bytes_per_sec = parse_rate(&rate).map_err(|m| Ctl(EXIT_USAGE, m))?;
+                let v = call(&socket, Command::RepairRate { bytes_per_sec })?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                } else {
                     println!(
                         "repair and scrub rate limit: {}",
                         if bytes_per_sec == 0 {
@@ -631,8 +664,10 @@ fn run(cli: Cli) -> Result<(), String> {
         },
         Cmd::Scrub { cmd } => match cmd {
             ScrubCmd::Start => {
-                call(&socket, Command::ScrubStart)?;
-                if !cli.json {
+                let v = call(&socket, Command::ScrubStart)?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                } else {
                     println!("scrub pass requested; see `shardctl scrub status`");
                 }
             }
@@ -687,7 +722,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     };
                     let v = call(&socket, Command::TierStart { force })?;
                     if !cli.json {
-                        println!("tier pass requested; see `shardctl tier status`");
+                        println!("tier pass requested; see `shardctl tier status [--wait]`");
                         return Ok(());
                     }
                     v
@@ -757,8 +792,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Durability { afr } => {
             if let Some(a) = afr {
                 if !(a > 0.0 && a < 1.0) {
-                    return Err(format!(
-                        "--afr {a}: give a rate between 0 and 1, e.g. 0.015"
+                    return Err(Ctl(
+                        EXIT_USAGE,
+                        format!("--afr {a}: give a rate between 0 and 1, e.g. 0.015"),
                     ));
                 }
             }
@@ -813,9 +849,9 @@ fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Ctl(code, e)) => {
             eprintln!("shardctl: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -36,10 +36,33 @@ pub fn find_socket(given: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No daemon could be reached, or its answer was not a reply.
+    Unreachable(String),
+    /// The daemon refused or failed the command; its message.
+    Refused(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(m) | CallError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Send one command and return the result or the daemon's error.
 pub fn call(socket: &Path, cmd: Command) -> Result<serde_json::Value, String> {
+    call_typed(socket, cmd).map_err(|e| e.to_string())
+}
+
+/// [`call`], telling an unreachable daemon from a refused command.
+pub fn call_typed(socket: &Path, cmd: Command) -> Result<serde_json::Value, CallError> {
+    use CallError::Unreachable;
     let mut s = UnixStream::connect(socket)
-        .map_err(|e| format!("{}: {e}: is the pool mounted?", socket.display()))?;
+        .map_err(|e| Unreachable(format!("{}: {e}: is the pool mounted?", socket.display())))?;
     s.set_read_timeout(Some(Duration::from_secs(600))).ok();
     let mut line = serde_json::to_vec(&Request {
         v: PROTOCOL_VERSION,
@@ -47,17 +70,20 @@ pub fn call(socket: &Path, cmd: Command) -> Result<serde_json::Value, String> {
     })
     .expect("serialisable");
     line.push(b'\n');
-    s.write_all(&line).map_err(|e| format!("send: {e}"))?;
+    s.write_all(&line)
+        .map_err(|e| Unreachable(format!("send: {e}")))?;
     let mut reader = BufReader::new(s.take(MAX_REPLY as u64));
     let mut buf = Vec::new();
     reader
         .read_until(b'\n', &mut buf)
-        .map_err(|e| format!("receive: {e}"))?;
-    let r: Reply =
-        serde_json::from_slice(&buf).map_err(|e| format!("malformed reply from daemon: {e}"))?;
+        .map_err(|e| Unreachable(format!("receive: {e}")))?;
+    let r: Reply = serde_json::from_slice(&buf)
+        .map_err(|e| Unreachable(format!("malformed reply from daemon: {e}")))?;
     if r.ok {
         Ok(r.result.unwrap_or(serde_json::Value::Null))
     } else {
-        Err(r.error.unwrap_or_else(|| "unknown error".into()))
+        Err(CallError::Refused(
+            r.error.unwrap_or_else(|| "unknown error".into()),
+        ))
     }
 }
