@@ -622,6 +622,16 @@ fn bad_options_and_failing_daemons_give_clear_errors_and_mount_nothing() {
     p.umount();
 }
 
+/// `recv`, retried when a signal to this test process interrupts it.
+fn recv_eintr(rx: &UnixDatagram, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match rx.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Run the daemon as systemd would for a Type=notify unit, with
 /// NOTIFY_SOCKET at `addr`, and receive from `rx`: STATUS while opening,
 /// READY=1 once the mount serves, STOPPING=1 on SIGTERM.
@@ -644,9 +654,13 @@ fn notify_protocol(p: &Pool, rx: &UnixDatagram, addr: &str) {
     let mut seen = Vec::new();
     let recv = |seen: &mut Vec<String>| -> String {
         let mut buf = [0u8; 4096];
-        let n = rx
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification ({e}) after {seen:?}"));
+        // a signal to this test process may interrupt the wait: retry
+        let n = loop {
+            match rx.recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.unwrap_or_else(|e| panic!("no notification ({e}) after {seen:?}")),
+            }
+        };
         let m = String::from_utf8(buf[..n].to_vec()).unwrap();
         seen.push(m.clone());
         m
@@ -687,7 +701,7 @@ fn notify_protocol(p: &Pool, rx: &UnixDatagram, addr: &str) {
     // what the daemon sent after STOPPING=1, before it exited
     rx.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = rx.recv(&mut buf) {
+    while let Ok(n) = recv_eintr(rx, &mut buf) {
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     rx.set_nonblocking(false).unwrap();
@@ -792,7 +806,7 @@ fn daemon_reports_a_failed_start_in_status() {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     rx.set_nonblocking(true).unwrap();
-    while let Ok(n) = rx.recv(&mut buf) {
+    while let Ok(n) = recv_eintr(rx, &mut buf) {
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
