@@ -806,7 +806,7 @@ fn daemon_reports_a_failed_start_in_status() {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     rx.set_nonblocking(true).unwrap();
-    while let Ok(n) = recv_eintr(rx, &mut buf) {
+    while let Ok(n) = recv_eintr(&rx, &mut buf) {
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
