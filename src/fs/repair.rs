@@ -318,8 +318,23 @@ impl Fs {
                 }
                 let cur = self.stripe_loc_committed(it.ino, it.stripe)?;
                 if cur.as_ref() != Some(&it.loc) {
-                    // overwritten or deleted meanwhile: the newer state wins
-                    losers.push((it.clone(), written.clone()));
+                    // overwritten or deleted meanwhile: the newer state
+                    // wins, and the copies are garbage, except a copy the
+                    // committed location names (the same stripe moved
+                    // twice in one batch, e.g. a hard-linked file seen in
+                    // two buckets, writes the same file name twice: the
+                    // model check found that deleting it lost the shard)
+                    let named: Vec<(usize, u16)> = written
+                        .iter()
+                        .copied()
+                        .filter(|&(slot, mi)| {
+                            !cur.as_ref().is_some_and(|c| {
+                                c.generation == it.loc.generation
+                                    && c.members.get(slot) == Some(&mi)
+                            })
+                        })
+                        .collect();
+                    losers.push((it.clone(), named));
                     counts.push(0);
                     continue;
                 }

@@ -244,6 +244,9 @@ impl Fs {
     fn tier_walk(&self) -> FsResult<Vec<BucketFiles>> {
         let mut out = Vec::new();
         let buckets = self.list_dir_entries(ROOT_INO)?;
+        // an inode is visited once even when hard links put it in several
+        // directories or buckets (the first bucket's policy applies)
+        let mut seen = std::collections::HashSet::new();
         for (name, bino) in buckets {
             let _ = name;
             let p = self.tier_policy(bino)?;
@@ -252,7 +255,6 @@ impl Fs {
             }
             let mut files = Vec::new();
             let mut stack = vec![bino];
-            let mut seen = std::collections::HashSet::new();
             while let Some(d) = stack.pop() {
                 for (_, ino) in self.list_dir_entries(d)? {
                     if !seen.insert(ino) {
