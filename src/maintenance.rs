@@ -286,7 +286,8 @@ fn maybe_tier(fs: &Fs, m: &Maintenance, last: &mut Instant) {
 }
 
 /// Run a rebalance pass if one was asked for (after `disk add`, or by
-/// `shardctl rebalance start`). Repair goes first: a rebalance starts only
+/// `shardctl rebalance start`): shard bytes by capacity, then a heat
+/// rebalance of the stripes of objects accessed this mount. Repair goes first: a rebalance starts only
 /// when no stripe needs repair.
 fn maybe_rebalance(fs: &Fs, m: &Maintenance) {
     if m.stopped() || !m.rebalance.requested.load(Ordering::SeqCst) {
@@ -304,7 +305,15 @@ fn maybe_rebalance(fs: &Fs, m: &Maintenance) {
         ),
         Err(e) => log::error!("rebalance pass: {e}"),
     }
+    // then spread the hot stripes (objects read or written this mount)
+    match fs.heat_rebalance_pass(&m.rebalance, HEAT_MOVES_PER_PASS) {
+        Ok(n) => log::info!("heat rebalance done: {n} shards of hot stripes moved"),
+        Err(e) => log::error!("heat rebalance: {e}"),
+    }
 }
+
+/// Most shards one heat rebalance moves.
+const HEAT_MOVES_PER_PASS: u64 = 1000;
 
 /// Run a scrub pass if one was asked for or is due.
 fn maybe_scrub(fs: &Fs, m: &Maintenance, last_scrub: &mut Instant, interval: Duration) {

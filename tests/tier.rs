@@ -194,3 +194,40 @@ fn tier_through_shardctl() {
         "{out}"
     );
 }
+
+/// The heat rebalance moves shards of hot stripes off the members that
+/// serve the most accesses, keeps every stripe on distinct members, and
+/// changes no byte.
+#[test]
+fn heat_rebalance_spreads_hot_stripes() {
+    let rig = Rig::with_members(12);
+    let files = write_files(&rig, 12);
+    let fs = rig.fs();
+    // three hot files
+    for _ in 0..20 {
+        for (ino, _) in &files[..3] {
+            fs.read(*ino, 0, 100).unwrap();
+        }
+    }
+    let heat = |fs: &shardfs::fs::Fs| {
+        let mut h = vec![0.0f64; 12];
+        for (ino, _) in &files {
+            let w = fs.tier.temperature(*ino).map(|t| t.0).unwrap_or(0.0);
+            for (_, loc) in fs.stripes(*ino).unwrap() {
+                for m in loc.members {
+                    h[m as usize] += w;
+                }
+            }
+        }
+        let mean = h.iter().sum::<f64>() / 12.0;
+        h.iter().copied().fold(0.0, f64::max) / mean
+    };
+    let before = heat(fs);
+    let moved = fs.heat_rebalance_pass(&unlimited(), 100).unwrap();
+    let after = heat(fs);
+    assert!(
+        moved > 0 && after < before,
+        "moved {moved}: {before:.2} -> {after:.2}"
+    );
+    all_on(&rig, &files, 0..12);
+}

@@ -248,7 +248,7 @@ fn run(a: &Args) -> Result<(), String> {
     );
     println!();
     println!(
-        "{:<22} {:<6} {:>8} {:>8} {:>8} {:>9} {:>14} {:>13} {:>7} {:>6}",
+        "{:<22} {:<9} {:>8} {:>8} {:>8} {:>9} {:>14} {:>13} {:>7} {:>6}",
         "scenario",
         "policy",
         "reads/s",
@@ -263,8 +263,23 @@ fn run(a: &Args) -> Result<(), String> {
     let zipf = Zipf::new(order.len(), a.zipf);
     let mut results = Vec::new();
     let slow_member = 3u16;
+    let mut balanced = 0u64;
     for (scenario, slow) in [("all healthy", false), ("one member 10x slower", true)] {
-        for policy in [ReadPolicy::Naive, ReadPolicy::Heat] {
+        for (policy, balance) in [
+            (ReadPolicy::Naive, false),
+            (ReadPolicy::Heat, false),
+            (ReadPolicy::Heat, true),
+        ] {
+            if balance && !slow {
+                // the heat rebalance: hot stripes' shards move from the
+                // members serving the most accesses to those serving the
+                // fewest (temperatures from the reads so far)
+                let task = shardfs::fs::Task::default();
+                task.rate_limit.store(0, Ordering::Relaxed);
+                balanced = fs
+                    .heat_rebalance_pass(&task, (order.len() / 4) as u64)
+                    .map_err(|e| e.to_string())?;
+            }
             set_all(Some(hdd));
             if slow {
                 for (i, t) in throttles.lock().unwrap().iter() {
@@ -282,9 +297,9 @@ fn run(a: &Args) -> Result<(), String> {
             let r = load(&fs, &order, &zipf, a, rate, stripe)?;
             let lat = &r.lat;
             println!(
-                "{:<22} {:<6} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>14.3} {:>13.3} {:>7} {:>6}",
+                "{:<22} {:<9} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>14.3} {:>13.3} {:>7} {:>6}",
                 scenario,
-                policy.name(),
+                if balance { "heat+bal" } else { policy.name() },
                 r.reads as f64 / r.secs,
                 pct(lat, 0.50),
                 pct(lat, 0.99),
@@ -294,42 +309,51 @@ fn run(a: &Args) -> Result<(), String> {
                 r.hedges,
                 r.errors
             );
-            results.push((slow, policy, r));
+            results.push((slow, policy, balance, r));
         }
     }
-    let get = |slow: bool, p: ReadPolicy| {
+    let get = |slow: bool, p: ReadPolicy, bal: bool| {
         &results
             .iter()
-            .find(|(s, q, _)| *s == slow && *q == p)
+            .find(|(s, q, b, _)| *s == slow && *q == p && *b == bal)
             .expect("ran")
-            .2
+            .3
     };
-    let hn = get(false, ReadPolicy::Naive);
-    let hh = get(false, ReadPolicy::Heat);
-    let sh = get(true, ReadPolicy::Heat);
+    let hn = get(false, ReadPolicy::Naive, false);
+    let hh = get(false, ReadPolicy::Heat, false);
+    let hb = get(false, ReadPolicy::Heat, true);
+    let sh = get(true, ReadPolicy::Heat, false);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     println!();
     let u = max_mean(&hh.util);
     println!(
-        "target: heat-aware utilisation max/mean <= 1.2 ............ {u:.3} ({})",
+        "target: heat-aware utilisation max/mean <= 1.2 ............ {u:.3} ({}) reads only",
         verdict(u <= 1.2)
+    );
+    let ub = max_mean(&hb.util);
+    println!(
+        "        with the heat rebalance ({balanced} shards moved) ........ {ub:.3} ({})",
+        verdict(ub <= 1.2)
     );
     let r = pct(&hh.lat, 0.99) / pct(&hn.lat, 0.99);
     println!(
         "target: heat-aware p99 <= 0.5x naive p99 ................... {r:.3}x ({})",
         verdict(r <= 0.5)
     );
-    let r2 = pct(&sh.lat, 0.99) / pct(&hh.lat, 0.99);
+    // the slow-member runs come after the heat rebalance: compare with
+    // the healthy run on the same layout
+    let r2 = pct(&sh.lat, 0.99) / pct(&hb.lat, 0.99);
     println!(
-        "target: one slow member, heat-aware p99 <= 2x healthy p99 .. {r2:.3}x ({})",
+        "target: one slow member, heat-aware p99 <= 2x healthy p99 .. {r2:.3}x ({}) same layout",
         verdict(r2 <= 2.0)
     );
-    println!("per-member utilisation, all healthy (naive | heat):");
+    println!("per-member utilisation, all healthy (naive | heat | heat+bal):");
     for i in 0..a.members {
         println!(
-            "  member {i:>2}: {:5.1}% | {:5.1}%",
+            "  member {i:>2}: {:5.1}% | {:5.1}% | {:5.1}%",
             hn.util[i] * 100.0,
-            hh.util[i] * 100.0
+            hh.util[i] * 100.0,
+            hb.util[i] * 100.0
         );
     }
     fs.unmount_sync().map_err(|e| e.to_string())?;

@@ -281,3 +281,93 @@ impl Fs {
         Ok((written, bytes.len()))
     }
 }
+
+impl Fs {
+    /// Heat rebalance: move shards of hot stripes from the members that
+    /// serve the most accesses to members that serve the fewest. An
+    /// object's heat is its decayed access count (tiering's temperature);
+    /// a member's heat is the sum over the stripes it holds a shard of. A
+    /// read can only choose among the members of its stripe, so when a few
+    /// hot objects share members, those run hot whatever the read policy:
+    /// this spreads them. Moves are rebalance moves (verified copy, durable,
+    /// compare-and-swap commit), at most `max_moves`. Returns the moves.
+    pub fn heat_rebalance_pass(&self, task: &Task, max_moves: u64) -> FsResult<u64> {
+        self.meta.sync()?;
+        let n = self.pool.members().len();
+        let online: Vec<bool> = (0..n)
+            .map(|i| self.pool.member(i as u16).health() == Health::Online)
+            .collect();
+        let mut hot: Vec<(f64, u64, u64, crate::pool::StripeLoc)> = Vec::new();
+        self.for_each_stripe(|ino, s, loc| {
+            if let Some((w, _)) = self.tier.temperature(ino) {
+                if w > 0.0 {
+                    hot.push((w, ino, s, loc));
+                }
+            }
+        })?;
+        let mut heat = vec![0.0f64; n];
+        for (w, _, _, loc) in &hot {
+            for &mi in &loc.members {
+                if let Some(h) = heat.get_mut(mi as usize) {
+                    *h += w;
+                }
+            }
+        }
+        hot.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut pacer = Pacer::start(task, hot.len() as u64, self.stripe_size());
+        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+        let mut planned = 0u64;
+        let mut moved = 0u64;
+        for (w, ino, s, loc) in hot {
+            if planned >= max_moves || task.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut cur = loc.members.clone();
+            let mut writes = Vec::new();
+            // the stripe's hottest online member...
+            let Some(slot) = (0..cur.len())
+                .filter(|&i| cur[i] != NO_MEMBER && online[cur[i] as usize])
+                .max_by(|&a, &b| heat[cur[a] as usize].total_cmp(&heat[cur[b] as usize]))
+            else {
+                continue;
+            };
+            let from = cur[slot];
+            // ...to the coolest online member outside it
+            let to = (0..n as u16)
+                .filter(|&mi| online[mi as usize] && !cur.contains(&mi))
+                .filter(|&mi| crate::pool::placement::domain_ok(&self.pool, &cur, from, mi))
+                .min_by(|&a, &b| heat[a as usize].total_cmp(&heat[b as usize]));
+            let Some(to) = to else { continue };
+            if heat[from as usize] - heat[to as usize] <= w {
+                continue; // moving would not lower the spread
+            }
+            if self.pool.copy_shard(ino, s, &loc, slot, to).is_err() {
+                continue;
+            }
+            pacer.account(self.pool.codec.shard_len(loc.len as usize) as u64);
+            heat[from as usize] -= w;
+            heat[to as usize] += w;
+            cur[slot] = to;
+            writes.push((slot, to));
+            planned += 1;
+            batch.push((
+                RepairItem {
+                    ino,
+                    stripe: s,
+                    slots: vec![slot],
+                    loc,
+                },
+                writes,
+            ));
+            if batch.len() >= BATCH {
+                moved += self
+                    .commit_repairs(std::mem::take(&mut batch))?
+                    .iter()
+                    .sum::<usize>() as u64;
+            }
+        }
+        moved += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
+        self.finish_rebalance(task, moved, planned - moved.min(planned));
+        Ok(moved)
+    }
+}

@@ -885,6 +885,13 @@ impl Pair {
                     }
                     self.fail(&format!("rebalance: {e}"));
                 }
+                // and the heat rebalance (objects read so far are warm)
+                if let Err(e) = self.rig.fs().heat_rebalance_pass(&self.task, 8) {
+                    if self.rig.clock.stopped() {
+                        return (Ok(Out::Done), Err(libc::EIO));
+                    }
+                    self.fail(&format!("heat rebalance: {e}"));
+                }
                 self.check_distinct_members("rebalance");
                 (Ok(Out::Done), Ok(Out::Done))
             }
