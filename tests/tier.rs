@@ -210,7 +210,7 @@ fn heat_rebalance_spreads_hot_stripes() {
         }
     }
     let heat = |fs: &shardfs::fs::Fs| {
-        let mut h = vec![0.0f64; 12];
+        let mut h = [0.0f64; 12];
         for (ino, _) in &files {
             let w = fs.tier.temperature(*ino).map(|t| t.0).unwrap_or(0.0);
             for (_, loc) in fs.stripes(*ino).unwrap() {
