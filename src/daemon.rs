@@ -199,7 +199,11 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .repair
         .rate_limit
         .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
-    for t in [&maintenance.scrub, &maintenance.rebalance, &maintenance.tier] {
+    for t in [
+        &maintenance.scrub,
+        &maintenance.rebalance,
+        &maintenance.tier,
+    ] {
         t.rate_limit
             .store(cfg.repair_rate, std::sync::atomic::Ordering::Relaxed);
     }
