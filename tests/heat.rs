@@ -6,11 +6,7 @@ mod common;
 use common::*;
 
 fn json(t: &TestMount, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let (ok, out, err) = t.ctl(&a);
-    assert!(ok, "shardctl {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    t.json(args)
 }
 
 #[test]

@@ -6,11 +6,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 fn json(t: &TestMount, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let (ok, out, err) = t.ctl(&a);
-    assert!(ok, "shardctl {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    t.json(args)
 }
 
 /// Wait until a pass has finished with the given predicate on its progress.

@@ -87,6 +87,18 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// A new directory or file owned by root.
+fn node(kind: Kind) -> NewNode {
+    NewNode {
+        kind,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        target: Vec::new(),
+    }
+}
+
 /// Zipf sampler over `n` items (rank 0 hottest).
 struct Zipf {
     cdf: Vec<f64>,
@@ -193,14 +205,6 @@ fn run(a: &Args) -> Result<(), String> {
     set_all(None);
     let stripe = 4 * a.shard_kib as usize * 1024;
     let mut files: Vec<u64> = Vec::new();
-    let node = |kind| NewNode {
-        kind,
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        target: Vec::new(),
-    };
     for t in 0..a.tenants {
         let b = fs
             .create_node(ROOT_INO, format!("tenant{t}").as_bytes(), node(Kind::Dir))
@@ -509,14 +513,6 @@ fn run_tiers(a: &Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let stripe = 4 * a.shard_kib as usize * 1024;
-    let node = |kind| NewNode {
-        kind,
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        target: Vec::new(),
-    };
     let b = fs
         .create_node(ROOT_INO, b"tiers", node(Kind::Dir))
         .map_err(|e| e.to_string())?;

@@ -11,13 +11,10 @@
 //! swap as repair (a concurrent overwrite or delete wins, and the copy is
 //! discarded); the old copy is deleted after the commit.
 
-use super::repair::{Pacer, RepairItem, Task};
+use super::repair::{MoveBatch, Pacer, Task};
 use super::{Fs, FsResult};
 use crate::pool::{Health, NO_MEMBER};
 use std::sync::atomic::Ordering;
-
-/// Stripes moved per sync and metadata commit.
-const BATCH: usize = 32;
 
 impl Fs {
     /// Shard bytes held by each member, per the committed stripe table.
@@ -117,9 +114,7 @@ impl Fs {
         let mut stripes = Vec::new();
         self.for_each_stripe(|ino, s, loc| stripes.push((ino, s, loc)))?;
         let mut pacer = Pacer::start(task, stripes.len() as u64, self.stripe_size());
-        let mut moved = 0u64;
-        let mut planned = 0u64;
-        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+        let mut batch = MoveBatch::default();
         for (done, (ino, s, loc)) in stripes.into_iter().enumerate() {
             if task.cancel.load(Ordering::Relaxed) {
                 break;
@@ -149,16 +144,10 @@ impl Fs {
                 {
                     break;
                 }
-                let it = RepairItem {
-                    ino,
-                    stripe: s,
-                    loc: loc.clone(),
-                    slots: vec![slot],
-                };
                 // the copy is read from the committed location, even for a
                 // second move in this stripe (each slot moves once)
                 if writes.iter().any(|&(sl, _)| sl == slot)
-                    || self.pool.copy_shard(ino, s, &it.loc, slot, to).is_err()
+                    || self.pool.copy_shard(ino, s, &loc, slot, to).is_err()
                 {
                     break;
                 }
@@ -168,34 +157,17 @@ impl Fs {
                 cur[slot] = to;
                 writes.push((slot, to));
             }
-            if !writes.is_empty() {
-                planned += writes.len() as u64;
-                batch.push((
-                    RepairItem {
-                        ino,
-                        stripe: s,
-                        slots: writes.iter().map(|w| w.0).collect(),
-                        loc,
-                    },
-                    writes,
-                ));
-            }
-            if batch.len() >= BATCH {
-                moved += self
-                    .commit_repairs(std::mem::take(&mut batch))?
-                    .iter()
-                    .sum::<usize>() as u64;
-            }
+            batch.add(self, ino, s, loc, writes)?;
             let mut p = task.progress.lock().unwrap();
             p.stripes_done = done as u64 + 1;
             p.bytes_done = p.stripes_done * self.stripe_size();
-            p.shards = moved;
+            p.shards = batch.moved;
             p.rate = pacer.rate();
             let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
             p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
         }
-        moved += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
-        Ok((moved, planned - moved.min(planned)))
+        batch.commit(self)?;
+        Ok((batch.moved, batch.dropped()))
     }
 
     fn finish_rebalance(&self, task: &Task, moved: u64, lost: u64) {
@@ -315,11 +287,9 @@ impl Fs {
         }
         hot.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut pacer = Pacer::start(task, hot.len() as u64, self.stripe_size());
-        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
-        let mut planned = 0u64;
-        let mut moved = 0u64;
+        let mut batch = MoveBatch::default();
         for (w, ino, s, loc) in hot {
-            if planned >= max_moves || task.cancel.load(Ordering::Relaxed) {
+            if batch.planned >= max_moves || task.cancel.load(Ordering::Relaxed) {
                 break;
             }
             let mut cur = loc.members.clone();
@@ -349,25 +319,10 @@ impl Fs {
             heat[to as usize] += w;
             cur[slot] = to;
             writes.push((slot, to));
-            planned += 1;
-            batch.push((
-                RepairItem {
-                    ino,
-                    stripe: s,
-                    slots: vec![slot],
-                    loc,
-                },
-                writes,
-            ));
-            if batch.len() >= BATCH {
-                moved += self
-                    .commit_repairs(std::mem::take(&mut batch))?
-                    .iter()
-                    .sum::<usize>() as u64;
-            }
+            batch.add(self, ino, s, loc, writes)?;
         }
-        moved += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
-        self.finish_rebalance(task, moved, planned - moved.min(planned));
-        Ok(moved)
+        batch.commit(self)?;
+        self.finish_rebalance(task, batch.moved, batch.dropped());
+        Ok(batch.moved)
     }
 }

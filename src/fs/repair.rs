@@ -188,6 +188,59 @@ pub struct RepairItem {
     pub slots: Vec<usize>,
 }
 
+/// Moves (copies made durable by the next sync, not yet named) of
+/// rebalance, heat rebalance and tier passes, committed in batches with
+/// repair's compare-and-swap commit.
+#[derive(Default)]
+pub(super) struct MoveBatch {
+    items: Vec<(RepairItem, Vec<(usize, u16)>)>,
+    /// Shards committed so far.
+    pub moved: u64,
+    /// Shards copied so far (committed or not).
+    pub planned: u64,
+}
+
+impl MoveBatch {
+    /// Queue the copies `writes` (slot, member) of one stripe; commit the
+    /// batch when it is full.
+    pub fn add(
+        &mut self,
+        fs: &Fs,
+        ino: u64,
+        stripe: u64,
+        loc: StripeLoc,
+        writes: Vec<(usize, u16)>,
+    ) -> FsResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.planned += writes.len() as u64;
+        let item = RepairItem {
+            ino,
+            stripe,
+            slots: writes.iter().map(|w| w.0).collect(),
+            loc,
+        };
+        self.items.push((item, writes));
+        if self.items.len() >= REPAIR_BATCH {
+            self.commit(fs)?;
+        }
+        Ok(())
+    }
+
+    /// Commit what is queued.
+    pub fn commit(&mut self, fs: &Fs) -> FsResult<()> {
+        let items = std::mem::take(&mut self.items);
+        self.moved += fs.commit_repairs(items)?.iter().sum::<usize>() as u64;
+        Ok(())
+    }
+
+    /// Copies whose stripe changed meanwhile (dropped), once all is committed.
+    pub fn dropped(&self) -> u64 {
+        self.planned - self.moved.min(self.planned)
+    }
+}
+
 pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -20,7 +20,7 @@
 //! a move never fails a read or mixes data, and a crash at any point
 //! leaves either location whole. New stripes prefer the pool's hot class.
 
-use super::repair::{Pacer, RepairItem, Task};
+use super::repair::{MoveBatch, Pacer, Task};
 use super::schema::*;
 use super::{Fs, FsError, FsResult};
 use crate::meta::Op;
@@ -297,7 +297,7 @@ impl Fs {
         let total: u64 = walk.iter().map(|(_, f)| f.len() as u64).sum();
         let mut pacer = Pacer::start(task, total, self.stripe_size());
         let mut counts = TierCounts::default();
-        let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+        let mut batch = MoveBatch::default();
         let mut done = 0u64;
         for (policy, files) in walk {
             for (ino, inode) in files {
@@ -324,32 +324,17 @@ impl Fs {
                     for _ in &writes {
                         pacer.account(self.pool.codec.shard_len(loc.len as usize) as u64);
                     }
-                    if !writes.is_empty() {
-                        batch.push((
-                            RepairItem {
-                                ino,
-                                stripe: s,
-                                slots: writes.iter().map(|w| w.0).collect(),
-                                loc,
-                            },
-                            writes,
-                        ));
-                    }
-                    if batch.len() >= 32 {
-                        counts.moved_shards += self
-                            .commit_repairs(std::mem::take(&mut batch))?
-                            .iter()
-                            .sum::<usize>() as u64;
-                    }
+                    batch.add(self, ino, s, loc, writes)?;
                 }
                 let mut p = task.progress.lock().unwrap();
                 p.stripes_done = done;
                 p.bytes_done = done * self.stripe_size();
-                p.shards = counts.moved_shards;
+                p.shards = batch.moved;
                 p.rate = pacer.rate();
             }
         }
-        counts.moved_shards += self.commit_repairs(batch)?.iter().sum::<usize>() as u64;
+        batch.commit(self)?;
+        counts.moved_shards = batch.moved;
         self.tier
             .moved
             .fetch_add(counts.moved_shards, Ordering::Relaxed);

@@ -195,6 +195,15 @@ impl TestMount {
         self.mount();
     }
 
+    /// Run shardctl with args and `--json`; the parsed reply (panics on failure).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let (ok, out, err) = self.ctl(&a);
+        assert!(ok, "shardctl {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// Run shardctl with args; returns (success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(SHARDCTL)
