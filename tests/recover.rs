@@ -6,6 +6,32 @@ use common::*;
 use std::collections::BTreeSet;
 use std::process::Command;
 
+/// The disaster: every metadata replica is deleted and member `lost` is
+/// gone; `shardfs recover` runs over what is left and must succeed.
+/// Returns (output directory, members left, recover's stdout).
+fn disaster(t: &TestMount, lost: usize) -> (std::path::PathBuf, Vec<std::path::PathBuf>, String) {
+    for m in &t.members {
+        let _ = std::fs::remove_dir_all(m.join("meta"));
+    }
+    std::fs::remove_dir_all(&t.members[lost]).unwrap();
+    let out = t.tmp.path().join("recovered");
+    let left: Vec<_> = t.members.iter().filter(|m| m.exists()).cloned().collect();
+    let r = Command::new(SHARDFS)
+        .arg("recover")
+        .arg("--out")
+        .arg(&out)
+        .args(&left)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(
+        r.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    (out, left, stdout)
+}
+
 #[test]
 fn objects_come_back_from_the_shards_alone() {
     // 2 KiB inline limit: files above it are striped and recoverable
@@ -30,25 +56,9 @@ fn objects_come_back_from_the_shards_alone() {
     // the disaster: every metadata replica is gone, and one member too
     // (and the namespace catalogs: the objects alone, unnamed)
     for m in &t.members {
-        let _ = std::fs::remove_dir_all(m.join("meta"));
         let _ = std::fs::remove_file(m.join("catalog"));
     }
-    std::fs::remove_dir_all(&t.members[4]).unwrap();
-    let out = t.tmp.path().join("recovered");
-    let left: Vec<_> = t.members.iter().filter(|m| m.exists()).cloned().collect();
-    let r = Command::new(SHARDFS)
-        .arg("recover")
-        .arg("--out")
-        .arg(&out)
-        .args(&left)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let (out, left, stdout) = disaster(&t, 4);
     assert!(
         stdout.contains("recovered 6 objects") && stdout.contains("0 stripes unrecoverable"),
         "{stdout}"
@@ -136,25 +146,7 @@ fn the_namespace_comes_back_from_the_catalog() {
     std::process::Command::new("sync").status().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(600)); // group commit
     t.kill9();
-    for m in &t.members {
-        let _ = std::fs::remove_dir_all(m.join("meta"));
-    }
-    std::fs::remove_dir_all(&t.members[2]).unwrap();
-    let out = t.tmp.path().join("recovered");
-    let left: Vec<_> = t.members.iter().filter(|m| m.exists()).cloned().collect();
-    let r = Command::new(SHARDFS)
-        .arg("recover")
-        .arg("--out")
-        .arg(&out)
-        .args(&left)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    let (out, _, stdout) = disaster(&t, 2);
     assert!(stdout.contains("named from the catalog"), "{stdout}");
     assert_eq!(
         std::fs::read(out.join("photos/2026/nov/a.jpg")).unwrap(),

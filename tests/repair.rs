@@ -13,28 +13,9 @@ use std::sync::atomic::Ordering;
 /// A rig of 8 members with a bucket of files spanning several stripes.
 fn rig_with_files(n: usize) -> (Rig, Vec<(u64, Vec<u8>)>) {
     let rig = Rig::with_members(8);
-    let fs = rig.fs();
-    let b = fs
-        .create_node(ROOT_INO, b"bkt", new_node(Kind::Dir, 0o755, b""))
-        .unwrap()
-        .ino;
-    let mut files = Vec::new();
-    for i in 0..n {
-        let len = [3 * 8192 + 100, 8192, 20_000, 40_000][i % 4];
-        let data = pattern(i as u8 + 1, 0, len);
-        let (a, fh) = fs
-            .create_open(
-                b,
-                format!("f{i}").as_bytes(),
-                new_node(Kind::File, 0o644, b""),
-                true,
-            )
-            .unwrap();
-        fs.write(a.ino, 0, &data).unwrap();
-        fs.flush_handle(fh).unwrap();
-        fs.release(fh).unwrap();
-        files.push((a.ino, data));
-    }
+    let files = harness::bucket_of_files(rig.fs(), n, |i| {
+        [3 * 8192 + 100, 8192, 20_000, 40_000][i % 4]
+    });
     (rig, files)
 }
 

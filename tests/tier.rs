@@ -4,8 +4,8 @@
 mod common;
 mod harness;
 
-use harness::{new_node, pattern, resolve, Rig};
-use shardfs::fs::{Kind, Task, Tier, TierPolicy, ROOT_INO};
+use harness::{resolve, Rig};
+use shardfs::fs::{Task, Tier, TierPolicy};
 use std::sync::atomic::Ordering;
 
 fn unlimited() -> Task {
@@ -24,28 +24,7 @@ fn rig() -> Rig {
 }
 
 fn write_files(rig: &Rig, n: usize) -> Vec<(u64, Vec<u8>)> {
-    let fs = rig.fs();
-    let b = fs
-        .create_node(ROOT_INO, b"bkt", new_node(Kind::Dir, 0o755, b""))
-        .unwrap()
-        .ino;
-    (0..n)
-        .map(|i| {
-            let data = pattern(i as u8 + 1, 0, 3 * 8192 + 77 * i);
-            let (a, fh) = fs
-                .create_open(
-                    b,
-                    format!("f{i}").as_bytes(),
-                    new_node(Kind::File, 0o644, b""),
-                    true,
-                )
-                .unwrap();
-            fs.write(a.ino, 0, &data).unwrap();
-            fs.flush_handle(fh).unwrap();
-            fs.release(fh).unwrap();
-            (a.ino, data)
-        })
-        .collect()
+    harness::bucket_of_files(rig.fs(), n, |i| 3 * 8192 + 77 * i)
 }
 
 /// Every shard of every stripe of `files` on members of `class`.

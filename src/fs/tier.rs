@@ -78,7 +78,9 @@ struct Temp {
 /// Temperatures and tiering counters of a mounted filesystem.
 #[derive(Debug, Default)]
 pub struct TierState {
-    temps: Mutex<HashMap<u64, Temp>>,
+    /// Temperatures by inode, in shards so that every read and write (each
+    /// touches one) rarely waits for another.
+    temps: [Mutex<HashMap<u64, Temp>>; TEMP_SHARDS],
     /// Shards moved since mount, and objects moved.
     pub moved: std::sync::atomic::AtomicU64,
     /// Last pass: objects found hot, cold, and shards still to move.
@@ -115,11 +117,18 @@ pub struct TierStatus {
     pub last_pass: TierCounts,
 }
 
+/// Lock shards of the temperature table.
+const TEMP_SHARDS: usize = 16;
+
 impl TierState {
+    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, Temp>> {
+        &self.temps[(ino % TEMP_SHARDS as u64) as usize]
+    }
+
     /// An access to `ino` (a read or a write).
     pub fn touch(&self, ino: u64) {
         let now = Instant::now();
-        let mut t = self.temps.lock().unwrap();
+        let mut t = self.shard(ino).lock().unwrap();
         let e = t.entry(ino).or_insert(Temp {
             score: 0.0,
             at: now,
@@ -133,7 +142,7 @@ impl TierState {
     /// (decayed accesses, seconds since the last access) if seen this mount.
     pub fn temperature(&self, ino: u64) -> Option<(f64, f64)> {
         let now = Instant::now();
-        self.temps.lock().unwrap().get(&ino).map(|e| {
+        self.shard(ino).lock().unwrap().get(&ino).map(|e| {
             (
                 decay(e.score, now - e.at),
                 (now - e.last_access).as_secs_f64(),
@@ -143,7 +152,7 @@ impl TierState {
 
     /// Forget an object (deleted).
     pub fn forget(&self, ino: u64) {
-        self.temps.lock().unwrap().remove(&ino);
+        self.shard(ino).lock().unwrap().remove(&ino);
     }
 }
 

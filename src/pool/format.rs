@@ -109,15 +109,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
     }
     let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
     for d in dirs {
-        std::fs::create_dir_all(d).map_err(|e| {
-            setup(format!(
-                "{}: cannot create member directory: {e}",
-                d.display()
-            ))
-        })?;
-        let canon = d
-            .canonicalize()
-            .map_err(|e| setup(format!("{}: {e}", d.display())))?;
+        let canon = create_canonical(d)?;
         if let Some(prev) = seen.insert(canon, d) {
             return Err(setup(format!(
                 "{} is listed twice (same directory as {}): give each member once",
@@ -125,22 +117,7 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
                 prev.display()
             )));
         }
-        if d.join(SUPERBLOCK_FILE).exists() {
-            return Err(setup(format!(
-                "{} is already a shardfs member: remove its contents first if you mean to reuse it",
-                d.display()
-            )));
-        }
-        if std::fs::read_dir(d)
-            .map_err(|e| setup(format!("{}: {e}", d.display())))?
-            .next()
-            .is_some()
-        {
-            return Err(setup(format!(
-                "{} is not empty: a member directory must start empty",
-                d.display()
-            )));
-        }
+        check_fresh(d)?;
     }
     let pool_id = super::new_id();
     let ids: Vec<String> = dirs.iter().map(|_| super::new_id()).collect();
@@ -356,15 +333,7 @@ pub fn assemble_with(
 /// Check that `dir` can become a new member (exists or can be created,
 /// empty, not already a member, not the directory of a current member).
 pub fn check_new_member_dir(dir: &Path, current_roots: &[PathBuf]) -> Result<(), PoolError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        setup(format!(
-            "{}: cannot create member directory: {e}",
-            dir.display()
-        ))
-    })?;
-    let canon = dir
-        .canonicalize()
-        .map_err(|e| setup(format!("{}: {e}", dir.display())))?;
+    let canon = create_canonical(dir)?;
     if current_roots
         .iter()
         .any(|r| r.canonicalize().ok().as_ref() == Some(&canon))
@@ -374,6 +343,23 @@ pub fn check_new_member_dir(dir: &Path, current_roots: &[PathBuf]) -> Result<(),
             dir.display()
         )));
     }
+    check_fresh(dir)
+}
+
+/// Create `dir` if missing; its canonical path.
+fn create_canonical(dir: &Path) -> Result<PathBuf, PoolError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        setup(format!(
+            "{}: cannot create member directory: {e}",
+            dir.display()
+        ))
+    })?;
+    dir.canonicalize()
+        .map_err(|e| setup(format!("{}: {e}", dir.display())))
+}
+
+/// A member directory must start empty and unformatted.
+fn check_fresh(dir: &Path) -> Result<(), PoolError> {
     if dir.join(SUPERBLOCK_FILE).exists() {
         return Err(setup(format!(
             "{} is already a shardfs member: remove its contents first if you mean to reuse it",

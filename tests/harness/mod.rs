@@ -203,6 +203,32 @@ impl Rig {
     }
 }
 
+/// A bucket `bkt` holding `n` files `f<i>` of `len(i)` pattern bytes,
+/// written and closed: (inode, bytes) of each.
+pub fn bucket_of_files(fs: &Fs, n: usize, len: impl Fn(usize) -> usize) -> Vec<(u64, Vec<u8>)> {
+    let b = fs
+        .create_node(ROOT_INO, b"bkt", new_node(Kind::Dir, 0o755, b""))
+        .expect("mkdir bkt")
+        .ino;
+    (0..n)
+        .map(|i| {
+            let data = pattern(i as u8 + 1, 0, len(i));
+            let (a, fh) = fs
+                .create_open(
+                    b,
+                    format!("f{i}").as_bytes(),
+                    new_node(Kind::File, 0o644, b""),
+                    true,
+                )
+                .expect("create");
+            fs.write(a.ino, 0, &data).expect("write");
+            fs.flush_handle(fh).expect("flush");
+            fs.release(fh).expect("release");
+            (a.ino, data)
+        })
+        .collect()
+}
+
 /// Inode of `path`, resolved with lookups from the root.
 pub fn resolve(fs: &Fs, path: &[u8]) -> Result<u64, i32> {
     let mut ino = ROOT_INO;
