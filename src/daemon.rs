@@ -151,6 +151,8 @@ pub struct MountConfig {
     pub emulation: Emulation,
     /// serve Prometheus metrics over HTTP here (loopback addresses only)
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// serve hot replicas through FUSE passthrough
+    pub passthrough: bool,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -246,7 +248,8 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     };
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
-    let fuse_fs = crate::fuse::FuseFs::with_stats(fs.clone(), metrics.fuse.clone());
+    let fuse_fs = crate::fuse::FuseFs::with_stats(fs.clone(), metrics.fuse.clone())
+        .passthrough(cfg.passthrough);
     let mut session = fuser::Session::new(fuse_fs, mp, &config).map_err(|e| {
         let _ = std::fs::remove_file(&socket);
         mount_error(&e, root, mp)

@@ -111,10 +111,22 @@ enum Cmd {
         /// (IP:PORT, a loopback address only, e.g. 127.0.0.1:9108).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Serve hot replicas (tier policies with --hot-replica) to
+        /// read-only opens through FUSE passthrough: on or off.
+        #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+        passthrough: bool,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
     },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 fn parse_member_limits(s: &str) -> Result<(u16, shardfs::pool::heat::Limits), String> {
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
             emulate_hdd,
             emulate_member,
             metrics_listen,
+            passthrough,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -232,6 +245,7 @@ fn main() -> ExitCode {
                     members: emulate_member,
                 },
                 metrics_listen,
+                passthrough,
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

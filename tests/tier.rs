@@ -106,6 +106,7 @@ fn temperature_promotes_read_objects_and_demotes_idle_ones() {
             cold_class: Some("hdd".into()),
             promote_reads: 4.0,
             demote_after_secs: 1,
+            hot_replica: false,
         },
     )
     .unwrap();

@@ -143,6 +143,11 @@ enum TierCmd {
         /// seconds without access that make an object cold
         #[arg(long, default_value_t = 3600)]
         demote_after: u64,
+        /// give hot objects a whole-file replica on the hot class, read
+        /// through FUSE passthrough (writers wait: ETXTBSY while such a
+        /// read-only open is live)
+        #[arg(long)]
+        hot_replica: bool,
     },
 }
 
@@ -370,8 +375,13 @@ fn print_status(s: &Status) {
 fn print_tier(v: &serde_json::Value) {
     let pol = |p: &serde_json::Value| {
         format!(
-            "hot on {}, cold on {}, hot after {} accesses, cold after {} s idle",
+            "hot on {}{}, cold on {}, hot after {} accesses, cold after {} s idle",
             p["hot_class"].as_str().unwrap_or("(none)"),
+            if p["hot_replica"].as_bool() == Some(true) {
+                " + replica"
+            } else {
+                ""
+            },
             p["cold_class"].as_str().unwrap_or("(none)"),
             p["promote_reads"],
             p["demote_after_secs"]
@@ -399,6 +409,21 @@ fn print_tier(v: &serde_json::Value) {
     println!(
         "last pass  {} objects hot, {} cold, {} shards moved, {} waiting for room on their class",
         l["hot_objects"], l["cold_objects"], l["moved_shards"], l["pending_shards"]
+    );
+    let r = &v["replicas"];
+    println!(
+        "replicas   {} ({}), passthrough {}: {} opens served; {} built, {} dropped, {} corrupt since mount",
+        r["replicas"],
+        human(r["bytes"].as_u64().unwrap_or(0)),
+        if r["passthrough"].as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        },
+        r["passthrough_opens"],
+        r["built"],
+        r["dropped"],
+        r["corrupt"]
     );
     println!(
         "moves      {} shards since mount; {} {}/{} objects",
@@ -733,6 +758,7 @@ fn run(cli: Cli) -> Result<(), Ctl> {
                     cold,
                     promote_reads,
                     demote_after,
+                    hot_replica,
                 } => call(
                     &socket,
                     Command::TierPolicy {
@@ -742,6 +768,7 @@ fn run(cli: Cli) -> Result<(), Ctl> {
                             cold_class: cold,
                             promote_reads,
                             demote_after_secs: demote_after,
+                            hot_replica,
                         },
                     },
                 )?,

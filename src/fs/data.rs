@@ -106,6 +106,12 @@ impl Fs {
     /// changed location on retry and reads the new generation.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         self.tier.touch(ino);
+        self.read_quiet(ino, offset, size)
+    }
+
+    /// [`Fs::read`] without counting an access (replica builds and checks
+    /// must not heat the object they copy).
+    pub(super) fn read_quiet(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         // Shards are read without the lock. A stripe rewritten, moved by
         // repair, truncated away or deleted meanwhile has its old shards
         // removed under us: then the read starts over from the current
@@ -244,6 +250,9 @@ impl Fs {
         // earlier writes surface here)
         self.reap_ready(&mut g, ino)?;
         let of = self.ensure_open(&mut g, ino)?;
+        if of.pt_refs > 0 {
+            return Err(FsError::Busy);
+        }
         match of.inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
             Kind::File => {}

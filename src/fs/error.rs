@@ -47,6 +47,9 @@ pub enum FsError {
     /// File would exceed the maximum size.
     #[error("file too large")]
     FileTooBig,
+    /// The object is open for passthrough reads and so read-only.
+    #[error("text file busy: the file is open for passthrough reads")]
+    Busy,
     /// Pool-level failure (unreadable stripe, below write quorum).
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -77,6 +80,7 @@ impl FsError {
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::FileTooBig => libc::EFBIG,
+            FsError::Busy => libc::ETXTBSY,
             // fewer than k good shards: EIO, never wrong bytes
             FsError::Pool(PoolError::Unreadable { .. }) => libc::EIO,
             // too few healthy members to write with redundancy

@@ -12,9 +12,11 @@ mod error;
 mod namespace;
 mod rebalance;
 mod repair;
+mod replica;
 mod tier;
 pub use namespace::{NewNode, SetAttr};
 pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
+pub use replica::{ReplicaCounts, ReplicaRec, ReplicaState, REPLICA_DIR};
 pub use tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};
 pub mod names;
 pub mod schema;
@@ -59,6 +61,17 @@ struct OpenFile {
     /// True once committed stripes past EOF were looked for (see
     /// `Fs::clear_past_eof`); growth in this open session needs no check.
     eof_checked: bool,
+    /// Writable handles.
+    writers: u32,
+    /// Handles served by passthrough from the object's replica. While any
+    /// is live the object is read-only (ETXTBSY; see `fs::replica`).
+    pt_refs: u32,
+    /// The replica file those handles read, and its name: the kernel wants
+    /// every open of an inode in passthrough mode on the same backing file.
+    pt_file: Option<(Arc<std::fs::File>, String)>,
+    /// The file in use was found corrupt: new opens fail (EIO) until the
+    /// passthrough handles are closed.
+    pt_bad: bool,
 }
 
 /// A stripe handed to a background writer. Its metadata is committed when
@@ -76,6 +89,8 @@ struct InFlight {
 struct Handle {
     ino: u64,
     writable: bool,
+    /// Served by passthrough (counted in `OpenFile::pt_refs`).
+    passthrough: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +119,8 @@ pub struct Fs {
     pub meta: Arc<MetaCache>,
     /// Object temperatures and tiering counters.
     pub tier: TierState,
+    /// Whole-file replicas and passthrough.
+    pub replicas: ReplicaState,
     inner: Mutex<Inner>,
 }
 
@@ -132,6 +149,7 @@ impl Fs {
             pool,
             meta,
             tier: TierState::default(),
+            replicas: ReplicaState::default(),
             inner: Mutex::new(Inner {
                 open: HashMap::new(),
                 handles: HashMap::new(),
@@ -178,6 +196,7 @@ impl Fs {
         } else {
             fs.reclaim_orphans()?;
         }
+        fs.sweep_replicas()?;
         fs.meta.apply(
             vec![Op::Put(counter_key("clean"), 0u64.to_be_bytes().to_vec())],
             vec![],
@@ -319,6 +338,14 @@ impl Fs {
         ops.push(Op::Del(inode_key(ino)));
         ops.push(Op::Del(inline_key(ino)));
         ops.push(Op::Del(orphan_key(ino)));
+        if let Some(rec) = self.replica(ino)? {
+            ops.push(Op::Del(replica_key(ino)));
+            if let Some(p) = self.replica_path(&rec) {
+                after.push(Box::new(move || {
+                    let _ = std::fs::remove_file(p);
+                }));
+            }
+        }
         let xp = xattr_prefix(ino);
         for (k, _) in self
             .meta

@@ -239,11 +239,24 @@ impl Fs {
         self.open_locked(&mut g, ino, writable)
     }
 
-    fn open_locked(&self, g: &mut Inner, ino: u64, writable: bool) -> FsResult<u64> {
-        self.ensure_open(g, ino)?.refs += 1;
+    pub(super) fn open_locked(&self, g: &mut Inner, ino: u64, writable: bool) -> FsResult<u64> {
+        let of = self.ensure_open(g, ino)?;
+        if writable && of.pt_refs > 0 {
+            // passthrough readers read the replica directly (fs::replica)
+            return Err(FsError::Busy);
+        }
+        of.refs += 1;
+        of.writers += writable as u32;
         let fh = g.next_fh;
         g.next_fh += 1;
-        g.handles.insert(fh, Handle { ino, writable });
+        g.handles.insert(
+            fh,
+            Handle {
+                ino,
+                writable,
+                passthrough: false,
+            },
+        );
         Ok(fh)
     }
 
@@ -262,6 +275,10 @@ impl Fs {
                 cache: None,
                 inflight: BTreeMap::new(),
                 eof_checked: false,
+                writers: 0,
+                pt_refs: 0,
+                pt_file: None,
+                pt_bad: false,
             });
         }
         Ok(g.open.get_mut(&ino).expect("just inserted"))
@@ -274,6 +291,12 @@ impl Fs {
         let h = g.handles.remove(&fh).ok_or(FsError::BadHandle)?;
         let of = g.open.get_mut(&h.ino).ok_or(FsError::BadHandle)?;
         of.refs -= 1;
+        of.writers -= h.writable as u32;
+        of.pt_refs -= h.passthrough as u32;
+        if of.pt_refs == 0 {
+            of.pt_file = None;
+            of.pt_bad = false;
+        }
         if of.refs > 0 {
             return Ok(());
         }
@@ -609,6 +632,9 @@ impl Fs {
             }
             if size > super::MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
+            }
+            if g.open.get(&ino).is_some_and(|of| of.pt_refs > 0) {
+                return Err(FsError::Busy);
             }
             self.truncate_locked(&mut g, ino, size, &mut ops, &mut after)?;
             inode = self.inode(&g, ino)?;

@@ -13,6 +13,8 @@
 //! | `B`   | `B` ++ ino                  | inline file data |
 //! | `O`   | `O` ++ ino                  | orphan (unlinked while open) |
 //! | `H`   | `H` ++ member index (u16)   | member [`crate::pool::Health`] set by an admin |
+//! | `P`   | `P` ++ bucket ino (0: pool) | tier policy      |
+//! | `R`   | `R` ++ ino                  | whole-file replica of a hot object |
 
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +161,11 @@ pub fn inline_key(ino: u64) -> Vec<u8> {
 /// `O` key.
 pub fn orphan_key(ino: u64) -> Vec<u8> {
     k1(b'O', ino)
+}
+
+/// `R` key: the whole-file replica of a hot object (see `fs::replica`).
+pub fn replica_key(ino: u64) -> Vec<u8> {
+    k1(b'R', ino)
 }
 
 /// `H` key: the persisted health of a member.

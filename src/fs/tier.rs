@@ -45,6 +45,10 @@ pub struct TierPolicy {
     pub promote_reads: f64,
     /// Seconds without access that make an object cold.
     pub demote_after_secs: u64,
+    /// Give hot objects a whole-file replica on the hot class, served to
+    /// read-only opens by FUSE passthrough (see `fs::replica`).
+    #[serde(default)]
+    pub hot_replica: bool,
 }
 
 impl Default for TierPolicy {
@@ -54,6 +58,40 @@ impl Default for TierPolicy {
             cold_class: None,
             promote_reads: 4.0,
             demote_after_secs: 3600,
+            hot_replica: false,
+        }
+    }
+}
+
+impl TierPolicy {
+    /// True if the policy asks for anything (classes or replicas).
+    pub fn active(&self) -> bool {
+        self.hot_class.is_some() || self.cold_class.is_some() || self.hot_replica
+    }
+}
+
+/// A policy record as written before `hot_replica` existed.
+#[derive(Deserialize)]
+struct TierPolicyV1 {
+    hot_class: Option<String>,
+    cold_class: Option<String>,
+    promote_reads: f64,
+    demote_after_secs: u64,
+}
+
+/// Decode a stored policy, of either record version.
+fn dec_policy(b: &[u8]) -> FsResult<TierPolicy> {
+    match bincode::deserialize::<TierPolicy>(b) {
+        Ok(p) => Ok(p),
+        Err(_) => {
+            let v1: TierPolicyV1 = dec("tier policy", b)?;
+            Ok(TierPolicy {
+                hot_class: v1.hot_class,
+                cold_class: v1.cold_class,
+                promote_reads: v1.promote_reads,
+                demote_after_secs: v1.demote_after_secs,
+                hot_replica: false,
+            })
         }
     }
 }
@@ -98,6 +136,12 @@ pub struct TierCounts {
     pub pending_shards: u64,
     /// Shards moved in the pass.
     pub moved_shards: u64,
+    /// Replicas built in the pass.
+    #[serde(default)]
+    pub replicas_built: u64,
+    /// Replicas dropped in the pass (cold, stale, corrupt or unwanted).
+    #[serde(default)]
+    pub replicas_dropped: u64,
 }
 
 /// `shardctl tier status`.
@@ -115,6 +159,9 @@ pub struct TierStatus {
     pub moved_shards: u64,
     /// The last pass.
     pub last_pass: TierCounts,
+    /// Whole-file replicas and passthrough.
+    #[serde(default)]
+    pub replicas: super::ReplicaCounts,
 }
 
 /// Lock shards of the temperature table.
@@ -174,7 +221,7 @@ impl Fs {
     pub fn tier_policy(&self, bucket: u64) -> FsResult<TierPolicy> {
         for key in [policy_key(bucket), policy_key(0)] {
             if let Some(v) = self.meta.get(&key)? {
-                return dec("tier policy", &v);
+                return dec_policy(&v);
             }
         }
         Ok(TierPolicy::default())
@@ -223,7 +270,7 @@ impl Fs {
     /// Load the pool default's hot class into placement (at mount).
     pub(super) fn load_tier_policy(&self) -> FsResult<()> {
         if let Some(v) = self.meta.get(&policy_key(0))? {
-            let p: TierPolicy = dec("tier policy", &v)?;
+            let p: TierPolicy = dec_policy(&v)?;
             self.pool.set_write_class(p.hot_class);
         }
         Ok(())
@@ -259,7 +306,7 @@ impl Fs {
         for (name, bino) in buckets {
             let _ = name;
             let p = self.tier_policy(bino)?;
-            if p.hot_class.is_none() && p.cold_class.is_none() {
+            if !p.active() {
                 continue;
             }
             let mut files = Vec::new();
@@ -308,6 +355,10 @@ impl Fs {
         let mut counts = TierCounts::default();
         let mut batch = MoveBatch::default();
         let mut done = 0u64;
+        // replicas of objects this pass does not visit (their bucket lost
+        // its policy, or they are no longer named) are dropped at the end
+        let mut replicated: std::collections::HashSet<u64> =
+            self.replica_inodes()?.into_iter().map(|(i, _)| i).collect();
         for (policy, files) in walk {
             for (ino, inode) in files {
                 if task.cancel.load(Ordering::Relaxed) {
@@ -326,6 +377,23 @@ impl Fs {
                     }
                     None => None,
                 };
+                if policy.hot_replica || replicated.contains(&ino) {
+                    let want_replica = match want {
+                        _ if !policy.hot_replica => Some(false),
+                        Some(Tier::Hot) => Some(true),
+                        Some(Tier::Cold) => Some(false),
+                        None => None,
+                    };
+                    let hot = policy.hot_class.as_deref();
+                    match self.settle_replica(ino, want_replica, hot) {
+                        Ok((b, d)) => {
+                            counts.replicas_built += b as u64;
+                            counts.replicas_dropped += d as u64;
+                        }
+                        Err(e) => log::warn!("replica of inode {ino}: {e}"),
+                    }
+                }
+                replicated.remove(&ino);
                 let Some(class) = class else { continue };
                 for (s, loc) in self.stripes(ino)? {
                     let (writes, stuck) = self.move_to_class(ino, s, &loc, class);
@@ -343,6 +411,11 @@ impl Fs {
             }
         }
         batch.commit(self)?;
+        if !task.cancel.load(Ordering::Relaxed) {
+            for ino in replicated {
+                counts.replicas_dropped += self.drop_replica(ino)? as u64;
+            }
+        }
         counts.moved_shards = batch.moved;
         self.tier
             .moved
@@ -409,11 +482,12 @@ impl Fs {
         let used = self.shard_bytes_per_member()?;
         let mut st = TierStatus {
             default_policy: match self.meta.get(&policy_key(0))? {
-                Some(v) => dec("tier policy", &v)?,
+                Some(v) => dec_policy(&v)?,
                 None => TierPolicy::default(),
             },
             moved_shards: self.tier.moved.load(Ordering::Relaxed),
             last_pass: self.tier.last.lock().unwrap().clone(),
+            replicas: self.replica_counts()?,
             ..TierStatus::default()
         };
         for m in self.pool.members() {
@@ -426,10 +500,8 @@ impl Fs {
         }
         for (name, bino) in self.list_dir_entries(ROOT_INO)? {
             if let Some(v) = self.meta.get(&policy_key(bino))? {
-                st.bucket_policies.push((
-                    String::from_utf8_lossy(&name).into_owned(),
-                    dec("tier policy", &v)?,
-                ));
+                st.bucket_policies
+                    .push((String::from_utf8_lossy(&name).into_owned(), dec_policy(&v)?));
             }
         }
         Ok(st)

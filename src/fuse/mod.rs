@@ -6,15 +6,16 @@ use crate::fs::names::NAME_MAX;
 use crate::fs::{Attr, Fs, FsError, Kind};
 use crate::metrics::{FuseStats, Op};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may cache entries and attributes. Every change goes
@@ -30,6 +31,20 @@ pub struct FuseFs {
     fs: Arc<Fs>,
     /// requests, errors and latency per operation
     stats: Arc<FuseStats>,
+    /// ask the kernel for passthrough at init
+    want_passthrough: bool,
+    /// passthrough backing files registered with the kernel
+    backing: Mutex<Backing>,
+}
+
+/// Backing ids of passthrough opens. The kernel wants one backing file per
+/// inode while it is open in passthrough mode, so an id is shared by the
+/// open handles of an inode (`Fs` hands them all the same file) and closed
+/// with the last of them.
+#[derive(Debug, Default)]
+struct Backing {
+    by_inode: HashMap<u64, Weak<BackingId>>,
+    by_handle: HashMap<u64, Arc<BackingId>>,
 }
 
 impl FuseFs {
@@ -40,7 +55,43 @@ impl FuseFs {
 
     /// Wrap a filesystem, counting requests into `stats` (the metrics).
     pub fn with_stats(fs: Arc<Fs>, stats: Arc<FuseStats>) -> Self {
-        FuseFs { fs, stats }
+        FuseFs {
+            fs,
+            stats,
+            want_passthrough: true,
+            backing: Mutex::default(),
+        }
+    }
+
+    /// Whether to serve hot replicas through FUSE passthrough (default on;
+    /// it also needs the kernel's consent at init).
+    pub fn passthrough(mut self, on: bool) -> Self {
+        self.want_passthrough = on;
+        self
+    }
+
+    /// Reply to an open that `Fs` granted passthrough on `file`.
+    fn open_passthrough(&self, ino: u64, fh: u64, file: &std::fs::File, reply: ReplyOpen) {
+        let mut b = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match b.by_inode.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => Ok(id),
+            None => reply.open_backing(file).map(Arc::new),
+        };
+        match id {
+            Ok(id) => {
+                b.by_inode.insert(ino, Arc::downgrade(&id));
+                b.by_handle.insert(fh, id.clone());
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+            }
+            Err(e) => {
+                drop(b);
+                log::warn!(
+                    "passthrough for inode {ino} refused by the kernel ({e}): served by the daemon"
+                );
+                self.fs.passthrough_refused(fh);
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+        }
     }
 }
 
@@ -158,6 +209,22 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(64);
+        if self.want_passthrough {
+            // backing files are on ordinary filesystems: depth 1
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    let _ = config.set_max_stack_depth(1);
+                    self.fs
+                        .replicas
+                        .passthrough
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    log::info!("FUSE passthrough on: hot replicas are read by the kernel");
+                }
+                Err(_) => {
+                    log::info!("this kernel offers no FUSE passthrough: replicas are not served")
+                }
+            }
+        }
         Ok(())
     }
 
@@ -340,8 +407,9 @@ impl Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut t = self.stats.start(Op::Open);
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match t.check(self.fs.open(ino.0, writable)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        match t.check(self.fs.open_ex(ino.0, writable)) {
+            Ok((fh, None)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, Some(file))) => self.open_passthrough(ino.0, fh, &file, reply),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -405,7 +473,7 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -413,7 +481,19 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let mut t = self.stats.start(Op::Release);
-        reply_empty(t.check(self.fs.release(fh.0)), reply)
+        let r = self.fs.release(fh.0);
+        // after `Fs` has released the handle: a concurrent open that `Fs`
+        // still counts this handle for finds the id alive
+        let id = {
+            let mut b = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+            let id = b.by_handle.remove(&fh.0);
+            if id.as_ref().is_some_and(|id| Arc::strong_count(id) == 1) {
+                b.by_inode.remove(&ino.0);
+            }
+            id
+        };
+        drop(id);
+        reply_empty(t.check(r), reply)
     }
 
     fn fsync(

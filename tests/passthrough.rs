@@ -1,0 +1,471 @@
+//! Whole-file replicas of hot objects and FUSE passthrough: below FUSE
+//! (an `Fs` over member directories) and through a real mount.
+
+mod common;
+mod harness;
+
+use harness::{new_node, pattern};
+use shardfs::fs::{Fs, Kind, SetAttr, Task, Tier, TierPolicy, REPLICA_DIR, ROOT_INO};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A pool of 6 member directories (4+2, 4 KiB shards) opened below FUSE,
+/// with a pool policy that gives hot objects replicas, and passthrough on
+/// (as the FUSE glue turns it on when the kernel agrees).
+struct Pool {
+    _tmp: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+    fs: Arc<Fs>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..6).map(|i| tmp.path().join(format!("d{i}"))).collect();
+        shardfs::pool::mkfs(
+            &dirs,
+            &shardfs::pool::MkfsOptions {
+                k: 4,
+                m: 2,
+                shard_size: 4096,
+                inline_max: 2048,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let fs = Self::open(&dirs);
+        fs.set_tier_policy(
+            None,
+            TierPolicy {
+                hot_replica: true,
+                ..TierPolicy::default()
+            },
+        )
+        .unwrap();
+        Pool {
+            _tmp: tmp,
+            dirs,
+            fs,
+        }
+    }
+
+    fn open(dirs: &[PathBuf]) -> Arc<Fs> {
+        let fs = shardfs::daemon::open_pool_emulated(dirs, &Default::default())
+            .unwrap()
+            .fs;
+        fs.replicas.passthrough.store(true, Ordering::Relaxed);
+        fs
+    }
+
+    /// Unmount and mount again (a clean stop).
+    fn remount(self) -> Pool {
+        self.fs.unmount_sync().unwrap();
+        let Pool { _tmp, dirs, fs } = self;
+        drop(fs);
+        let fs = Self::open(&dirs);
+        Pool { _tmp, dirs, fs }
+    }
+
+    fn tier(&self, force: Tier) {
+        let t = Task::default();
+        t.rate_limit.store(0, Ordering::Relaxed);
+        self.fs.tier_pass(&t, Some(force)).unwrap();
+    }
+
+    /// Every file under the members' replica directories.
+    /// (after a metadata sync: a dropped replica's file is deleted once
+    /// the record's removal is durable)
+    fn replica_files(&self) -> Vec<PathBuf> {
+        self.fs.sync_all().unwrap();
+        let mut out = Vec::new();
+        for d in &self.dirs {
+            for e in std::fs::read_dir(d.join(REPLICA_DIR)).into_iter().flatten() {
+                out.push(e.unwrap().path());
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn create(fs: &Fs, name: &str, data: &[u8]) -> u64 {
+    let b = match fs.lookup(ROOT_INO, b"bkt") {
+        Ok(a) => a.ino,
+        Err(_) => {
+            fs.create_node(ROOT_INO, b"bkt", new_node(Kind::Dir, 0o755, b""))
+                .unwrap()
+                .ino
+        }
+    };
+    let (a, fh) = fs
+        .create_open(b, name.as_bytes(), new_node(Kind::File, 0o644, b""), true)
+        .unwrap();
+    fs.write(a.ino, 0, data).unwrap();
+    fs.release(fh).unwrap();
+    a.ino
+}
+
+fn read_all(mut f: &std::fs::File) -> Vec<u8> {
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// A hot object gets a replica with its exact bytes; a read-only open is
+/// served from it; a write makes it stale, so opens go back to the
+/// stripes until a pass copies the new data; a cold object loses it.
+#[test]
+fn replicas_follow_the_data_and_the_tier() {
+    let p = Pool::new();
+    let fs = &p.fs;
+    let data = pattern(7, 0, 300_000);
+    let ino = create(fs, "f", &data);
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert!(f.is_none(), "no replica yet");
+    fs.release(fh).unwrap();
+
+    p.tier(Tier::Hot);
+    let rec = fs
+        .replica(ino)
+        .unwrap()
+        .expect("a hot object has a replica");
+    assert_eq!(rec.size, data.len() as u64);
+    assert_eq!(p.replica_files().len(), 1);
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert_eq!(read_all(&f.expect("served by passthrough")), data);
+    fs.release(fh).unwrap();
+    assert_eq!(fs.replicas.passthrough_opens.load(Ordering::Relaxed), 1);
+
+    // a write changes a stripe generation: the replica is stale at once
+    let (wfh, none) = fs.open_ex(ino, true).unwrap();
+    assert!(none.is_none(), "writers never get the replica");
+    fs.write(ino, 1000, b"new bytes").unwrap();
+    fs.release(wfh).unwrap();
+    let mut want = data.clone();
+    want[1000..1009].copy_from_slice(b"new bytes");
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert!(f.is_none(), "a stale replica is never served");
+    assert_eq!(fs.read(ino, 0, want.len() as u32).unwrap(), want);
+    fs.release(fh).unwrap();
+
+    // the next pass replaces it; the old file goes
+    p.tier(Tier::Hot);
+    let rec2 = fs.replica(ino).unwrap().expect("rebuilt");
+    assert_ne!(rec2.name, rec.name);
+    let files = p.replica_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert_eq!(read_all(&f.expect("served")), want);
+    fs.release(fh).unwrap();
+
+    // a truncate through setattr is a data change too
+    fs.setattr(
+        ino,
+        SetAttr {
+            size: Some(5000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert!(f.is_none());
+    fs.release(fh).unwrap();
+
+    // cold: dropped, file deleted
+    p.tier(Tier::Hot);
+    assert!(fs.replica(ino).unwrap().is_some());
+    p.tier(Tier::Cold);
+    assert!(fs.replica(ino).unwrap().is_none());
+    assert!(p.replica_files().is_empty());
+}
+
+/// While a passthrough open is live the object is read-only: writable
+/// opens, writes and truncates fail with ETXTBSY, and the data never
+/// changes under the kernel's direct reads. Other read-only opens share
+/// the same file. Once the readers close, writers proceed.
+#[test]
+fn passthrough_readers_make_the_object_read_only() {
+    let p = Pool::new();
+    let fs = &p.fs;
+    let data = pattern(3, 0, 100_000);
+    let ino = create(fs, "f", &data);
+    p.tier(Tier::Hot);
+    let (r1, f1) = fs.open_ex(ino, false).unwrap();
+    let f1 = f1.expect("passthrough");
+    let busy = fs.open_ex(ino, true).unwrap_err();
+    assert_eq!(busy.errno(), libc::ETXTBSY);
+    let e = fs
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::ETXTBSY);
+    assert_eq!(fs.write(ino, 0, b"x").unwrap_err().errno(), libc::ETXTBSY);
+    // metadata changes are fine
+    fs.setattr(
+        ino,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // a second reader gets the very same file (the kernel requires it),
+    // even once the replica has been dropped
+    fs.drop_replica(ino).unwrap();
+    let (r2, f2) = fs.open_ex(ino, false).unwrap();
+    let f2 = f2.expect("the inode is in passthrough mode");
+    assert!(Arc::ptr_eq(&f1, &f2));
+    assert_eq!(read_all(&f2), data);
+    fs.release(r1).unwrap();
+    assert_eq!(fs.open_ex(ino, true).unwrap_err().errno(), libc::ETXTBSY);
+    fs.release(r2).unwrap();
+    let (w, _) = fs.open_ex(ino, true).unwrap();
+    fs.write(ino, 0, b"now writable").unwrap();
+    fs.release(w).unwrap();
+    assert_eq!(fs.read(ino, 0, 12).unwrap(), b"now writable");
+}
+
+/// A replica whose bytes rot is caught by its checksum before it serves
+/// an open (with a verify interval of 0, at every open; by default by the
+/// tier pass or an open once 600 s passed), dropped, and the read comes
+/// from the stripes with the right bytes.
+#[test]
+fn a_rotten_replica_is_dropped_not_served() {
+    let p = Pool::new();
+    let fs = &p.fs;
+    let data = pattern(9, 0, 200_000);
+    let ino = create(fs, "f", &data);
+    p.tier(Tier::Hot);
+    let file = p.replica_files().pop().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[12345] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+
+    fs.replicas.verify_secs.store(0, Ordering::Relaxed);
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert!(
+        f.is_none(),
+        "a replica that fails its checksum is not served"
+    );
+    assert_eq!(fs.read(ino, 0, data.len() as u32).unwrap(), data);
+    fs.release(fh).unwrap();
+    assert_eq!(fs.replicas.corrupt.load(Ordering::Relaxed), 1);
+    assert!(fs.replica(ino).unwrap().is_none());
+    assert!(p.replica_files().is_empty());
+
+    // the tier pass checks too: rot a fresh replica, and the pass finds it
+    p.tier(Tier::Hot);
+    let file = p.replica_files().pop().unwrap();
+    std::fs::write(&file, b"truncated").unwrap();
+    p.tier(Tier::Hot); // verify interval 0: the pass re-checks, drops, rebuilds
+    assert_eq!(fs.replicas.corrupt.load(Ordering::Relaxed), 2);
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert_eq!(read_all(&f.expect("a rebuilt replica")), data);
+    fs.release(fh).unwrap();
+}
+
+/// A crash between a replica's copy and its record (or between a record's
+/// removal and its file's) leaves files no record names: the next mount
+/// deletes them and keeps the named one. Unlinking an object deletes its
+/// replica; a policy without replicas drops them.
+#[test]
+fn unnamed_replica_files_are_swept_and_unlink_drops_the_replica() {
+    let p = Pool::new();
+    let a = create(&p.fs, "a", &pattern(1, 0, 50_000));
+    let b = create(&p.fs, "b", &pattern(2, 0, 50_000));
+    p.tier(Tier::Hot);
+    assert_eq!(p.replica_files().len(), 2);
+    let dir = p.dirs[0].join(REPLICA_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("99-1234.tmp"), b"half a copy").unwrap();
+    std::fs::write(dir.join(format!("{a:x}-dead")), b"an unnamed copy").unwrap();
+    assert_eq!(p.replica_files().len(), 4);
+    let p = p.remount();
+    assert_eq!(p.replica_files().len(), 2, "{:?}", p.replica_files());
+    let fs = &p.fs;
+    for ino in [a, b] {
+        let (fh, f) = fs.open_ex(ino, false).unwrap();
+        assert!(f.is_some(), "named replicas survive a remount");
+        fs.release(fh).unwrap();
+    }
+    let bkt = fs.lookup(ROOT_INO, b"bkt").unwrap().ino;
+    fs.unlink(bkt, b"a").unwrap();
+    fs.sync_all().unwrap();
+    assert!(fs.replica(a).unwrap().is_none());
+    assert_eq!(p.replica_files().len(), 1);
+    // replicas off in the policy: the next pass drops the rest
+    fs.set_tier_policy(None, TierPolicy::default()).unwrap();
+    fs.set_tier_policy(
+        Some(b"bkt"),
+        TierPolicy {
+            demote_after_secs: 1_000_000,
+            promote_reads: 1e9,
+            ..TierPolicy::default()
+        },
+    )
+    .unwrap();
+    p.tier(Tier::Hot);
+    assert!(fs.replica(b).unwrap().is_none());
+    assert!(p.replica_files().is_empty());
+}
+
+/// A policy stored before `hot_replica` existed still decodes.
+#[test]
+fn policies_stored_by_the_previous_version_decode() {
+    let p = Pool::new();
+    #[derive(serde::Serialize)]
+    struct V1 {
+        hot_class: Option<String>,
+        cold_class: Option<String>,
+        promote_reads: f64,
+        demote_after_secs: u64,
+    }
+    let old = bincode::serialize(&V1 {
+        hot_class: None,
+        cold_class: None,
+        promote_reads: 7.0,
+        demote_after_secs: 99,
+    })
+    .unwrap();
+    let mut key = b"P".to_vec();
+    key.extend_from_slice(&0u64.to_be_bytes());
+    p.fs.meta
+        .apply(vec![shardfs::meta::Op::Put(key, old)], vec![])
+        .unwrap();
+    let pol = p.fs.tier_policy(0).unwrap();
+    assert_eq!(pol.promote_reads, 7.0);
+    assert_eq!(pol.demote_after_secs, 99);
+    assert!(!pol.hot_replica);
+}
+
+mod through_fuse {
+    use super::common::*;
+
+    fn fuse_reads(t: &TestMount) -> u64 {
+        let (ok, out, err) = t.ctl(&["metrics"]);
+        assert!(ok, "{err}");
+        out.lines()
+            .find(|l| l.starts_with("shardfs_fuse_requests_total{op=\"read\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("read counter") as u64
+    }
+
+    fn wait_replicas(t: &TestMount, n: u64) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let v = t.json(&["tier", "status"]);
+            if v["replicas"]["replicas"] == n {
+                return v;
+            }
+            assert!(start.elapsed().as_secs() < 60, "{v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn drop_caches() {
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    }
+
+    /// Through a real mount: hot files get replicas, and reading them
+    /// sends no read request to the daemon (the kernel reads the replica);
+    /// a writer gets ETXTBSY while a reader holds the file open; after
+    /// the write the file is read from the stripes with the new bytes;
+    /// `tier status` and its JSON show the replicas.
+    #[test]
+    fn hot_files_are_read_by_the_kernel() {
+        let t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+        let (ok, out, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
+        assert!(ok && out.contains("+ replica"), "{out}{err}");
+        std::fs::create_dir(t.p("bkt")).unwrap();
+        let mut files = Vec::new();
+        for i in 0..4u64 {
+            let d = pattern(i, 100_000 + 10_000 * i as usize);
+            std::fs::write(t.p(&format!("bkt/f{i}")), &d).unwrap();
+            files.push((format!("bkt/f{i}"), d));
+        }
+        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
+        assert!(ok, "{err}");
+        let v = wait_replicas(&t, 4);
+        assert_eq!(v["replicas"]["passthrough"], true, "{v}");
+        drop_caches();
+        let before = fuse_reads(&t);
+        for (p, d) in &files {
+            assert!(std::fs::read(t.p(p)).unwrap() == *d, "{p}");
+        }
+        assert_eq!(
+            fuse_reads(&t),
+            before,
+            "passthrough reads must not reach the daemon"
+        );
+        let v = t.json(&["tier", "status"]);
+        assert!(
+            v["replicas"]["passthrough_opens"].as_u64().unwrap() >= 4,
+            "{v}"
+        );
+
+        // a reader holds f0 open: writers wait
+        let reader = std::fs::File::open(t.p("bkt/f0")).unwrap();
+        let w = std::fs::OpenOptions::new().append(true).open(t.p("bkt/f0"));
+        assert_eq!(errno(w), libc::ETXTBSY);
+        let tr = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.p("bkt/f1"))
+            .map(|_| ());
+        assert!(tr.is_ok(), "other files are not affected");
+        drop(reader);
+        let mut f0 = files[0].1.clone();
+        {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new()
+                .append(true)
+                .open(t.p("bkt/f0"))
+                .unwrap();
+            w.write_all(b"appended").unwrap();
+        }
+        f0.extend_from_slice(b"appended");
+        drop_caches();
+        let before = fuse_reads(&t);
+        assert!(std::fs::read(t.p("bkt/f0")).unwrap() == f0);
+        assert!(
+            fuse_reads(&t) > before,
+            "a stale replica is not served: the daemon reads the stripes"
+        );
+        let (ok, out, _) = t.ctl(&["tier", "status"]);
+        assert!(ok && out.contains("passthrough on"), "{out}");
+    }
+
+    /// With `--passthrough off` replicas are kept but every read goes
+    /// through the daemon.
+    #[test]
+    fn passthrough_off_reads_through_the_daemon() {
+        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+        t.unmount();
+        t.mount_args = vec!["--passthrough".into(), "off".into()];
+        t.mount();
+        let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
+        assert!(ok, "{err}");
+        std::fs::create_dir(t.p("bkt")).unwrap();
+        let d = pattern(5, 200_000);
+        std::fs::write(t.p("bkt/f"), &d).unwrap();
+        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
+        assert!(ok, "{err}");
+        let v = wait_replicas(&t, 1);
+        assert_eq!(v["replicas"]["passthrough"], false, "{v}");
+        drop_caches();
+        let before = fuse_reads(&t);
+        assert!(std::fs::read(t.p("bkt/f")).unwrap() == d);
+        assert!(fuse_reads(&t) > before);
+        let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica", "--promote-reads", "0"]);
+        assert!(!ok && err.contains("promote-reads"), "{err}");
+    }
+}
