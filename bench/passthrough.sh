@@ -22,7 +22,7 @@ ROOT=$PWD
 LARGE_FILES=${LARGE_FILES:-8}
 LARGE_MIB=${LARGE_MIB:-64}
 SMALL_FILES=${SMALL_FILES:-2000}
-SMALL_KIB=${SMALL_KIB:-64}
+SMALL_KIB=${SMALL_KIB:-256}  # above the 64 KiB inline limit: inline files live in the metadata
 [ "$(id -u)" = 0 ] || { echo "needs root (mounts, drop_caches)" >&2; exit 2; }
 command -v mergerfs >/dev/null && command -v fusermount3 >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mergerfs fuse3 >/dev/null; }
@@ -106,6 +106,7 @@ t0=$(now)
 while :; do
   have=$("$BIN/shardctl" --socket "$sock" tier status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"]["replicas"])')
   [ "$have" -ge "$want" ] && break
+  [ "$(calc "$(now) - $t0 > 900")" = 1 ] && { echo "only $have of $want replicas after 900 s"; exit 1; }
   sleep 1
 done
 echo "replicas built: $have in $(calc "$(now) - $t0") s"

@@ -143,6 +143,8 @@ pub struct MountConfig {
     pub scrub_interval_hours: u64,
     /// minutes between namespace catalog writes (0: only at unmount)
     pub catalog_interval_mins: u64,
+    /// seconds between tier passes (0: only on request)
+    pub tier_interval_secs: u64,
     /// how reads choose shards
     pub read_policy: crate::pool::ReadPolicy,
     /// shard reads out longer than this count as member errors
@@ -197,6 +199,9 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         cfg.catalog_interval_mins * 60,
         std::sync::atomic::Ordering::Relaxed,
     );
+    maintenance
+        .tier_interval_secs
+        .store(cfg.tier_interval_secs, std::sync::atomic::Ordering::Relaxed);
     maintenance
         .repair
         .rate_limit

@@ -90,6 +90,10 @@ enum Cmd {
         /// `shardfs recover` rebuilds names from. 0 disables periodic writes.
         #[arg(long, default_value_t = 10)]
         catalog_interval_mins: u64,
+        /// Seconds between tier passes while some bucket (or the pool) has
+        /// a tier policy. 0: passes run only on `shardctl tier start`.
+        #[arg(long, default_value_t = 60)]
+        tier_interval_secs: u64,
         /// How reads choose shards: heat (the k on the least-loaded members,
         /// hedged at each member's p95) or naive (data shards first);
         /// changeable at runtime with `shardctl heat policy`.
@@ -219,6 +223,7 @@ fn main() -> ExitCode {
             repair_rate,
             scrub_interval_hours,
             catalog_interval_mins,
+            tier_interval_secs,
             read_policy,
             io_timeout_ms,
             emulate_hdd,
@@ -238,6 +243,7 @@ fn main() -> ExitCode {
                 repair_rate,
                 scrub_interval_hours,
                 catalog_interval_mins,
+                tier_interval_secs,
                 read_policy,
                 io_timeout: Duration::from_millis(io_timeout_ms.max(1)),
                 emulation: shardfs::daemon::Emulation {

@@ -246,15 +246,16 @@ fn maybe_write_catalog(fs: &Fs, m: &Maintenance, last: &mut (Instant, u64)) {
     }
 }
 
-/// Run a tier pass when asked, or every `tier_interval_secs` while some
-/// bucket (or the pool) has a tier policy.
+/// Run a tier pass when asked, or every `tier_interval_secs` (0: never)
+/// while some bucket (or the pool) has a tier policy.
 fn maybe_tier(fs: &Fs, m: &Maintenance, last: &mut Instant) {
     if m.stopped() {
         return;
     }
     let asked = m.tier.requested.swap(false, Ordering::SeqCst);
-    let every = Duration::from_secs(m.tier_interval_secs.load(Ordering::Relaxed).max(1));
-    let due = last.elapsed() >= every
+    let every = m.tier_interval_secs.load(Ordering::Relaxed);
+    let due = every > 0
+        && last.elapsed() >= Duration::from_secs(every)
         && fs
             .meta
             .range(b"P", b"Q", 1)

@@ -291,7 +291,7 @@ fn helper_mounts_with_options_umount_stops_it_and_data_persists() {
     let helper = helper_beside_binary(p.tmp.path());
     let opts = format!(
         "rw,threads=2,flush_ms=50,readahead_kb=1024,repair_rate=0,scrub_interval_hours=24,\
-         defaults,nofail,_netdev,nosuid,nodev,{}",
+         passthrough=off,tier_interval_secs=30,defaults,nofail,_netdev,nosuid,nodev,{}",
         p.base_opts()
     );
     let out = Command::new(&helper)
@@ -316,6 +316,8 @@ fn helper_mounts_with_options_umount_stops_it_and_data_persists() {
         "--readahead-kb 1024",
         "--repair-rate 0",
         "--scrub-interval-hours 24",
+        "--passthrough off",
+        "--tier-interval-secs 30",
     ] {
         assert!(cmd.contains(flag), "{flag} missing from {cmd}");
     }
@@ -512,6 +514,10 @@ fn bad_options_and_failing_daemons_give_clear_errors_and_mount_nothing() {
         ),
         (format!("threads=0,{base}"), "threads= must be at least 1"),
         (format!("socket=,{base}"), "socket= needs a path"),
+        (
+            format!("passthrough=yes,{base}"),
+            "passthrough= is on or off",
+        ),
     ] {
         let out = helper(&opts);
         assert_eq!(out.status.code(), Some(1), "{opts}: {}", text(&out));

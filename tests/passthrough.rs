@@ -457,6 +457,49 @@ mod through_fuse {
         assert!(ok && out.contains("passthrough on"), "{out}");
     }
 
+    /// Without `tier start`: reads make a file hot, the periodic tier pass
+    /// (`--tier-interval-secs 1`) gives it a replica, and the next open is
+    /// served by passthrough.
+    #[test]
+    fn reads_alone_make_a_file_hot_and_passthrough_follows() {
+        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+        t.unmount();
+        t.mount_args = vec!["--tier-interval-secs".into(), "1".into()];
+        t.mount();
+        std::fs::create_dir(t.p("bkt")).unwrap();
+        let d = pattern(11, 150_000);
+        std::fs::write(t.p("bkt/hot"), &d).unwrap();
+        std::fs::write(t.p("bkt/cold"), &d).unwrap();
+        let (ok, _, err) = t.ctl(&[
+            "tier",
+            "policy",
+            "bkt",
+            "--hot-replica",
+            "--promote-reads",
+            "3",
+        ]);
+        assert!(ok, "{err}");
+        for _ in 0..4 {
+            drop_caches();
+            assert!(std::fs::read(t.p("bkt/hot")).unwrap() == d);
+        }
+        let v = wait_replicas(&t, 1);
+        assert_eq!(v["replicas"]["passthrough_opens"], 0, "{v}");
+        drop_caches();
+        let before = fuse_reads(&t);
+        assert!(std::fs::read(t.p("bkt/hot")).unwrap() == d);
+        assert!(std::fs::read(t.p("bkt/cold")).unwrap() == d);
+        let v = t.json(&["tier", "status"]);
+        assert_eq!(
+            v["replicas"]["passthrough_opens"], 1,
+            "only the hot file: {v}"
+        );
+        assert!(
+            fuse_reads(&t) > before,
+            "the cold file is read by the daemon"
+        );
+    }
+
     /// With `--passthrough off` replicas are kept but every read goes
     /// through the daemon.
     #[test]
