@@ -331,6 +331,39 @@ fn unnamed_replica_files_are_swept_and_unlink_drops_the_replica() {
     assert!(p.replica_files().is_empty());
 }
 
+/// Temperatures survive a clean remount: an object read often is still
+/// hot afterwards (and keeps its replica), one never read has no entry.
+#[test]
+fn temperatures_survive_a_remount() {
+    let p = Pool::new();
+    let hot = create(&p.fs, "hot", &pattern(4, 0, 40_000));
+    let quiet = create(&p.fs, "quiet", &pattern(5, 0, 40_000));
+    for _ in 0..6 {
+        p.fs.read(hot, 0, 100).unwrap();
+    }
+    let t = Task::default();
+    t.rate_limit.store(0, Ordering::Relaxed);
+    p.fs.tier_pass(&t, None).unwrap();
+    assert!(
+        p.fs.replica(hot).unwrap().is_some(),
+        "6 reads make it hot (4 needed)"
+    );
+    p.fs.tier.forget(quiet);
+    let p = p.remount();
+    let (score, idle) = p.fs.tier.temperature(hot).expect("saved and restored");
+    assert!(
+        score > 6.9 && score <= 7.0,
+        "one write and six reads: {score}"
+    );
+    assert!(idle < 30.0, "{idle}");
+    assert!(p.fs.tier.temperature(quiet).is_none());
+    let t = Task::default();
+    t.rate_limit.store(0, Ordering::Relaxed);
+    let c = p.fs.tier_pass(&t, None).unwrap();
+    assert_eq!(c.hot_objects, 1, "{c:?}");
+    assert!(p.fs.replica(hot).unwrap().is_some());
+}
+
 /// A policy stored before `hot_replica` existed still decodes.
 #[test]
 fn policies_stored_by_the_previous_version_decode() {

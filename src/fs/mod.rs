@@ -187,6 +187,7 @@ impl Fs {
         // members that missed a `disk add` learn the current member list
         fs.pool.refresh_superblocks();
         fs.load_tier_policy()?;
+        fs.load_temperatures()?;
         // A clean unmount leaves no orphans and no unreferenced shards; after
         // anything else (kill -9, crash, a member that missed deletions)
         // sweep before serving.
@@ -269,6 +270,7 @@ impl Fs {
     /// Final sync at unmount: flush everything and, if nothing was left to
     /// sweep, record that the unmount was clean.
     pub fn unmount_sync(&self) -> FsResult<()> {
+        self.save_temperatures()?;
         self.sync_all()?;
         let orphans = !self.meta.range(b"O", b"P", 1)?.is_empty();
         if !orphans && !self.pool.garbage_left() && self.lock().open.is_empty() {

@@ -108,9 +108,34 @@ pub enum Tier {
 
 #[derive(Debug, Clone, Copy)]
 struct Temp {
+    /// Accesses, decayed to the time of the last one.
     score: f64,
+    /// When this mount last saw an access (or loaded the entry).
     at: Instant,
-    last_access: Instant,
+    /// Seconds idle before `at` (entries loaded at mount carry their idle
+    /// time from the last mount; an `Instant` cannot reach before boot).
+    idle_before: f64,
+}
+
+impl Temp {
+    /// Seconds since the last access.
+    fn idle(&self, now: Instant) -> f64 {
+        (now - self.at).as_secs_f64() + self.idle_before
+    }
+}
+
+/// Tier passes save temperatures this often.
+const SAVE_TEMPS_EVERY: Duration = Duration::from_secs(600);
+
+/// Temperatures kept across mounts: the hottest this many objects.
+pub const SAVED_TEMPS: usize = 100_000;
+
+/// The `S`"temps" record: when it was written (Unix seconds) and, per
+/// object, (inode, decayed accesses at its last access, seconds idle).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedTemps {
+    at_unix: i64,
+    temps: Vec<(u64, f64, f64)>,
 }
 
 /// Temperatures and tiering counters of a mounted filesystem.
@@ -123,6 +148,8 @@ pub struct TierState {
     pub moved: std::sync::atomic::AtomicU64,
     /// Last pass: objects found hot, cold, and shards still to move.
     pub last: Mutex<TierCounts>,
+    /// When temperatures were last saved to the metadata.
+    saved_at: Mutex<Option<Instant>>,
 }
 
 /// What the last tier pass saw.
@@ -179,22 +206,57 @@ impl TierState {
         let e = t.entry(ino).or_insert(Temp {
             score: 0.0,
             at: now,
-            last_access: now,
+            idle_before: 0.0,
         });
-        e.score = decay(e.score, now - e.at) + 1.0;
+        e.score = decay_secs(e.score, e.idle(now)) + 1.0;
         e.at = now;
-        e.last_access = now;
+        e.idle_before = 0.0;
     }
 
-    /// (decayed accesses, seconds since the last access) if seen this mount.
+    /// (decayed accesses, seconds since the last access) if seen this
+    /// mount or saved by an earlier one.
     pub fn temperature(&self, ino: u64) -> Option<(f64, f64)> {
         let now = Instant::now();
         self.shard(ino).lock().unwrap().get(&ino).map(|e| {
-            (
-                decay(e.score, now - e.at),
-                (now - e.last_access).as_secs_f64(),
-            )
+            let idle = e.idle(now);
+            (decay_secs(e.score, idle), idle)
         })
+    }
+
+    /// The hottest `max` temperatures, to keep across mounts.
+    fn snapshot(&self, max: usize) -> SavedTemps {
+        let now = Instant::now();
+        let mut temps: Vec<(u64, f64, f64)> = Vec::new();
+        for shard in &self.temps {
+            for (ino, e) in shard.lock().unwrap().iter() {
+                temps.push((*ino, e.score, e.idle(now)));
+            }
+        }
+        if temps.len() > max {
+            temps.sort_by(|a, b| decay_secs(b.1, b.2).total_cmp(&decay_secs(a.1, a.2)));
+            temps.truncate(max);
+        }
+        SavedTemps {
+            at_unix: now_unix(),
+            temps,
+        }
+    }
+
+    /// Take back saved temperatures; the time since they were saved counts
+    /// as idle. Objects seen by this mount already keep their own.
+    fn restore(&self, saved: SavedTemps) {
+        let gap = (now_unix() - saved.at_unix).max(0) as f64;
+        let now = Instant::now();
+        for (ino, score, idle) in saved.temps {
+            if !(score.is_finite() && idle.is_finite()) {
+                continue;
+            }
+            self.shard(ino).lock().unwrap().entry(ino).or_insert(Temp {
+                score,
+                at: now,
+                idle_before: idle + gap,
+            });
+        }
     }
 
     /// Forget an object (deleted).
@@ -203,8 +265,15 @@ impl TierState {
     }
 }
 
-fn decay(score: f64, d: Duration) -> f64 {
-    score * 0.5f64.powf(d.as_secs_f64() / HALF_LIFE.as_secs_f64())
+fn decay_secs(score: f64, secs: f64) -> f64 {
+    score * 0.5f64.powf(secs / HALF_LIFE.as_secs_f64())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A bucket's policy and its striped files.
@@ -263,6 +332,29 @@ impl Fs {
         self.meta.sync()?;
         if bucket.is_none() {
             self.pool.set_write_class(p.hot_class.clone());
+        }
+        Ok(())
+    }
+
+    /// Keep the hottest temperatures in the metadata (at unmount, and
+    /// every 10 minutes from the tier passes) so that a restart does not
+    /// make every object look idle since its inode times.
+    pub fn save_temperatures(&self) -> FsResult<()> {
+        let saved = self.tier.snapshot(SAVED_TEMPS);
+        self.meta
+            .apply(vec![Op::Put(counter_key("temps"), enc(&saved))], vec![])?;
+        *self.tier.saved_at.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Take back the temperatures the last mount saved (at mount).
+    pub(super) fn load_temperatures(&self) -> FsResult<()> {
+        if let Some(v) = self.meta.get(&counter_key("temps"))? {
+            match bincode::deserialize::<SavedTemps>(&v) {
+                Ok(saved) => self.tier.restore(saved),
+                // temperatures are hints: a bad record costs only them
+                Err(e) => log::warn!("saved temperatures unreadable ({e}); starting cold"),
+            }
         }
         Ok(())
     }
@@ -417,6 +509,15 @@ impl Fs {
             }
         }
         counts.moved_shards = batch.moved;
+        let stale = self
+            .tier
+            .saved_at
+            .lock()
+            .unwrap()
+            .is_none_or(|t| t.elapsed() >= SAVE_TEMPS_EVERY);
+        if stale {
+            self.save_temperatures()?;
+        }
         self.tier
             .moved
             .fetch_add(counts.moved_shards, Ordering::Relaxed);
