@@ -806,6 +806,34 @@ impl Metrics {
             "Shards the last tier pass found on the wrong class with no room on the right one.",
             last.pending_shards,
         );
+        // hot replicas and passthrough (counts from memory: the replica
+        // records are counted by `shardctl tier status`)
+        let r = &fs.replicas;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        x.single(
+            "shardfs_passthrough_enabled",
+            Kind::Gauge,
+            "1 if read-only opens of hot replicated files are served by FUSE passthrough.",
+            r.passthrough.load(Ordering::Relaxed) as u64,
+        );
+        x.single(
+            "shardfs_passthrough_opens_total",
+            Kind::Counter,
+            "Opens served by FUSE passthrough from a replica since mount.",
+            ld(&r.passthrough_opens),
+        );
+        x.family(
+            "shardfs_replica_events_total",
+            Kind::Counter,
+            "Whole-file replicas built, dropped (cold, stale, unwanted or corrupt) and found corrupt since mount. Label event.",
+        );
+        for (ev, v) in [
+            ("built", ld(&r.built)),
+            ("dropped", ld(&r.dropped)),
+            ("corrupt", ld(&r.corrupt)),
+        ] {
+            x.sample("shardfs_replica_events_total", &[("event", ev)], v);
+        }
 
         // FUSE
         self.render_fuse(&mut x);

@@ -392,6 +392,18 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
     family(f, "shardfs_maintenance_passes", "counter");
     family(f, "shardfs_tier_moved_shards", "counter");
     family(f, "shardfs_tier_objects", "gauge");
+    family(f, "shardfs_passthrough_enabled", "gauge");
+    family(f, "shardfs_passthrough_opens", "counter");
+    let events: BTreeSet<&str> = family(f, "shardfs_replica_events", "counter")
+        .samples
+        .iter()
+        .map(|s| s.labels["event"].as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["built", "corrupt", "dropped"].into_iter().collect(),
+        "replica events"
+    );
     let limit = value(
         f,
         "shardfs_maintenance_rate_limit_bytes_per_second",

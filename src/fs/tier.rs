@@ -479,6 +479,10 @@ impl Fs {
                     let hot = policy.hot_class.as_deref();
                     match self.settle_replica(ino, want_replica, hot) {
                         Ok((b, d)) => {
+                            if b {
+                                // a copy is paced like the moves
+                                pacer.account(inode.size);
+                            }
                             counts.replicas_built += b as u64;
                             counts.replicas_dropped += d as u64;
                         }
