@@ -155,6 +155,8 @@ pub struct MountConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// serve hot replicas through FUSE passthrough
     pub passthrough: bool,
+    /// the mount's source (default shardfs:POOL)
+    pub fsname: Option<String>,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -241,7 +243,11 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName(format!("shardfs:{}", &fs.pool.sb.pool_id[..12])),
+        fuser::MountOption::FSName(
+            cfg.fsname
+                .clone()
+                .unwrap_or_else(|| format!("shardfs:{}", &fs.pool.sb.pool_id[..12])),
+        ),
         fuser::MountOption::Subtype("shardfs".into()),
         fuser::MountOption::DefaultPermissions,
     ];

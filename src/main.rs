@@ -115,6 +115,11 @@ enum Cmd {
         /// (IP:PORT, a loopback address only, e.g. 127.0.0.1:9108).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// The mount's source as mount(8) and /proc/self/mountinfo show it
+        /// (default shardfs:POOL). The mount helper sets it to the fstab
+        /// SPEC, so that `mount -a` sees the line is mounted.
+        #[arg(long, value_parser = parse_fsname)]
+        fsname: Option<String>,
         /// Serve hot replicas (tier policies with --hot-replica) to
         /// read-only opens through FUSE passthrough: on or off.
         #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -123,6 +128,13 @@ enum Cmd {
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
     },
+}
+
+fn parse_fsname(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 1024 || s.chars().any(|c| c.is_control()) {
+        return Err("a name of 1 to 1024 characters without control characters".into());
+    }
+    Ok(s.to_string())
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -230,6 +242,7 @@ fn main() -> ExitCode {
             emulate_member,
             metrics_listen,
             passthrough,
+            fsname,
             mut paths,
         } => {
             let mountpoint = paths.pop().expect("clap requires 2 paths");
@@ -252,6 +265,7 @@ fn main() -> ExitCode {
                 },
                 metrics_listen,
                 passthrough,
+                fsname,
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

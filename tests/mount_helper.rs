@@ -487,6 +487,38 @@ fn fstab_line_mounts_with_mount_t_fstab() {
         std::fs::read(p.mnt.join("bkt/f4")).unwrap(),
         pattern(4, 300 * 1024 + 17)
     );
+    // the mount's source is the SPEC, so `mount -a` knows the line is
+    // mounted and leaves it alone: exit 0, still one mount
+    assert!(
+        p.mountinfo().contains(&format!(" {} ", p.spec())),
+        "{}",
+        p.mountinfo()
+    );
+    let auto = p.tmp.path().join("fstab-auto");
+    std::fs::write(
+        &auto,
+        format!(
+            "{} {} fuse.shardfs {} 0 0\n",
+            p.spec(),
+            p.mnt.display(),
+            p.base_opts()
+        ),
+    )
+    .unwrap();
+    let out = mount_cmd()
+        .args(["-a", "-v", "-T"])
+        .arg(&auto)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -a: {}", text(&out));
+    assert!(text(&out).contains("already mounted"), "{}", text(&out));
+    let mp = format!(" {} ", p.mnt.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&mp))
+        .count();
+    assert_eq!(mounts, 1);
     p.umount();
 }
 

@@ -26,8 +26,12 @@ pub struct TestMount {
 pub fn is_mounted(p: &Path) -> bool {
     let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let p = p.to_string_lossy();
-    s.lines()
-        .any(|l| l.split(" ").nth(4) == Some(p.as_ref()) && l.contains(" shardfs:"))
+    // a FUSE mount at `p` (its source is shardfs:POOL, or the SPEC when
+    // the mount helper started it)
+    s.lines().any(|l| {
+        let fstype = l.split(" - ").nth(1).and_then(|t| t.split(' ').next());
+        l.split(' ').nth(4) == Some(p.as_ref()) && matches!(fstype, Some("fuse" | "fuse.shardfs"))
+    })
 }
 
 fn lazy_unmount(p: &Path) {
