@@ -157,6 +157,8 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// the mount's source (default shardfs:POOL)
     pub fsname: Option<String>,
+    /// seconds a checked replica serves opens before it is checked again
+    pub replica_verify_secs: u64,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -199,6 +201,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     let _ = maintenance.replicas.set(opened.replicas.clone());
     maintenance.catalog_interval_secs.store(
         cfg.catalog_interval_mins * 60,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    fs.replicas.verify_secs.store(
+        cfg.replica_verify_secs,
         std::sync::atomic::Ordering::Relaxed,
     );
     maintenance

@@ -124,6 +124,11 @@ enum Cmd {
         /// read-only opens through FUSE passthrough: on or off.
         #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
         passthrough: bool,
+        /// Seconds a replica whose BLAKE3 was checked may serve passthrough
+        /// opens before it is checked again (0: at every open; tier passes
+        /// check after half of it).
+        #[arg(long, default_value_t = shardfs::fs::DEFAULT_VERIFY_SECS)]
+        replica_verify_secs: u64,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
             emulate_member,
             metrics_listen,
             passthrough,
+            replica_verify_secs,
             fsname,
             mut paths,
         } => {
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
                 },
                 metrics_listen,
                 passthrough,
+                replica_verify_secs,
                 fsname,
             })
             .inspect_err(|e| {

@@ -291,7 +291,7 @@ fn helper_mounts_with_options_umount_stops_it_and_data_persists() {
     let helper = helper_beside_binary(p.tmp.path());
     let opts = format!(
         "rw,threads=2,flush_ms=50,readahead_kb=1024,repair_rate=0,scrub_interval_hours=24,\
-         passthrough=off,tier_interval_secs=30,defaults,nofail,_netdev,nosuid,nodev,{}",
+         passthrough=off,tier_interval_secs=30,replica_verify_secs=5,defaults,nofail,_netdev,nosuid,nodev,{}",
         p.base_opts()
     );
     let out = Command::new(&helper)
@@ -318,6 +318,7 @@ fn helper_mounts_with_options_umount_stops_it_and_data_persists() {
         "--scrub-interval-hours 24",
         "--passthrough off",
         "--tier-interval-secs 30",
+        "--replica-verify-secs 5",
     ] {
         assert!(cmd.contains(flag), "{flag} missing from {cmd}");
     }

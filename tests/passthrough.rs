@@ -533,6 +533,55 @@ mod through_fuse {
         );
     }
 
+    /// With `--replica-verify-secs 0` every passthrough open checks the
+    /// replica first: a replica rotted on its disk is caught, dropped, and
+    /// the file is read from the stripes with the right bytes.
+    #[test]
+    fn a_rotten_replica_is_caught_at_open_through_fuse() {
+        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+        t.unmount();
+        t.mount_args = vec!["--replica-verify-secs".into(), "0".into()];
+        t.mount();
+        let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
+        assert!(ok, "{err}");
+        std::fs::create_dir(t.p("bkt")).unwrap();
+        let d = pattern(21, 120_000);
+        std::fs::write(t.p("bkt/f"), &d).unwrap();
+        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
+        assert!(ok, "{err}");
+        wait_replicas(&t, 1);
+        // a good replica is checked and served
+        drop_caches();
+        assert!(std::fs::read(t.p("bkt/f")).unwrap() == d);
+        let v = t.json(&["tier", "status"]);
+        assert_eq!(v["replicas"]["passthrough_opens"], 1, "{v}");
+        // rot it on the member
+        let file = t
+            .members
+            .iter()
+            .flat_map(|m| std::fs::read_dir(m.join("replicas")).into_iter().flatten())
+            .map(|e| e.unwrap().path())
+            .next()
+            .expect("a replica file");
+        let mut b = std::fs::read(&file).unwrap();
+        b[70_000] ^= 0x10;
+        std::fs::write(&file, &b).unwrap();
+        drop_caches();
+        assert!(
+            std::fs::read(t.p("bkt/f")).unwrap() == d,
+            "rot is never served"
+        );
+        let v = t.json(&["tier", "status"]);
+        assert_eq!(v["replicas"]["corrupt"], 1, "{v}");
+        assert_eq!(v["replicas"]["passthrough_opens"], 1, "{v}");
+        assert_eq!(v["replicas"]["replicas"], 0, "{v}");
+        let (ok, out, _) = t.ctl(&["metrics"]);
+        assert!(
+            ok && out.contains("shardfs_replica_events_total{event=\"corrupt\"} 1"),
+            "{out}"
+        );
+    }
+
     /// With `--passthrough off` replicas are kept but every read goes
     /// through the daemon.
     #[test]

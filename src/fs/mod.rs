@@ -16,7 +16,7 @@ mod replica;
 mod tier;
 pub use namespace::{NewNode, SetAttr};
 pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
-pub use replica::{ReplicaCounts, ReplicaRec, ReplicaState, REPLICA_DIR};
+pub use replica::{ReplicaCounts, ReplicaRec, ReplicaState, DEFAULT_VERIFY_SECS, REPLICA_DIR};
 pub use tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};
 pub mod names;
 pub mod schema;
