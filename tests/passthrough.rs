@@ -275,8 +275,12 @@ fn a_rotten_replica_is_dropped_not_served() {
     assert!(fs.replica(ino).unwrap().is_none());
     assert!(p.replica_files().is_empty());
 
-    // the tier pass checks too: rot a fresh replica, and the pass finds it
+    // the tier pass checks too: rot a replica that is being read, and the
+    // pass finds it (one never opened waits for its next open)
     p.tier(Tier::Hot);
+    let (fh, f) = fs.open_ex(ino, false).unwrap();
+    assert!(f.is_some());
+    fs.release(fh).unwrap();
     let file = p.replica_files().pop().unwrap();
     std::fs::write(&file, b"truncated").unwrap();
     p.tier(Tier::Hot); // verify interval 0: the pass re-checks, drops, rebuilds

@@ -25,8 +25,9 @@
 //!    never served, whichever path changed the data.
 //! 4. Passthrough reads bypass the per-block checksums, so a replica's
 //!    BLAKE3 is checked against its record at build, by every tier pass
-//!    once it is older than half the verify interval, and at an open when
-//!    the last check is older than the verify interval (600 s by default).
+//!    once it is older than half the verify interval if it was served
+//!    since, and at an open when the last check is older than the verify
+//!    interval (600 s by default).
 //!    A mismatch drops the replica; the open is served from the stripes.
 //! 5. While any passthrough open of an object is live, the object is
 //!    read-only: a writable open, a write or a truncate fails with ETXTBSY
@@ -83,6 +84,11 @@ pub struct ReplicaState {
     pub verify_secs: AtomicU64,
     /// When each replica's content was last checked.
     verified: Mutex<HashMap<u64, Instant>>,
+    /// Replicas served by passthrough since their last check: the ones a
+    /// tier pass re-checks (the others are checked at their next open), so
+    /// checking costs reads in proportion to what is being read, not to
+    /// every replica the pool holds.
+    used: Mutex<std::collections::HashSet<u64>>,
     /// Replicas built since mount.
     pub built: AtomicU64,
     /// Replicas dropped since mount (stale, cold, or corrupt).
@@ -99,6 +105,7 @@ impl Default for ReplicaState {
             passthrough: AtomicBool::new(false),
             verify_secs: AtomicU64::new(DEFAULT_VERIFY_SECS),
             verified: Mutex::new(HashMap::new()),
+            used: Mutex::new(std::collections::HashSet::new()),
             built: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
@@ -119,10 +126,20 @@ impl ReplicaState {
 
     fn mark_verified(&self, ino: u64) {
         self.verified.lock().unwrap().insert(ino, Instant::now());
+        self.used.lock().unwrap().remove(&ino);
+    }
+
+    fn mark_used(&self, ino: u64) {
+        self.used.lock().unwrap().insert(ino);
+    }
+
+    fn in_use(&self, ino: u64) -> bool {
+        self.used.lock().unwrap().contains(&ino)
     }
 
     fn forget(&self, ino: u64) {
         self.verified.lock().unwrap().remove(&ino);
+        self.used.lock().unwrap().remove(&ino);
     }
 
     fn fresh(&self, ino: u64, within: f64) -> bool {
@@ -301,6 +318,7 @@ impl Fs {
         }
         g.handles.get_mut(&fh).expect("handle").passthrough = true;
         self.tier.touch(ino);
+        self.replicas.mark_used(ino);
         self.replicas
             .passthrough_opens
             .fetch_add(1, Ordering::Relaxed);
@@ -520,37 +538,41 @@ impl Fs {
 
     /// Bring the replica of `ino` in line with its tier: `want_replica`
     /// builds one (or replaces a stale one), false drops it. A kept
-    /// replica whose last check is older than half the verify interval is
-    /// verified. Returns (built, dropped).
+    /// replica served since its last check, which is older than half the
+    /// verify interval, is checked. Returns (built, dropped, bytes read by
+    /// a check).
     pub(super) fn settle_replica(
         &self,
         ino: u64,
         want_replica: Option<bool>,
         class: Option<&str>,
-    ) -> FsResult<(bool, bool)> {
+    ) -> FsResult<(bool, bool, u64)> {
         let usable = {
             let g = self.lock();
             self.replica_usable(&g, ino)?
         };
         match (usable, want_replica) {
-            (Usable::No, Some(true)) => Ok((self.build_replica(ino, class)?, false)),
-            (Usable::No, _) => Ok((false, false)),
+            (Usable::No, Some(true)) => Ok((self.build_replica(ino, class)?, false, 0)),
+            (Usable::No, _) => Ok((false, false, 0)),
             (Usable::Stale, Some(true)) => {
                 let built = self.build_replica(ino, class)?;
                 let dropped = !built && self.drop_replica(ino)?;
-                Ok((built, dropped))
+                Ok((built, dropped, 0))
             }
             (Usable::Stale, _) | (Usable::Yes(..), Some(false)) => {
-                Ok((false, self.drop_replica(ino)?))
+                Ok((false, self.drop_replica(ino)?, 0))
             }
             (Usable::Yes(rec, path), _) => {
                 let half = self.replicas.verify_secs.load(Ordering::Relaxed) as f64 / 2.0;
-                if !self.replicas.fresh(ino, half) && !self.verify_replica(ino, &rec, &path) {
+                if self.replicas.fresh(ino, half) || !self.replicas.in_use(ino) {
+                    return Ok((false, false, 0));
+                }
+                if !self.verify_replica(ino, &rec, &path) {
                     // dropped: copy the good data again if it is wanted
                     let built = want_replica == Some(true) && self.build_replica(ino, class)?;
-                    return Ok((built, true));
+                    return Ok((built, true, rec.size));
                 }
-                Ok((false, false))
+                Ok((false, false, rec.size))
             }
         }
     }

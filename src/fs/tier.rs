@@ -478,10 +478,11 @@ impl Fs {
                     };
                     let hot = policy.hot_class.as_deref();
                     match self.settle_replica(ino, want_replica, hot) {
-                        Ok((b, d)) => {
-                            if b {
-                                // a copy is paced like the moves
-                                pacer.account(inode.size);
+                        Ok((b, d, checked)) => {
+                            // copies and checks are paced like the moves
+                            let read = checked + if b { inode.size } else { 0 };
+                            if read > 0 {
+                                pacer.account(read);
                             }
                             counts.replicas_built += b as u64;
                             counts.replicas_dropped += d as u64;
