@@ -426,6 +426,30 @@ mod through_fuse {
         std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
     }
 
+    /// A pool of 6 mounted with `mount_args`, a bucket `bkt`, and
+    /// `shardctl tier policy POLICY...` set (after `bkt` exists).
+    fn pool_with_policy(mount_args: &[&str], policy: &[&str]) -> TestMount {
+        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+        if !mount_args.is_empty() {
+            t.unmount();
+            t.mount_args = mount_args.iter().map(|a| a.to_string()).collect();
+            t.mount();
+        }
+        std::fs::create_dir(t.p("bkt")).unwrap();
+        let mut args = vec!["tier", "policy"];
+        args.extend_from_slice(policy);
+        let (ok, _, err) = t.ctl(&args);
+        assert!(ok, "{err}");
+        t
+    }
+
+    /// `tier start --all-hot`, then wait for `n` replicas.
+    fn all_hot(t: &TestMount, n: u64) -> serde_json::Value {
+        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
+        assert!(ok, "{err}");
+        wait_replicas(t, n)
+    }
+
     /// Through a real mount: hot files get replicas, and reading them
     /// sends no read request to the daemon (the kernel reads the replica);
     /// a writer gets ETXTBSY while a reader holds the file open; after
@@ -433,19 +457,16 @@ mod through_fuse {
     /// `tier status` and its JSON show the replicas.
     #[test]
     fn hot_files_are_read_by_the_kernel() {
-        let t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
-        let (ok, out, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
+        let t = pool_with_policy(&[], &["--hot-replica"]);
+        let (ok, out, err) = t.ctl(&["tier", "status"]);
         assert!(ok && out.contains("+ replica"), "{out}{err}");
-        std::fs::create_dir(t.p("bkt")).unwrap();
         let mut files = Vec::new();
         for i in 0..4u64 {
             let d = pattern(i, 100_000 + 10_000 * i as usize);
             std::fs::write(t.p(&format!("bkt/f{i}")), &d).unwrap();
             files.push((format!("bkt/f{i}"), d));
         }
-        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
-        assert!(ok, "{err}");
-        let v = wait_replicas(&t, 4);
+        let v = all_hot(&t, 4);
         assert_eq!(v["replicas"]["passthrough"], true, "{v}");
         drop_caches();
         let before = fuse_reads(&t);
@@ -499,23 +520,13 @@ mod through_fuse {
     /// served by passthrough.
     #[test]
     fn reads_alone_make_a_file_hot_and_passthrough_follows() {
-        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
-        t.unmount();
-        t.mount_args = vec!["--tier-interval-secs".into(), "1".into()];
-        t.mount();
-        std::fs::create_dir(t.p("bkt")).unwrap();
+        let t = pool_with_policy(
+            &["--tier-interval-secs", "1"],
+            &["bkt", "--hot-replica", "--promote-reads", "3"],
+        );
         let d = pattern(11, 150_000);
         std::fs::write(t.p("bkt/hot"), &d).unwrap();
         std::fs::write(t.p("bkt/cold"), &d).unwrap();
-        let (ok, _, err) = t.ctl(&[
-            "tier",
-            "policy",
-            "bkt",
-            "--hot-replica",
-            "--promote-reads",
-            "3",
-        ]);
-        assert!(ok, "{err}");
         for _ in 0..4 {
             drop_caches();
             assert!(std::fs::read(t.p("bkt/hot")).unwrap() == d);
@@ -542,18 +553,10 @@ mod through_fuse {
     /// the file is read from the stripes with the right bytes.
     #[test]
     fn a_rotten_replica_is_caught_at_open_through_fuse() {
-        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
-        t.unmount();
-        t.mount_args = vec!["--replica-verify-secs".into(), "0".into()];
-        t.mount();
-        let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
-        assert!(ok, "{err}");
-        std::fs::create_dir(t.p("bkt")).unwrap();
+        let t = pool_with_policy(&["--replica-verify-secs", "0"], &["--hot-replica"]);
         let d = pattern(21, 120_000);
         std::fs::write(t.p("bkt/f"), &d).unwrap();
-        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
-        assert!(ok, "{err}");
-        wait_replicas(&t, 1);
+        all_hot(&t, 1);
         // a good replica is checked and served
         drop_caches();
         assert!(std::fs::read(t.p("bkt/f")).unwrap() == d);
@@ -590,18 +593,10 @@ mod through_fuse {
     /// through the daemon.
     #[test]
     fn passthrough_off_reads_through_the_daemon() {
-        let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
-        t.unmount();
-        t.mount_args = vec!["--passthrough".into(), "off".into()];
-        t.mount();
-        let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
-        assert!(ok, "{err}");
-        std::fs::create_dir(t.p("bkt")).unwrap();
+        let t = pool_with_policy(&["--passthrough", "off"], &["--hot-replica"]);
         let d = pattern(5, 200_000);
         std::fs::write(t.p("bkt/f"), &d).unwrap();
-        let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
-        assert!(ok, "{err}");
-        let v = wait_replicas(&t, 1);
+        let v = all_hot(&t, 1);
         assert_eq!(v["replicas"]["passthrough"], false, "{v}");
         drop_caches();
         let before = fuse_reads(&t);
