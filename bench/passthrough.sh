@@ -43,7 +43,7 @@ disks=()
 for i in 0 1 2 3 4 5; do disks+=("$dir/d$i"); done
 
 now() { date +%s.%N; }
-calc() { awk "BEGIN { print $* }"; }
+calc() { awk "BEGIN { print ($*) }"; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # read every file under $1 (list in $2) once, in one process, 1 MiB at a
 # time; prints seconds
