@@ -270,7 +270,10 @@ impl Fs {
     /// Final sync at unmount: flush everything and, if nothing was left to
     /// sweep, record that the unmount was clean.
     pub fn unmount_sync(&self) -> FsResult<()> {
-        self.save_temperatures()?;
+        // temperatures are hints: failing to keep them fails nothing else
+        if let Err(e) = self.save_temperatures() {
+            log::warn!("temperatures not saved: {e}");
+        }
         self.sync_all()?;
         let orphans = !self.meta.range(b"O", b"P", 1)?.is_empty();
         if !orphans && !self.pool.garbage_left() && self.lock().open.is_empty() {

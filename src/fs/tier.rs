@@ -521,7 +521,9 @@ impl Fs {
             .unwrap()
             .is_none_or(|t| t.elapsed() >= SAVE_TEMPS_EVERY);
         if stale {
-            self.save_temperatures()?;
+            if let Err(e) = self.save_temperatures() {
+                log::warn!("temperatures not saved: {e}");
+            }
         }
         self.tier
             .moved
