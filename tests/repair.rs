@@ -141,6 +141,23 @@ fn drain_moves_every_shard_off_then_removes_the_member() {
     assert!(left.is_empty(), "drained member still holds {left:?}");
 }
 
+/// A dead member that no read touches (heat-aware reads route around it)
+/// is still failed out by the health probe's own failed reads, so repair
+/// rebuilds its shards.
+#[test]
+fn the_probe_alone_fails_out_a_dead_member() {
+    let (rig, _files) = rig_with_files(4);
+    rig.fail(3, true);
+    let fs = rig.fs();
+    fs.probe_members().unwrap();
+    fs.probe_members().unwrap();
+    assert_eq!(fs.pool.member(3).health(), Health::Online, "two errors");
+    for _ in 0..shardfs::pool::FAIL_AFTER {
+        fs.probe_members().unwrap();
+    }
+    assert_eq!(fs.pool.member(3).health(), Health::Failed);
+}
+
 #[test]
 fn a_member_that_returns_serves_nothing_stale() {
     let (mut rig, mut files) = rig_with_files(8);
@@ -152,6 +169,9 @@ fn a_member_that_returns_serves_nothing_stale() {
             for (ino, data) in &files {
                 assert_eq!(&fs.read(*ino, 0, data.len() as u32).unwrap(), data);
             }
+            // heat-aware reads may route around it: the probe (every 5 s in
+            // the daemon) counts its failed superblock reads too
+            fs.probe_members().unwrap();
             if fs.pool.member(2).health() == Health::Failed {
                 break;
             }

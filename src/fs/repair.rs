@@ -644,7 +644,7 @@ impl Fs {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             m.fail_now("its superblock is gone (disk unmounted or replaced?)")
                         }
-                        Err(_) => {} // I/O errors count through normal use
+                        Err(e) => m.note_probe_error(&format!("probe: superblock read: {e}")),
                     }
                 }
             }

@@ -342,6 +342,13 @@ impl Member {
         )
     }
 
+    /// An I/O error of the health probe (the superblock read failed):
+    /// counted like any other, so a dead member that reads route around
+    /// (heat-aware reads prefer the others) still fails out in time.
+    pub fn note_probe_error(&self, what: &str) {
+        self.note_error(what)
+    }
+
     /// An I/O error (or a shard that failed verification): counted; runs
     /// of errors make the member suspect, then failed.
     fn note_error(&self, what: &str) {
