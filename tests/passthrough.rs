@@ -522,24 +522,26 @@ mod through_fuse {
     fn reads_alone_make_a_file_hot_and_passthrough_follows() {
         let t = pool_with_policy(
             &["--tier-interval-secs", "1"],
-            &["bkt", "--hot-replica", "--promote-reads", "3"],
+            &["bkt", "--hot-replica", "--promote-reads", "6"],
         );
         let d = pattern(11, 150_000);
         std::fs::write(t.p("bkt/hot"), &d).unwrap();
         std::fs::write(t.p("bkt/cold"), &d).unwrap();
-        for _ in 0..4 {
+        for _ in 0..8 {
             drop_caches();
             assert!(std::fs::read(t.p("bkt/hot")).unwrap() == d);
         }
         let v = wait_replicas(&t, 1);
-        assert_eq!(v["replicas"]["passthrough_opens"], 0, "{v}");
+        // (the last reads above may already have been served by it)
+        let opens = v["replicas"]["passthrough_opens"].as_u64().unwrap();
         drop_caches();
         let before = fuse_reads(&t);
         assert!(std::fs::read(t.p("bkt/hot")).unwrap() == d);
         assert!(std::fs::read(t.p("bkt/cold")).unwrap() == d);
         let v = t.json(&["tier", "status"]);
         assert_eq!(
-            v["replicas"]["passthrough_opens"], 1,
+            v["replicas"]["passthrough_opens"].as_u64().unwrap(),
+            opens + 1,
             "only the hot file: {v}"
         );
         assert!(
