@@ -591,6 +591,83 @@ mod through_fuse {
         );
     }
 
+    /// Through the kernel, concurrently: four readers open, read and close
+    /// a hot file in a loop while a writer appends to it whenever no reader
+    /// holds it (retrying while the daemon still counts a closing reader:
+    /// ETXTBSY) and the tier pass rebuilds its replica every second. The
+    /// file thus keeps switching between passthrough and ordinary opens,
+    /// with readers overlapping across the switch. Every open and read
+    /// must succeed with the current bytes: the kernel fails an open with
+    /// EIO if an inode's opens mix the two modes.
+    #[test]
+    fn readers_and_a_writer_across_mode_switches() {
+        use std::sync::{Arc, RwLock};
+        use std::time::{Duration, Instant};
+        let t = pool_with_policy(
+            &["--tier-interval-secs", "1"],
+            &["--hot-replica", "--promote-reads", "1"],
+        );
+        let first = pattern(31, 200_000);
+        std::fs::write(t.p("bkt/f"), &first).unwrap();
+        all_hot(&t, 1);
+        let path = t.p("bkt/f");
+        let want = Arc::new(RwLock::new(first));
+        let stop = Instant::now() + Duration::from_secs(8);
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (want, path) = (want.clone(), path.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < stop {
+                        let w = want.read().unwrap();
+                        let got =
+                            std::fs::read(&path).unwrap_or_else(|e| panic!("read failed: {e}"));
+                        assert!(got == *w, "read {} bytes, want {}", got.len(), w.len());
+                        drop(w);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut appends = 0;
+        let mut busy = 0;
+        while Instant::now() < stop {
+            std::thread::sleep(Duration::from_millis(150));
+            let mut w = want.write().unwrap();
+            let chunk = pattern(100 + appends, 3000);
+            let give_up = Instant::now() + Duration::from_secs(5);
+            loop {
+                match std::fs::OpenOptions::new().append(true).open(&path) {
+                    Ok(mut f) => {
+                        use std::io::Write;
+                        f.write_all(&chunk).unwrap();
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        busy += 1;
+                        assert!(Instant::now() < give_up, "writer waited 5 s");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("append open: {e}"),
+                }
+            }
+            w.extend_from_slice(&chunk);
+            appends += 1;
+        }
+        let reads: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        let v = t.json(&["tier", "status"]);
+        let pt = v["replicas"]["passthrough_opens"].as_u64().unwrap();
+        assert!(
+            appends >= 10 && reads > 100,
+            "{appends} appends, {reads} reads"
+        );
+        assert!(pt > 0, "some opens were passthrough: {v}");
+        assert!(pt < reads, "some were ordinary: {pt} of {reads}");
+        assert!(std::fs::read(&path).unwrap() == *want.read().unwrap());
+        eprintln!("{reads} reads ({pt} passthrough), {appends} appends, {busy} ETXTBSY retries");
+    }
+
     /// With `--passthrough off` replicas are kept but every read goes
     /// through the daemon.
     #[test]
@@ -682,6 +759,23 @@ mod model {
                 let got = self.fs().read(ino, 0, want.len() as u32 + 10).unwrap();
                 assert!(got == want, "file {f}: read differs from the model");
                 let (fh, pt) = self.fs().open_ex(ino, false).unwrap();
+                // the kernel's rule: an inode's opens are all passthrough
+                // (one file) or all ordinary
+                let held_pt = self.held.iter().any(|(_, h, p)| *h == f && p.is_some());
+                let held_plain = self.held.iter().any(|(_, h, p)| *h == f && p.is_none());
+                assert!(!(held_pt && held_plain), "file {f}: mixed open modes");
+                if held_pt {
+                    assert!(
+                        pt.is_some(),
+                        "file {f}: an ordinary open beside passthrough ones"
+                    );
+                }
+                if held_plain {
+                    assert!(
+                        pt.is_none(),
+                        "file {f}: a passthrough open beside ordinary ones"
+                    );
+                }
                 if let Some(file) = pt {
                     self.served += 1;
                     assert!(read_all(&file) == want, "file {f}: the replica differs");

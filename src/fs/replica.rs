@@ -29,7 +29,10 @@
 //!    since, and at an open when the last check is older than the verify
 //!    interval (600 s by default).
 //!    A mismatch drops the replica; the open is served from the stripes.
-//! 5. While any passthrough open of an object is live, the object is
+//! 5. An object's opens are all passthrough opens of one file or all
+//!    ordinary ones, as the kernel requires: a read-only open while
+//!    ordinary opens exist is served ordinarily.
+//! 6. While any passthrough open of an object is live, the object is
 //!    read-only: a writable open, a write or a truncate fails with ETXTBSY
 //!    (the kernel requires every open of an inode in passthrough mode to
 //!    be a passthrough open of the same backing file, and a passthrough
@@ -271,6 +274,11 @@ impl Fs {
                     self.grant_passthrough(&mut g, ino, f, name)?,
                     of_file(&g, ino),
                 ));
+            }
+            // the kernel refuses a passthrough open while the inode has
+            // ordinary (cached) opens: this one is served ordinarily too
+            if g.open.get(&ino).is_some_and(|of| of.refs > 0) {
+                break;
             }
             let (rec, path) = match self.replica_usable(&g, ino)? {
                 Usable::Yes(rec, path) => (rec, path),
