@@ -290,6 +290,35 @@ fn a_rotten_replica_is_dropped_not_served() {
     fs.release(fh).unwrap();
 }
 
+/// Rot found in the very file that live passthrough readers use: the
+/// kernel allows no other file and no ordinary open beside them, so new
+/// opens fail with EIO (never the rotten bytes through a new open) until
+/// those readers close; then the new copy the pass made is served.
+#[test]
+fn rot_under_live_passthrough_readers_fails_new_opens_until_they_close() {
+    let p = Pool::new();
+    let fs = &p.fs;
+    let data = pattern(13, 0, 80_000);
+    let ino = create(fs, "f", &data);
+    p.tier(Tier::Hot);
+    let (r1, f1) = fs.open_ex(ino, false).unwrap();
+    assert!(f1.is_some());
+    let file = p.replica_files().pop().unwrap();
+    let mut b = std::fs::read(&file).unwrap();
+    b[100] ^= 1;
+    std::fs::write(&file, &b).unwrap();
+    fs.replicas.verify_secs.store(0, Ordering::Relaxed);
+    // the pass checks the replica in use: rotten; dropped and copied anew
+    p.tier(Tier::Hot);
+    assert_eq!(fs.replicas.corrupt.load(Ordering::Relaxed), 1);
+    let e = fs.open_ex(ino, false).unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    fs.release(r1).unwrap();
+    let (r2, f2) = fs.open_ex(ino, false).unwrap();
+    assert_eq!(read_all(&f2.expect("the new copy")), data);
+    fs.release(r2).unwrap();
+}
+
 /// A crash between a replica's copy and its record (or between a record's
 /// removal and its file's) leaves files no record names: the next mount
 /// deletes them and keeps the named one. Unlinking an object deletes its
