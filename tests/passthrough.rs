@@ -697,6 +697,68 @@ mod through_fuse {
         eprintln!("{reads} reads ({pt} passthrough), {appends} appends, {busy} ETXTBSY retries");
     }
 
+    /// A hot file mapped with mmap is read through the replica. The kernel
+    /// maps the backing file itself, so once the descriptor is closed the
+    /// daemon sees the release and writers may go ahead: the mapping is
+    /// then a snapshot (the replica is never changed in place, and no page
+    /// of it goes away), while reads see the new bytes. Documented in
+    /// OPERATIONS.md and review 0006.
+    #[test]
+    fn mmap_of_a_hot_file_reads_the_replica_and_is_a_snapshot_after_close() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let t = pool_with_policy(&[], &["--hot-replica"]);
+        let d = pattern(41, 300_000);
+        std::fs::write(t.p("bkt/f"), &d).unwrap();
+        all_hot(&t, 1);
+        let f = std::fs::File::open(t.p("bkt/f")).unwrap();
+        // SAFETY: a read-only shared mapping of a file we opened, used only
+        // within its length and unmapped below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                d.len(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        // SAFETY: the mapping is d.len() bytes long and readable until the
+        // munmap below.
+        let mapped = || unsafe { std::slice::from_raw_parts(map as *const u8, d.len()) }.to_vec();
+        assert!(mapped() == d, "mapped bytes differ");
+        let v = t.json(&["tier", "status"]);
+        assert_eq!(v["replicas"]["passthrough_opens"], 1, "{v}");
+        // while the descriptor is open, writers wait
+        let w = std::fs::OpenOptions::new().append(true).open(t.p("bkt/f"));
+        assert_eq!(errno(w), libc::ETXTBSY);
+        drop(f);
+        let start = std::time::Instant::now();
+        let mut w = loop {
+            match std::fs::OpenOptions::new().write(true).open(t.p("bkt/f")) {
+                Ok(w) => break w,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    assert!(start.elapsed().as_secs() < 5, "still busy after close");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        w.write_all(b"overwritten").unwrap();
+        drop(w);
+        let mut now = d.clone();
+        now[..11].copy_from_slice(b"overwritten");
+        assert!(
+            std::fs::read(t.p("bkt/f")).unwrap() == now,
+            "reads see the write"
+        );
+        assert!(mapped() == d, "the mapping is a snapshot of the replica");
+        // SAFETY: unmapping the mapping made above, not used afterwards.
+        assert_eq!(unsafe { libc::munmap(map, d.len()) }, 0);
+    }
+
     /// With `--passthrough off` replicas are kept but every read goes
     /// through the daemon.
     #[test]
