@@ -252,9 +252,12 @@ impl Fs {
             return Ok((self.open(ino, writable)?, None));
         }
         let within = self.replicas.verify_secs.load(Ordering::Relaxed) as f64;
-        // the record this call verified
+        // the record this call verified; false once a check failed
         let mut checked: Option<ReplicaRec> = None;
-        for _ in 0..2 {
+        let mut use_replica = true;
+        // Every decision is taken and acted on under one hold of the lock,
+        // so that no other open can change the inode's mode in between.
+        loop {
             let mut g = self.lock();
             // the inode is in passthrough mode: every open must be a
             // passthrough open of the same file (its data cannot change
@@ -270,44 +273,46 @@ impl Fs {
                     .pt_file
                     .clone()
                     .expect("passthrough file while pt_refs > 0");
-                return Ok((
-                    self.grant_passthrough(&mut g, ino, f, name)?,
-                    of_file(&g, ino),
-                ));
+                let fh = self.grant_passthrough(&mut g, ino, f, name)?;
+                return Ok((fh, of_file(&g, ino)));
             }
+            let ordinary = |g: &mut Inner| -> FsResult<(u64, Option<Arc<File>>)> {
+                Ok((self.open_locked(g, ino, false)?, None))
+            };
             // the kernel refuses a passthrough open while the inode has
             // ordinary (cached) opens: this one is served ordinarily too
-            if g.open.get(&ino).is_some_and(|of| of.refs > 0) {
-                break;
+            if !use_replica || g.open.get(&ino).is_some_and(|of| of.refs > 0) {
+                return ordinary(&mut g);
             }
             let (rec, path) = match self.replica_usable(&g, ino)? {
                 Usable::Yes(rec, path) => (rec, path),
-                Usable::No | Usable::Stale => break,
+                Usable::No | Usable::Stale => return ordinary(&mut g),
             };
             if checked.as_ref() == Some(&rec) || self.replicas.fresh(ino, within) {
-                match File::open(&path) {
+                return match File::open(&path) {
                     Ok(f) => {
                         let fh = self.grant_passthrough(&mut g, ino, Arc::new(f), rec.name)?;
-                        return Ok((fh, of_file(&g, ino)));
+                        Ok((fh, of_file(&g, ino)))
                     }
                     Err(e) => {
                         log::warn!("replica of inode {ino} at {}: {e}", path.display());
-                        break;
+                        ordinary(&mut g)
                     }
-                }
+                };
+            }
+            if checked.is_some() {
+                // replaced while this open checked the old one: no second check
+                return ordinary(&mut g);
             }
             drop(g);
-            if checked.is_some() {
-                break;
-            }
             // check the content outside the lock, then decide again (a
             // replica replaced meanwhile has another record: no match)
-            if !self.verify_replica(ino, &rec, &path) {
-                break;
+            if self.verify_replica(ino, &rec, &path) {
+                checked = Some(rec);
+            } else {
+                use_replica = false;
             }
-            checked = Some(rec);
         }
-        Ok((self.open(ino, false)?, None))
     }
 
     /// Open a read-only handle served by passthrough from `file`.
