@@ -85,9 +85,22 @@ impl FuseFs {
             }
             Err(e) => {
                 drop(b);
-                log::warn!(
-                    "passthrough for inode {ino} refused by the kernel ({e}): served by the daemon"
-                );
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    // registering backing files needs CAP_SYS_ADMIN: no
+                    // open of this mount will get it, so stop asking
+                    self.fs
+                        .replicas
+                        .passthrough
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    log::warn!(
+                        "FUSE passthrough needs CAP_SYS_ADMIN (run the daemon as root): \
+                         off for this mount, replicas are read through the daemon"
+                    );
+                } else {
+                    log::warn!(
+                        "passthrough for inode {ino} refused by the kernel ({e}): served by the daemon"
+                    );
+                }
                 self.fs.passthrough_refused(fh);
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
