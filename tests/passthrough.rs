@@ -4,8 +4,8 @@
 mod common;
 mod harness;
 
-use harness::{new_node, pattern};
-use shardfs::fs::{Fs, Kind, SetAttr, Task, Tier, TierPolicy, REPLICA_DIR, ROOT_INO};
+use harness::{new_node, pattern, unlimited};
+use shardfs::fs::{Fs, Kind, SetAttr, Tier, TierPolicy, REPLICA_DIR, ROOT_INO};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -82,9 +82,7 @@ impl Pool {
     }
 
     fn tier(&self, force: Tier) {
-        let t = Task::default();
-        t.rate_limit.store(0, Ordering::Relaxed);
-        self.fs.tier_pass(&t, Some(force)).unwrap();
+        self.fs.tier_pass(&unlimited(), Some(force)).unwrap();
     }
 
     /// Every file under the members' replica directories.
@@ -374,9 +372,7 @@ fn temperatures_survive_a_remount() {
     for _ in 0..6 {
         p.fs.read(hot, 0, 100).unwrap();
     }
-    let t = Task::default();
-    t.rate_limit.store(0, Ordering::Relaxed);
-    p.fs.tier_pass(&t, None).unwrap();
+    p.fs.tier_pass(&unlimited(), None).unwrap();
     assert!(
         p.fs.replica(hot).unwrap().is_some(),
         "6 reads make it hot (4 needed)"
@@ -390,9 +386,7 @@ fn temperatures_survive_a_remount() {
     );
     assert!(idle < 30.0, "{idle}");
     assert!(p.fs.tier.temperature(quiet).is_none());
-    let t = Task::default();
-    t.rate_limit.store(0, Ordering::Relaxed);
-    let c = p.fs.tier_pass(&t, None).unwrap();
+    let c = p.fs.tier_pass(&unlimited(), None).unwrap();
     assert_eq!(c.hot_objects, 1, "{c:?}");
     assert!(p.fs.replica(hot).unwrap().is_some());
 }

@@ -5,7 +5,7 @@
 
 mod harness;
 
-use harness::{new_node, pattern, Rig};
+use harness::{new_node, pattern, unlimited, Rig};
 use shardfs::fs::{Fs, Kind, Task, ROOT_INO};
 use shardfs::pool::{Health, NO_MEMBER};
 use std::sync::atomic::Ordering;
@@ -17,12 +17,6 @@ fn rig_with_files(n: usize) -> (Rig, Vec<(u64, Vec<u8>)>) {
         [3 * 8192 + 100, 8192, 20_000, 40_000][i % 4]
     });
     (rig, files)
-}
-
-fn unlimited() -> Task {
-    let t = Task::default();
-    t.rate_limit.store(0, Ordering::Relaxed);
-    t
 }
 
 /// Every stripe: k+m shards, none on `not_on`, each verifying.

@@ -4,15 +4,8 @@
 mod common;
 mod harness;
 
-use harness::{resolve, Rig};
-use shardfs::fs::{Task, Tier, TierPolicy};
-use std::sync::atomic::Ordering;
-
-fn unlimited() -> Task {
-    let t = Task::default();
-    t.rate_limit.store(0, Ordering::Relaxed);
-    t
-}
+use harness::{resolve, unlimited, Rig};
+use shardfs::fs::{Tier, TierPolicy};
 
 /// 6 "ssd" members (0..6) and 6 "hdd" members (6..12): each class holds a
 /// whole 4+2 stripe.

@@ -229,6 +229,13 @@ pub fn bucket_of_files(fs: &Fs, n: usize, len: impl Fn(usize) -> usize) -> Vec<(
         .collect()
 }
 
+/// A maintenance task without a rate limit (tests run passes at full speed).
+pub fn unlimited() -> shardfs::fs::Task {
+    let t = shardfs::fs::Task::default();
+    t.rate_limit.store(0, Ordering::Relaxed);
+    t
+}
+
 /// Inode of `path`, resolved with lookups from the root.
 pub fn resolve(fs: &Fs, path: &[u8]) -> Result<u64, i32> {
     let mut ino = ROOT_INO;
@@ -693,11 +700,7 @@ impl Pair {
             lost: None,
             bad: BTreeSet::new(),
             admin: BTreeSet::new(),
-            task: {
-                let t = shardfs::fs::Task::default();
-                t.rate_limit.store(0, Ordering::Relaxed);
-                t
-            },
+            task: unlimited(),
             added: 0,
             steps: 0,
             log: Vec::new(),
