@@ -196,14 +196,19 @@ impl CrashDisk {
                 (1, Some(v)) => {
                     out.insert(rel.clone(), v.clone());
                 }
+                // a tear hits only bytes written since the last sync: the
+                // prefix the file shares with its durable copy (an append
+                // log's synced records) stays as it was
                 (2, Some(v)) => {
-                    let keep = (mix(salt ^ i as u64) as usize) % (v.len() + 1);
+                    let kept = shared_prefix(v, f.durable.get(rel));
+                    let keep = kept + (mix(salt ^ i as u64) as usize) % (v.len() - kept + 1);
                     out.insert(rel.clone(), v[..keep].to_vec());
                 }
                 (_, Some(v)) => {
                     let mut t = v.clone();
-                    if !t.is_empty() {
-                        let at = (mix(salt ^ !(i as u64)) as usize) % t.len();
+                    let kept = shared_prefix(v, f.durable.get(rel));
+                    if t.len() > kept {
+                        let at = kept + (mix(salt ^ !(i as u64)) as usize) % (t.len() - kept);
                         let end = (at + 512).min(t.len());
                         t[at..end].fill(0);
                     }
@@ -262,6 +267,16 @@ pub fn crash_all(clock: &CrashClock, disks: &[Arc<CrashDisk>], meta: &CrashMeta,
 }
 
 /// SplitMix64 finaliser.
+/// Length of the common prefix of `live` and `durable`.
+fn shared_prefix(live: &[u8], durable: Option<&Vec<u8>>) -> usize {
+    durable.map_or(0, |d| {
+        live.iter()
+            .zip(d.iter())
+            .take_while(|(a, b)| a == b)
+            .count()
+    })
+}
+
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -325,6 +340,19 @@ impl DiskBackend for View {
         f.live.insert(rel.to_string(), parts.concat());
         f.content_synced.remove(rel);
         f.entry_synced.remove(rel);
+        Ok(())
+    }
+    fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        if self.disk.full.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut f = self.event(|| format!("write at {offset} of {rel}"))?;
+        let new = !f.live.contains_key(rel);
+        crate::pool::splice_at(f.live.entry(rel.to_string()).or_default(), offset, parts);
+        f.content_synced.remove(rel);
+        if new {
+            f.entry_synced.remove(rel);
+        }
         Ok(())
     }
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {

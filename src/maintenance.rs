@@ -68,6 +68,11 @@ impl Maintenance {
     }
 }
 
+/// Patched stripes not patched for this long are folded.
+pub const FOLD_IDLE: Duration = Duration::from_secs(30);
+/// Most stripes folded per maintenance tick.
+const FOLD_PER_TICK: usize = 64;
+
 /// Start the maintenance thread.
 pub fn spawn(
     fs: Arc<Fs>,
@@ -101,6 +106,9 @@ pub fn spawn(
                     }
                 }
                 maybe_write_catalog(&fs, &m, &mut catalog);
+                // patched stripes left alone for a while are rewritten
+                // whole, so patch logs empty out and are deleted
+                fs.fold_idle(FOLD_IDLE, FOLD_PER_TICK);
                 // the stripe table is scanned only when something may need
                 // repair: a request, a change of member health, a shard
                 // known bad, a stripe written degraded, or work left over

@@ -201,3 +201,34 @@ fn crash_points_tier_moves() {
         ],
     );
 }
+
+/// Small overwrites of committed stripes are written as patches: two
+/// stripes patched in one flush, a patch over a patch, a write across a
+/// stripe boundary, a fold, then a write covering a whole patched stripe
+/// (superseding it). A crash at any point leaves every stripe wholly old
+/// or wholly new and every acknowledged byte readable.
+#[test]
+fn crash_points_small_overwrites_patches_and_fold() {
+    enumerate(
+        "small-overwrites-patches-fold",
+        &[
+            Op::Create(Path("/bkt/p"), true),
+            Op::Write(0, Num(0, 0), Num(6, 500), 1),
+            Op::Close(0),
+            Op::Open(Path("/bkt/p"), true, false),
+            Op::Write(0, Num(2, 100), Num(0, 300), 2),
+            Op::Write(0, Num(4, 7), Num(0, 3000), 3),
+            Op::Fsync(0),
+            Op::Write(0, Num(2, 200), Num(0, 100), 4),
+            Op::Write(0, Num(5, -20), Num(0, 40), 5),
+            Op::Close(0),
+            Op::Fold,
+            Op::Open(Path("/bkt/p"), true, false),
+            Op::Write(0, Num(1, 0), Num(0, 64), 6),
+            Op::Fsync(0),
+            Op::Write(0, Num(3, 0), Num(3, 0), 7),
+            Op::Close(0),
+            Op::SyncAll,
+        ],
+    );
+}

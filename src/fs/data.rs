@@ -7,8 +7,11 @@
 //! removed only after that batch is durable. A stripe is therefore always
 //! wholly old or wholly new.
 
+use super::pages::overlay_pages;
 use super::schema::*;
-use super::{Fs, FsError, FsResult, InFlight, Inner, MAX_DIRTY_STRIPES, MAX_FILE_SIZE};
+use super::{
+    Fs, FsError, FsResult, InFlight, Inner, MAX_DIRTY_PAGES, MAX_DIRTY_STRIPES, MAX_FILE_SIZE, PAGE,
+};
 use crate::meta::{AfterCommit, Op};
 use crate::pool::StripeLoc;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ fn advance_persisted(of: &mut super::OpenFile, covered: u64, ss: u64) {
         .dirty
         .keys()
         .chain(of.inflight.keys())
+        .chain(of.pages.keys())
         .min()
         .map(|s| s * ss);
     of.persisted_size = match lowest_pending {
@@ -50,23 +54,28 @@ enum Piece {
 }
 
 impl Fs {
-    fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
+    pub(super) fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, stripe))? {
-            Some(b) => Ok(Some(dec("stripe", &b)?)),
+            Some(b) => Ok(Some(dec_loc(&b)?)),
             None => Ok(None),
         }
     }
 
     /// Read stripe `s` of `ino` as committed (zeros if it was never
     /// written), padded to the stripe size.
-    fn read_committed_stripe(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<Arc<Vec<u8>>> {
+    pub(super) fn read_committed_stripe(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        s: u64,
+    ) -> FsResult<Arc<Vec<u8>>> {
         let ss = self.stripe_size() as usize;
         let Some(loc) = self.stripe_loc(ino, s)? else {
             return Ok(Arc::new(vec![0; ss]));
         };
         if let Some(of) = g.open.get(&ino) {
             if let Some((cs, cg, data)) = &of.cache {
-                if *cs == s && *cg == loc.generation {
+                if *cs == s && *cg == loc.version() {
                     return Ok(data.clone());
                 }
             }
@@ -75,7 +84,7 @@ impl Fs {
         data.resize(ss, 0);
         let data = Arc::new(data);
         if let Some(of) = g.open.get_mut(&ino) {
-            of.cache = Some((s, loc.generation, data.clone()));
+            of.cache = Some((s, loc.version(), data.clone()));
         }
         Ok(data)
     }
@@ -223,11 +232,52 @@ impl Fs {
                 plan.push(Piece::Zeros(take));
                 continue;
             };
-            match &of.cache {
-                Some((cs, cg, data)) if *cs == s && *cg == loc.generation => {
-                    plan.push(Piece::Bytes(data[in_off..in_off + take].to_vec()));
+            if let Some(Some((_, _, data))) = of
+                .cache
+                .as_ref()
+                .map(|c| (c.0 == s && c.1 == loc.version()).then_some(c))
+            {
+                let mut b = data[in_off..in_off + take].to_vec();
+                if let Some(pages) = of.pages.get(&s) {
+                    overlay_pages(pages, in_off, &mut b);
                 }
-                _ => plan.push(Piece::Fetch {
+                plan.push(Piece::Bytes(b));
+                continue;
+            }
+            match of.pages.get(&s) {
+                // runs of buffered pages are copied, the rest fetched
+                Some(pages) => {
+                    let mut at = in_off;
+                    let stop = in_off + take;
+                    while at < stop {
+                        let p = (at / PAGE) as u32;
+                        let run_end = |buffered: bool| {
+                            let mut e = at;
+                            while e < stop && pages.contains_key(&((e / PAGE) as u32)) == buffered {
+                                e = ((e / PAGE) + 1) * PAGE;
+                            }
+                            e.min(stop)
+                        };
+                        if let Some(page) = pages.get(&p) {
+                            let e = run_end(true);
+                            let mut b = vec![0u8; e - at];
+                            overlay_pages(pages, at, &mut b);
+                            let _ = page;
+                            plan.push(Piece::Bytes(b));
+                            at = e;
+                        } else {
+                            let e = run_end(false);
+                            plan.push(Piece::Fetch {
+                                stripe: s,
+                                in_off: at,
+                                take: e - at,
+                                loc: loc.clone(),
+                            });
+                            at = e;
+                        }
+                    }
+                }
+                None => plan.push(Piece::Fetch {
                     stripe: s,
                     in_off,
                     take,
@@ -293,6 +343,11 @@ impl Fs {
                 let s = pos / ss;
                 let in_off = (pos % ss) as usize;
                 let take = ((ss - pos % ss).min(end - pos)) as usize;
+                let src = (pos - offset) as usize;
+                if self.write_pages(&mut g, ino, s, in_off, &data[src..src + take])? {
+                    pos += take as u64;
+                    continue;
+                }
                 self.stripe_buffer(&mut g, ino, s, pos, pos + take as u64)?;
                 let of = g.open.get_mut(&ino).expect("open");
                 let buf = of.dirty.get_mut(&s).expect("buffer");
@@ -312,6 +367,10 @@ impl Fs {
             if of.dirty.len() > MAX_DIRTY_STRIPES {
                 let all: Vec<u64> = of.dirty.keys().copied().collect();
                 self.flush_stripes(&mut g, ino, &all)?;
+            }
+            let of = g.open.get(&ino).expect("open");
+            if of.pages.values().map(|p| p.len()).sum::<usize>() > MAX_DIRTY_PAGES {
+                self.flush_pages(&mut g, ino)?;
             }
         }
         self.close_if_unused(&mut g, ino)?;
@@ -341,7 +400,7 @@ impl Fs {
         }
         of.eof_checked = true;
         let busy = |of: &super::OpenFile, s: u64| {
-            of.dirty.contains_key(&s) || of.inflight.contains_key(&s)
+            of.dirty.contains_key(&s) || of.inflight.contains_key(&s) || of.pages.contains_key(&s)
         };
         let ss = self.stripe_size();
         let tail = old / ss;
@@ -370,6 +429,9 @@ impl Fs {
     /// Ensure a dirty buffer exists for stripe `s`, loading the committed
     /// stripe unless the write [from, to) covers every byte that matters.
     fn stripe_buffer(&self, g: &mut Inner, ino: u64, s: u64, from: u64, to: u64) -> FsResult<()> {
+        if g.open.get(&ino).expect("open").pages.contains_key(&s) {
+            return self.pages_to_whole(g, ino, s);
+        }
         let ss = self.stripe_size();
         let of = g.open.get(&ino).expect("open");
         if of.dirty.contains_key(&s) {
@@ -432,7 +494,7 @@ impl Fs {
 
     /// Write out the given dirty stripes and commit their new locations,
     /// together with the inode and the removal of any inline copy.
-    fn flush_stripes(&self, g: &mut Inner, ino: u64, stripes: &[u64]) -> FsResult<()> {
+    pub(super) fn flush_stripes(&self, g: &mut Inner, ino: u64, stripes: &[u64]) -> FsResult<()> {
         self.flush_stripes_with(g, ino, stripes, Vec::new(), Vec::new())
     }
 
@@ -479,7 +541,7 @@ impl Fs {
     /// Commit recorded stripes with the generation counter, the file's
     /// inode (its durable size advanced to `covered`, see
     /// [`advance_persisted`]) and the removal of any inline copy.
-    fn commit_stripes(
+    pub(super) fn commit_stripes(
         &self,
         g: &mut Inner,
         ino: u64,
@@ -602,7 +664,7 @@ impl Fs {
     /// Wait for the background write of stripe `s` (if any) and commit its
     /// location. Blocks under the filesystem lock: the writer needs only the
     /// pool, never this lock.
-    fn reap_one(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
+    pub(super) fn reap_one(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
         let Some(f) = g.open.get_mut(&ino).and_then(|of| of.inflight.remove(&s)) else {
             return Ok(());
         };
@@ -682,6 +744,9 @@ impl Fs {
             return Ok(());
         }
         self.reap(g, ino)?;
+        if g.open.get(&ino).is_some_and(|of| !of.pages.is_empty()) {
+            self.flush_pages(g, ino)?;
+        }
         let Some(of) = g.open.get_mut(&ino) else {
             return Ok(());
         };

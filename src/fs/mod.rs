@@ -9,7 +9,9 @@
 
 mod data;
 mod error;
+mod fold;
 mod namespace;
+mod pages;
 mod rebalance;
 mod repair;
 mod replica;
@@ -38,6 +40,15 @@ pub type FsResult<T> = Result<T, FsError>;
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 /// Dirty stripes an open file may buffer before they are written out.
 const MAX_DIRTY_STRIPES: usize = 2;
+/// Granule of small overwrites buffered as pages.
+pub const PAGE: usize = 4096;
+/// Pages one open file may buffer before they are written out as patches.
+const MAX_DIRTY_PAGES: usize = 16 * 1024;
+/// Pages of one stripe beyond which the stripe is rewritten whole instead
+/// of patched (a patch costs reads of old data and parity per page).
+const MAX_STRIPE_PAGES: usize = 192;
+/// Patch references a stripe may carry; past it a write folds the stripe.
+const MAX_PATCH_REFS: usize = 48;
 
 /// State of a file while any handle (or pending writeback) has it open.
 #[derive(Debug)]
@@ -52,9 +63,15 @@ struct OpenFile {
     inline_dirty: bool,
     /// Stripe buffers not yet written, each `stripe_size` long.
     dirty: BTreeMap<u64, Vec<u8>>,
+    /// Pages written into committed stripes and not yet written out, by
+    /// stripe, then page ([`PAGE`] bytes each, clipped to the stripe's
+    /// length): small overwrites, written out as patches (`fs::data`). A
+    /// stripe has either a buffer in `dirty` or pages here, never both,
+    /// and never pages while a write of it is in flight.
+    pages: BTreeMap<u64, BTreeMap<u32, Vec<u8>>>,
     /// Inode fields changed since the last persist.
     attr_dirty: bool,
-    /// Last stripe read: (stripe, generation, data).
+    /// Last stripe read: (stripe, version (see `StripeLoc::version`), data).
     cache: Option<(u64, u64, Arc<Vec<u8>>)>,
     /// Full stripes being written in the background, by stripe.
     inflight: BTreeMap<u64, InFlight>,
@@ -121,6 +138,9 @@ pub struct Fs {
     pub tier: TierState,
     /// Whole-file replicas and passthrough.
     pub replicas: ReplicaState,
+    /// Stripes carrying patches, and when each was last patched (for
+    /// folding; see `fs::fold`).
+    patched: Mutex<HashMap<(u64, u64), std::time::Instant>>,
     inner: Mutex<Inner>,
 }
 
@@ -150,6 +170,7 @@ impl Fs {
             meta,
             tier: TierState::default(),
             replicas: ReplicaState::default(),
+            patched: Mutex::new(HashMap::new()),
             inner: Mutex::new(Inner {
                 open: HashMap::new(),
                 handles: HashMap::new(),
@@ -197,6 +218,7 @@ impl Fs {
         } else {
             fs.reclaim_orphans()?;
         }
+        fs.open_patches()?;
         fs.sweep_replicas()?;
         fs.meta.apply(
             vec![Op::Put(counter_key("clean"), 0u64.to_be_bytes().to_vec())],
@@ -307,7 +329,7 @@ impl Fs {
                 Some((object, stripe, generation, index)) => {
                     match self.meta.get(&stripe_key(object, stripe))? {
                         Some(b) => {
-                            let loc: StripeLoc = dec("stripe", &b)?;
+                            let loc: StripeLoc = dec_loc(&b)?;
                             loc.generation == generation
                                 && loc.members.get(index as usize) == Some(&mi)
                         }
@@ -384,7 +406,7 @@ impl Fs {
             if keep(stripe) {
                 continue;
             }
-            let loc: StripeLoc = dec("stripe", &v)?;
+            let loc: StripeLoc = dec_loc(&v)?;
             ops.push(Op::Del(k));
             let pool = self.pool.clone();
             after.push(Box::new(move || pool.delete_stripe(ino, stripe, &loc)));
@@ -420,7 +442,7 @@ impl Fs {
         self.meta
             .range(&sp, &crate::meta::prefix_end(&sp), usize::MAX)?
             .into_iter()
-            .map(|(k, v)| Ok((key_u64_at(&k, 9), dec("stripe", &v)?)))
+            .map(|(k, v)| Ok((key_u64_at(&k, 9), dec_loc(&v)?)))
             .collect()
     }
 
@@ -447,7 +469,7 @@ impl Fs {
             }
             for (_, v) in &batch {
                 stripes += 1;
-                let loc: StripeLoc = dec("stripe", v)?;
+                let loc: StripeLoc = dec_loc(v)?;
                 let healthy = loc
                     .members
                     .iter()

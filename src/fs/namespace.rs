@@ -271,6 +271,7 @@ impl Fs {
                 inline: None,
                 inline_dirty: false,
                 dirty: BTreeMap::new(),
+                pages: BTreeMap::new(),
                 attr_dirty: false,
                 cache: None,
                 inflight: BTreeMap::new(),
@@ -307,6 +308,7 @@ impl Fs {
             log::error!("inode {}: buffered data lost at last close: {e}", h.ino);
             if let Some(of) = g.open.get_mut(&h.ino) {
                 of.dirty.clear();
+                of.pages.clear();
                 of.inline_dirty = false;
             }
         }

@@ -258,7 +258,7 @@ impl Fs {
             cursor = last.0.clone();
             cursor.push(0);
             for (k, v) in batch {
-                let loc: StripeLoc = dec("stripe", &v)?;
+                let loc: StripeLoc = dec_loc(&v)?;
                 f(key_u64_at(&k, 1), key_u64_at(&k, 9), loc);
             }
         }
@@ -309,6 +309,18 @@ impl Fs {
     /// Decode a stripe and write new copies of its planned shards (not yet
     /// durable, not yet named): (slot, member) for each copy written.
     fn rebuild(&self, it: &RepairItem) -> FsResult<Vec<(usize, u16)>> {
+        if !it.loc.patches.is_empty() {
+            // a patched stripe never moves: it is rewritten whole instead
+            // (all its shards on online members), which repairs it
+            if let Err(e) = self.fold_stripe(it.ino, it.stripe) {
+                log::error!(
+                    "repair of inode {} stripe {} (fold): {e}",
+                    it.ino,
+                    it.stripe
+                );
+            }
+            return Ok(Vec::new());
+        }
         let data = match self.pool.read_stripe(it.ino, it.stripe, &it.loc) {
             Ok(d) => d,
             Err(e) => {
@@ -331,7 +343,7 @@ impl Fs {
                 let id = self
                     .pool
                     .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
-                if self.pool.read_shard(mi, id, it.loc.len).is_ok() {
+                if self.pool.read_shard(mi, id, &it.loc).is_ok() {
                     self.pool
                         .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
                     return false;
@@ -434,7 +446,7 @@ impl Fs {
 
     fn stripe_loc_committed(&self, ino: u64, s: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, s))? {
-            Some(b) => Ok(Some(dec("stripe", &b)?)),
+            Some(b) => Ok(Some(dec_loc(&b)?)),
             None => Ok(None),
         }
     }

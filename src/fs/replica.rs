@@ -194,7 +194,8 @@ impl Fs {
         h.update(&size.to_le_bytes());
         for (s, loc) in self.stripes(ino)? {
             h.update(&s.to_le_bytes());
-            h.update(&loc.generation.to_le_bytes());
+            // the version changes with every patch, the generation not
+            h.update(&loc.version().to_le_bytes());
             h.update(&loc.len.to_le_bytes());
         }
         Ok(*h.finalize().as_bytes())

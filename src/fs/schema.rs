@@ -185,6 +185,11 @@ pub fn dec<T: for<'a> Deserialize<'a>>(what: &str, b: &[u8]) -> Result<T, super:
     bincode::deserialize(b).map_err(|e| super::FsError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Decode a stripe location (this format or format version 1's).
+pub fn dec_loc(b: &[u8]) -> Result<crate::pool::StripeLoc, super::FsError> {
+    crate::pool::StripeLoc::decode(b).map_err(super::FsError::Corrupt)
+}
+
 /// Trailing u64 of a key.
 pub fn key_u64_at(k: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(k[at..at + 8].try_into().expect("key layout"))

@@ -18,6 +18,11 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     /// only after [`DiskBackend::sync_file`] and [`DiskBackend::sync_dir`]
     /// of its directory (or [`DiskBackend::sync_fs`]).
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()>;
+    /// Write the concatenation of `parts` at byte `offset` of `rel`,
+    /// creating the file if it is missing and keeping every other byte (an
+    /// append when `offset` is the file's length). Durable only after
+    /// [`DiskBackend::sync_file`] (and, for a new file, `sync_dir`).
+    fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()>;
     /// Write `rel` atomically and durably (temporary file, fsync, rename, fsync dir).
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()>;
     /// Read all of `rel`.
@@ -74,6 +79,21 @@ impl DiskBackend for DirDisk {
         let mut f = File::create(self.path(rel))?;
         for p in parts {
             f.write_all(p)?;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path(rel))?;
+        let mut at = offset;
+        for p in parts {
+            f.write_all_at(p, at)?;
+            at += p.len() as u64;
         }
         Ok(())
     }
@@ -206,6 +226,13 @@ impl DiskBackend for MemDisk {
             .insert(rel.to_string(), parts.concat());
         Ok(())
     }
+    fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        self.check()?;
+        let mut files = self.files.lock().unwrap();
+        let f = files.entry(rel.to_string()).or_default();
+        splice_at(f, offset, parts);
+        Ok(())
+    }
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {
         self.write_file(rel, &[data])
     }
@@ -260,5 +287,18 @@ impl DiskBackend for MemDisk {
     }
     fn fs_id(&self) -> Option<u64> {
         None
+    }
+}
+
+/// Write `parts` at `offset` of `buf`, zero-filling any gap (what a sparse
+/// file reads as).
+pub(crate) fn splice_at(buf: &mut Vec<u8>, offset: u64, parts: &[&[u8]]) {
+    let mut at = offset as usize;
+    for p in parts {
+        if buf.len() < at + p.len() {
+            buf.resize(at + p.len(), 0);
+        }
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
     }
 }

@@ -15,7 +15,7 @@
 //! as an I/O error of its member (timeouts move members to suspect, then
 //! failed), and the read goes on without it.
 
-use super::{shard_path, DiskBackend, Pool, PoolError, StripeLoc, NO_MEMBER};
+use super::{shard_path, DiskBackend, PatchRef, Pool, PoolError, StripeLoc, NO_MEMBER};
 use crate::ec::{header_len, ShardHeader, ShardId, BLOCK};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -66,25 +66,41 @@ const HEDGE_BURST: f64 = 20.0;
 const PARITY_PENALTY: f64 = 1.05;
 
 /// The bytes of a payload region `[from, to)` of one shard, verified.
-type Piece = Result<(Vec<u8>, Option<Arc<ShardHeader>>), String>;
+pub(super) type Piece = Result<(Vec<u8>, Option<Arc<ShardHeader>>), String>;
 
-/// What one shard read needs (moved to its thread).
-struct Job {
-    disk: Arc<dyn DiskBackend>,
-    rel: String,
-    id: ShardId,
-    stripe_len: u32,
-    payload_len: usize,
-    from: usize,
-    to: usize,
-    header: Option<Arc<ShardHeader>>,
+/// What one shard read needs (moved to its member's worker).
+pub(super) struct Job {
+    pub(super) disk: Arc<dyn DiskBackend>,
+    pub(super) rel: String,
+    pub(super) id: ShardId,
+    pub(super) stripe_len: u32,
+    pub(super) payload_len: usize,
+    pub(super) from: usize,
+    pub(super) to: usize,
+    pub(super) header: Option<Arc<ShardHeader>>,
+    /// Patches of this shard, in commit order, applied over what is read.
+    pub(super) patches: Vec<PatchRef>,
 }
 
 impl Job {
     /// Read and verify the region: a whole shard in one read (every block
     /// verified), or the header (cached after the first read) and the
-    /// blocks the region covers.
-    fn run(self) -> Piece {
+    /// blocks the region covers; then apply the shard's patches that touch
+    /// the region (each record verified and checked to name this shard).
+    pub(super) fn run(self) -> Piece {
+        let (mut data, fresh) = self.read_base()?;
+        for p in self
+            .patches
+            .iter()
+            .filter(|p| p.touches(self.from, self.to))
+        {
+            let patch = super::patch::read_patch(self.disk.as_ref(), p, &self.id)?;
+            patch.overlay(self.from, &mut data);
+        }
+        Ok((data, fresh))
+    }
+
+    fn read_base(&self) -> Piece {
         let rel = &self.rel;
         let check = |h: &ShardHeader| -> Result<(), String> {
             if h.id != self.id || h.stripe_len != self.stripe_len {
@@ -103,8 +119,8 @@ impl Job {
             return Ok((payload, Some(Arc::new(h))));
         }
         let hlen = header_len(self.payload_len);
-        let (h, fresh) = match self.header {
-            Some(h) => (h, None),
+        let (h, fresh) = match &self.header {
+            Some(h) => (h.clone(), None),
             None => {
                 let hb = self
                     .disk
@@ -265,6 +281,7 @@ impl Pool {
                 from,
                 to,
                 header,
+                patches: loc.patches_of(slot),
             };
             let tx = tx.clone();
             let now = Instant::now();
@@ -280,9 +297,15 @@ impl Pool {
                 hedge_at,
                 slow: false,
             });
-            std::thread::spawn(move || {
-                let _ = tx.send((slot, job.run()));
-            });
+            // on the member's own workers; a member whose queue is full
+            // (hung) answers at once with an error
+            let tx2 = tx.clone();
+            if let Err(e) = m.submit(move |_| {
+                let _ = tx2.send((slot, job.run()));
+                Ok(())
+            }) {
+                let _ = tx.send((slot, Err(format!("read: {e}"))));
+            }
         };
         for &slot in &first {
             launch(slot, &mut pending);
@@ -459,12 +482,9 @@ impl Pool {
             if m.live_disk().is_some() {
                 continue; // already tried
             }
+            let _ = d;
             let id = self.shard_id(object, stripe, loc.generation, i);
-            let rel = shard_path(object, stripe, loc.generation, i as u8);
-            let ok = d.read_file(&rel).ok().and_then(|bytes| {
-                let (h, payload) = ShardHeader::open(&bytes).ok()?;
-                (h.id == id && h.stripe_len == loc.len).then(|| payload.to_vec())
-            });
+            let ok = self.read_whole_shard(mi, id, loc).ok();
             if let Some(p) = ok {
                 log::warn!(
                     "object {object} stripe {stripe}: shard {i} read from member {mi} ({}) \
@@ -538,5 +558,53 @@ impl Pool {
             out.extend_from_slice(&p[a - from..b - from]);
         }
         Ok(out)
+    }
+
+    /// Read all of shard `id` (of stripe `loc`) from member `mi` (readable
+    /// or not: the caller chooses), on the member's workers within the I/O
+    /// deadline, verified and with the stripe's patches of that shard
+    /// applied.
+    fn read_whole_shard(&self, mi: u16, id: ShardId, loc: &StripeLoc) -> Result<Vec<u8>, String> {
+        let m = self
+            .members()
+            .get(mi as usize)
+            .ok_or_else(|| format!("no member {mi}"))?;
+        let disk = m.disk().ok_or("member not present")?.clone();
+        self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+        let payload_len = self.codec.shard_len(loc.len as usize);
+        let job = Job {
+            disk,
+            rel: shard_path(id.object, id.stripe, id.generation, id.index),
+            id,
+            stripe_len: loc.len,
+            payload_len,
+            from: 0,
+            to: payload_len,
+            header: None,
+            patches: loc.patches_of(id.index as usize),
+        };
+        let r = m
+            .submit(move |_| Ok(job.run()))
+            .and_then(|t| t.wait_until(Instant::now() + self.io_timeout()));
+        match r {
+            Ok(Ok((payload, _))) => Ok(payload),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    /// Read one shard from a readable member and verify it is exactly the
+    /// shard expected (patches applied).
+    pub fn read_shard(&self, mi: u16, id: ShardId, loc: &StripeLoc) -> Result<Vec<u8>, String> {
+        let m = self
+            .members()
+            .get(mi as usize)
+            .ok_or_else(|| format!("no member {mi}"))?;
+        if m.live_disk().is_none() {
+            return Err("member offline".into());
+        }
+        let p = self.read_whole_shard(mi, id, loc)?;
+        m.note_ok();
+        Ok(p)
     }
 }

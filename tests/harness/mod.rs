@@ -363,6 +363,8 @@ pub enum Op {
     AddMember,
     /// A rebalance pass (moves shards onto members holding less).
     Rebalance,
+    /// Fold every patched stripe (rewrite it whole; patch logs emptied).
+    Fold,
     /// Switch reads to the naive policy (true) or heat-aware, hedged (false).
     NaiveReads(bool),
     /// A tier pass forcing every object hot (true) or cold (false); the
@@ -443,6 +445,7 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         1 => any::<u8>().prop_map(Op::Drain),
         1 => Just(Op::AddMember),
         2 => Just(Op::Rebalance),
+        2 => Just(Op::Fold),
         1 => any::<bool>().prop_map(Op::NaiveReads),
         2 => any::<bool>().prop_map(Op::Retier),
         2 => (any::<u8>(), any::<u8>()).prop_map(|(i, s)| Op::Slow(i, s)),
@@ -922,6 +925,17 @@ impl Pair {
                     self.fail(&format!("heat rebalance: {e}"));
                 }
                 self.check_distinct_members("rebalance");
+                (Ok(Out::Done), Ok(Out::Done))
+            }
+            Op::Fold => {
+                self.quiesce();
+                self.s.model.sync_metadata();
+                self.rig
+                    .fs()
+                    .fold_idle(std::time::Duration::ZERO, usize::MAX);
+                if self.rig.clock.stopped() {
+                    return (Ok(Out::Done), Err(libc::EIO)); // cut short
+                }
                 (Ok(Out::Done), Ok(Out::Done))
             }
             Op::FailMember(i) | Op::Drain(i) => {

@@ -1,0 +1,131 @@
+//! Folding: a patched stripe rewritten whole as a new generation, its
+//! patches then released (and their logs deleted once nothing else uses
+//! them). Runs for stripes idle for a while (the maintenance worker), for
+//! stripes repair must rebuild (patched stripes never move), and when a
+//! stripe has too many patches (the next flush writes it whole).
+
+use super::schema::*;
+use super::{Fs, FsResult};
+use crate::meta::{AfterCommit, Op};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl Fs {
+    /// Remember that stripe `s` of `ino` was patched now.
+    pub(super) fn note_patched(&self, ino: u64, s: u64) {
+        self.patched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((ino, s), Instant::now());
+    }
+
+    /// Stripes known to carry patches.
+    pub fn patched_count(&self) -> usize {
+        self.patched.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Rewrite stripe `s` of `ino` whole if it carries patches and no
+    /// buffered or in-flight write of it exists (that write supersedes it
+    /// anyway). Returns true if it was folded.
+    pub fn fold_stripe(&self, ino: u64, s: u64) -> FsResult<bool> {
+        let mut g = self.lock();
+        if let Some(of) = g.open.get(&ino) {
+            if of.dirty.contains_key(&s)
+                || of.pages.contains_key(&s)
+                || of.inflight.contains_key(&s)
+            {
+                return Ok(false);
+            }
+        }
+        let Some(loc) = self.stripe_loc(ino, s)? else {
+            self.forget_patched(ino, s);
+            return Ok(false);
+        };
+        if loc.patches.is_empty() {
+            self.forget_patched(ino, s);
+            return Ok(false);
+        }
+        let data = self.pool.read_stripe(ino, s, &loc)?;
+        let generation = g.next_gen;
+        g.next_gen += 1;
+        let new = self.pool.write_stripe(ino, s, generation, &data)?;
+        let pool = self.pool.clone();
+        let old = loc.clone();
+        let after: Vec<AfterCommit> = vec![Box::new(move || pool.delete_stripe(ino, s, &old))];
+        let ops = vec![
+            Op::Put(stripe_key(ino, s), enc(&new)),
+            Op::Put(counter_key("gen"), g.next_gen.to_be_bytes().to_vec()),
+        ];
+        self.meta.apply(ops, after)?;
+        if let Some(of) = g.open.get_mut(&ino) {
+            if of.cache.as_ref().is_some_and(|c| c.0 == s) {
+                of.cache = None;
+            }
+        }
+        drop(g);
+        self.forget_patched(ino, s);
+        self.pool.stats.folds.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn forget_patched(&self, ino: u64, s: u64) {
+        self.patched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ino, s));
+    }
+
+    /// Fold up to `max` patched stripes not patched for `idle`, oldest
+    /// first; returns how many were folded. Errors are logged and the
+    /// stripe is tried again later.
+    pub fn fold_idle(&self, idle: Duration, max: usize) -> usize {
+        let now = Instant::now();
+        let mut due: Vec<(Instant, (u64, u64))> = self
+            .patched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, &t)| now.duration_since(t) >= idle)
+            .map(|(&k, &t)| (t, k))
+            .collect();
+        due.sort();
+        let mut folded = 0;
+        for (_, (ino, s)) in due.into_iter().take(max) {
+            match self.fold_stripe(ino, s) {
+                Ok(true) => folded += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!("fold of inode {ino} stripe {s}: {e}"),
+            }
+        }
+        if folded > 0 {
+            // the superseded generations and patch logs go after the commit
+            if let Err(e) = self.meta.sync() {
+                log::error!("fold commit: {e}");
+            }
+        }
+        folded
+    }
+
+    /// At mount: count the stripe map's references into every member's
+    /// patch logs (removing logs nothing references) and note the patched
+    /// stripes for folding.
+    pub(super) fn open_patches(&self) -> FsResult<()> {
+        let mut refs = Vec::new();
+        let mut cursor = b"T".to_vec();
+        loop {
+            let batch = self.meta.range(&cursor, b"U", 4096)?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.0.clone();
+            cursor.push(0);
+            for (k, v) in &batch {
+                let loc = dec_loc(v)?;
+                if !loc.patches.is_empty() {
+                    self.note_patched(key_u64_at(k, 1), key_u64_at(k, 9));
+                    refs.extend(loc.patches);
+                }
+            }
+        }
+        self.pool.open_patch_logs(refs.iter());
+        Ok(())
+    }
+}

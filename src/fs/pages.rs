@@ -1,0 +1,217 @@
+//! Small overwrites of committed stripes: buffered as pages, written out
+//! as patches (`pool::patch`) instead of rewriting the stripe.
+//!
+//! A write that lands inside the committed bytes of a stripe, without
+//! covering all of it, is kept as the [`PAGE`]s it touches (a partly
+//! written page is first filled from the committed stripe, one small
+//! verified read). At fsync, close, or when the file holds
+//! `MAX_DIRTY_PAGES` pages, every buffered stripe is written out as patches
+//! in one batch (one append and fdatasync per member) and committed in
+//! one metadata batch. A stripe that cannot be patched (a member is not
+//! online, an old byte does not verify, too many pages or patches) is
+//! written whole instead, as any other buffered stripe.
+
+use super::schema::*;
+use super::{Fs, FsResult, Inner, MAX_PATCH_REFS, MAX_STRIPE_PAGES, PAGE};
+use crate::meta::Op;
+use crate::pool::{PatchJob, StripeLoc};
+use std::collections::BTreeMap;
+
+/// Copy the buffered pages' bytes that fall in stripe range
+/// `[from, from + buf.len())` into `buf`.
+pub(super) fn overlay_pages(pages: &BTreeMap<u32, Vec<u8>>, from: usize, buf: &mut [u8]) {
+    let to = from + buf.len();
+    let first = (from / PAGE) as u32;
+    for (&p, bytes) in pages.range(first..) {
+        let pa = p as usize * PAGE;
+        if pa >= to {
+            break;
+        }
+        let (s, e) = (pa.max(from), (pa + bytes.len()).min(to));
+        if s < e {
+            buf[s - from..e - from].copy_from_slice(&bytes[s - pa..e - pa]);
+        }
+    }
+}
+
+impl Fs {
+    /// Buffer `bytes` at `in_off` of stripe `s` as pages, if this write is
+    /// a small overwrite of committed bytes (see the module comment).
+    /// Returns false when the caller must use a whole-stripe buffer.
+    pub(super) fn write_pages(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        s: u64,
+        in_off: usize,
+        bytes: &[u8],
+    ) -> FsResult<bool> {
+        let ss = self.stripe_size();
+        let of = g.open.get(&ino).expect("open");
+        let end = in_off + bytes.len();
+        let have = of.pages.get(&s).map_or(0, |p| p.len());
+        if of.dirty.contains_key(&s)
+            || s * ss + end as u64 > of.inode.size
+            || (have == 0 && in_off == 0 && end as u64 == ss)
+        {
+            return Ok(false);
+        }
+        if of.inflight.contains_key(&s) {
+            self.reap_one(g, ino, s)?;
+        }
+        let Some(loc) = self.stripe_loc(ino, s)? else {
+            return Ok(false);
+        };
+        if end > loc.len as usize || (have == 0 && loc.patches.len() >= MAX_PATCH_REFS) {
+            return Ok(false);
+        }
+        let (first, last) = (in_off / PAGE, (end - 1) / PAGE);
+        let pages = g.open.get(&ino).expect("open").pages.get(&s);
+        let new = (first..=last)
+            .filter(|&p| !pages.is_some_and(|m| m.contains_key(&(p as u32))))
+            .count();
+        if have + new > MAX_STRIPE_PAGES {
+            if have > 0 {
+                self.pages_to_whole(g, ino, s)?;
+            }
+            return Ok(false);
+        }
+        for p in first..=last {
+            let pa = p * PAGE;
+            let pe = (pa + PAGE).min(loc.len as usize);
+            let present = g.open[&ino]
+                .pages
+                .get(&s)
+                .is_some_and(|m| m.contains_key(&(p as u32)));
+            if !present {
+                let page = if in_off <= pa && end >= pe {
+                    vec![0u8; pe - pa]
+                } else {
+                    self.committed_bytes(g, ino, s, &loc, pa, pe)?
+                };
+                g.open
+                    .get_mut(&ino)
+                    .expect("open")
+                    .pages
+                    .entry(s)
+                    .or_default()
+                    .insert(p as u32, page);
+            }
+            let page = g
+                .open
+                .get_mut(&ino)
+                .expect("open")
+                .pages
+                .get_mut(&s)
+                .and_then(|m| m.get_mut(&(p as u32)))
+                .expect("page");
+            let (a, b) = (in_off.max(pa), end.min(pe));
+            page[a - pa..b - pa].copy_from_slice(&bytes[a - in_off..b - in_off]);
+        }
+        Ok(true)
+    }
+
+    /// Bytes `[a, b)` of committed stripe `s` (from the file's cached
+    /// stripe if it is current, else one verified range read).
+    fn committed_bytes(
+        &self,
+        g: &mut Inner,
+        ino: u64,
+        s: u64,
+        loc: &StripeLoc,
+        a: usize,
+        b: usize,
+    ) -> FsResult<Vec<u8>> {
+        if let Some((cs, cv, data)) = &g.open[&ino].cache {
+            if *cs == s && *cv == loc.version() {
+                return Ok(data[a..b].to_vec());
+            }
+        }
+        let mut v = self.pool.read_stripe_range(ino, s, loc, a, b)?;
+        v.resize(b - a, 0);
+        Ok(v)
+    }
+
+    /// Turn the pages of stripe `s` into a whole-stripe buffer (the
+    /// committed stripe with the pages over it).
+    pub(super) fn pages_to_whole(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
+        let ss = self.stripe_size();
+        // read before taking the pages: a failed read keeps them
+        let mut buf = self.read_committed_stripe(g, ino, s)?.as_ref().clone();
+        let of = g.open.get_mut(&ino).expect("open");
+        let Some(pages) = of.pages.remove(&s) else {
+            return Ok(());
+        };
+        overlay_pages(&pages, 0, &mut buf);
+        let valid = of.inode.size.saturating_sub(s * ss).min(ss) as usize;
+        buf[valid..].fill(0);
+        of.dirty.insert(s, buf);
+        Ok(())
+    }
+
+    /// Write out every buffered page of `ino`: patches for the stripes that
+    /// can take them, committed in one batch with the inode; whole-stripe
+    /// writes for the rest.
+    pub(super) fn flush_pages(&self, g: &mut Inner, ino: u64) -> FsResult<()> {
+        let ss = self.stripe_size();
+        let stripes: Vec<u64> = g.open[&ino].pages.keys().copied().collect();
+        let mut jobs = Vec::new();
+        let mut whole = Vec::new();
+        for s in stripes {
+            match self.stripe_loc(ino, s)? {
+                Some(loc) if loc.patches.len() < MAX_PATCH_REFS => {
+                    let seq = g.next_gen;
+                    g.next_gen += 1;
+                    let len = loc.len as usize;
+                    let writes = g.open[&ino].pages[&s]
+                        .iter()
+                        .map(|(&p, b)| (p as usize * PAGE, b))
+                        .filter(|(pa, _)| *pa < len)
+                        .map(|(pa, b)| (pa, b[..b.len().min(len - pa)].to_vec()))
+                        .collect();
+                    jobs.push(PatchJob {
+                        object: ino,
+                        stripe: s,
+                        loc,
+                        seq,
+                        writes,
+                    });
+                }
+                _ => whole.push(s),
+            }
+        }
+        let results = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            self.pool.patch_stripes(&jobs)
+        };
+        let mut ops = Vec::new();
+        let mut covered = 0u64;
+        for (job, res) in jobs.iter().zip(results) {
+            let Some(refs) = res else {
+                whole.push(job.stripe);
+                continue;
+            };
+            let mut loc = job.loc.clone();
+            loc.patches.extend(refs);
+            ops.push(Op::Put(stripe_key(ino, job.stripe), enc(&loc)));
+            let of = g.open.get_mut(&ino).expect("open");
+            of.pages.remove(&job.stripe);
+            if of.cache.as_ref().is_some_and(|c| c.0 == job.stripe) {
+                of.cache = None;
+            }
+            covered = covered.max(job.stripe * ss + job.loc.len as u64);
+            self.note_patched(ino, job.stripe);
+        }
+        if !ops.is_empty() {
+            self.commit_stripes(g, ino, covered, ops, Vec::new())?;
+        }
+        if whole.is_empty() {
+            return Ok(());
+        }
+        for &s in &whole {
+            self.pages_to_whole(g, ino, s)?;
+        }
+        self.flush_stripes(g, ino, &whole)
+    }
+}
