@@ -192,6 +192,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     let opened = open_pool_emulated(&cfg.members, &cfg.emulation)?;
     opened.fs.pool.set_read_policy(cfg.read_policy);
     opened.fs.pool.set_io_timeout(cfg.io_timeout);
+    opened.replicas.set_commit_deadline(cfg.io_timeout);
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
     let socket = cfg.socket.clone().unwrap_or_else(|| {

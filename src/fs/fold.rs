@@ -24,18 +24,18 @@ impl Fs {
         self.patched.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Rewrite stripe `s` of `ino` whole if it carries patches and no
-    /// buffered or in-flight write of it exists (that write supersedes it
-    /// anyway). Returns true if it was folded.
+    /// Rewrite stripe `s` of `ino` whole if it carries patches. Returns
+    /// true if it was folded.
     pub fn fold_stripe(&self, ino: u64, s: u64) -> FsResult<bool> {
         let mut g = self.lock();
-        if let Some(of) = g.open.get(&ino) {
-            if of.dirty.contains_key(&s)
-                || of.pages.contains_key(&s)
-                || of.inflight.contains_key(&s)
-            {
-                return Ok(false);
-            }
+        // A write in flight commits first (a fold would make it stale).
+        // Buffered pages or a buffered stripe need nothing: they are
+        // written over whatever is committed when they are flushed.
+        if g.open
+            .get(&ino)
+            .is_some_and(|of| of.inflight.contains_key(&s))
+        {
+            self.reap_one(&mut g, ino, s)?;
         }
         let Some(loc) = self.stripe_loc(ino, s)? else {
             self.forget_patched(ino, s);

@@ -643,8 +643,8 @@ impl Fs {
                 m.health(),
                 Health::Online | Health::Suspect | Health::Draining
             ) {
-                if let Some(d) = m.disk() {
-                    match d.read_file(crate::pool::SUPERBLOCK_FILE) {
+                if m.disk().is_some() {
+                    match m.read_superblock(self.pool.io_timeout()) {
                         Ok(b) => {
                             let ours = crate::pool::Superblock::decode(&b).is_ok_and(|sb| {
                                 sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id()
@@ -664,9 +664,11 @@ impl Fs {
             if !matches!(h, Health::Suspect | Health::Failed) || admin.contains(&m.index) {
                 continue;
             }
-            let Some(d) = m.disk() else { continue };
-            let ok = d
-                .read_file(crate::pool::SUPERBLOCK_FILE)
+            if m.disk().is_none() {
+                continue;
+            }
+            let ok = m
+                .read_superblock(self.pool.io_timeout())
                 .ok()
                 .and_then(|b| crate::pool::Superblock::decode(&b).ok())
                 .is_some_and(|sb| sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id());

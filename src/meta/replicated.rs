@@ -55,6 +55,9 @@ pub struct ReplicatedStore {
     /// Held by every commit and by `add_replica`'s copy, so a new replica
     /// is an exact copy at a commit boundary.
     commit_lock: Mutex<()>,
+    /// A replica that has not committed a batch within this many ms (its
+    /// disk hung) is dropped from the commit set like one that failed.
+    deadline_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ReplicatedStore {
@@ -92,7 +95,14 @@ impl ReplicatedStore {
                     .collect(),
             ),
             commit_lock: Mutex::new(()),
+            deadline_ms: std::sync::atomic::AtomicU64::new(10_000),
         }
+    }
+
+    /// Set the commit deadline (see the field).
+    pub fn set_commit_deadline(&self, d: std::time::Duration) {
+        self.deadline_ms
+            .store(d.as_millis().max(1) as u64, Ordering::Relaxed);
     }
 
     /// Snapshot of the replica list.
@@ -266,9 +276,25 @@ impl MetaStore for ReplicatedStore {
                 (i, rx)
             })
             .collect();
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(self.deadline_ms.load(Ordering::Relaxed));
         let results: Vec<(usize, Result<(), MetaError>)> = pending
             .into_iter()
-            .map(|(i, rx)| (i, rx.recv().unwrap_or(Err(MetaError::ReadOnly))))
+            .map(|(i, rx)| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let r = match rx.recv_timeout(left) {
+                    Ok(r) => r,
+                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => Err(MetaError::Store {
+                        store: replicas[i].name.clone(),
+                        msg: format!(
+                            "no answer within {} ms (its disk may be hung)",
+                            self.deadline_ms.load(Ordering::Relaxed)
+                        ),
+                    }),
+                    Err(_) => Err(MetaError::ReadOnly),
+                };
+                (i, r)
+            })
             .collect();
         let mut ok = 0;
         let mut last = None;

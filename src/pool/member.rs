@@ -152,6 +152,26 @@ impl Member {
         r
     }
 
+    /// [`Member::call`] without counting the outcome (the caller judges it).
+    pub fn call_quiet<T, F>(&self, timeout: Duration, f: F) -> Result<T, IoFail>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn DiskBackend) -> std::io::Result<T> + Send + 'static,
+    {
+        self.submit(f)
+            .and_then(|t| t.wait_until(std::time::Instant::now() + timeout))
+    }
+
+    /// Read the member's superblock file on its workers, within `timeout`
+    /// (the health probe: a hung member answers with a timeout).
+    pub fn read_superblock(&self, timeout: Duration) -> std::io::Result<Vec<u8>> {
+        self.call_quiet(timeout, |d| d.read_file(super::SUPERBLOCK_FILE))
+            .map_err(|e| match e {
+                IoFail::Io(e) => e,
+                other => std::io::Error::new(std::io::ErrorKind::TimedOut, other.to_string()),
+            })
+    }
+
     /// Count the outcome of a call against the member's health.
     pub fn account<T>(&self, r: &Result<T, IoFail>, what: &str) {
         match r {

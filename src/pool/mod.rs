@@ -324,17 +324,38 @@ impl Pool {
 
     /// Re-read every member's capacity.
     pub fn refresh_capacity(&self) {
-        for m in self.members() {
-            if let Some(d) = m.live_disk() {
-                match d.capacity() {
-                    Ok((t, f)) => {
-                        m.total.store(t, Ordering::Relaxed);
-                        m.free.store(f, Ordering::Relaxed);
-                    }
-                    Err(e) => m.note_error(&format!("statvfs failed: {e}")),
+        for (m, r) in self.statvfs_all(false) {
+            match r {
+                Ok((t, f)) => {
+                    m.total.store(t, Ordering::Relaxed);
+                    m.free.store(f, Ordering::Relaxed);
                 }
+                Err(e) => m.note_error(&format!("statvfs failed: {e}")),
             }
         }
+    }
+
+    /// statvfs of every readable (or, with `writable`, online) member, on
+    /// their workers in parallel, within the I/O deadline.
+    #[allow(clippy::type_complexity)]
+    fn statvfs_all(&self, writable: bool) -> Vec<(&Member, Result<(u64, u64), io::IoFail>)> {
+        let deadline = std::time::Instant::now() + self.io_timeout();
+        let started: Vec<_> = self
+            .members()
+            .iter()
+            .filter(|m| {
+                if writable {
+                    m.writable_disk().is_some()
+                } else {
+                    m.live_disk().is_some()
+                }
+            })
+            .map(|m| (m, m.submit(|d| d.capacity())))
+            .collect();
+        started
+            .into_iter()
+            .map(|(m, t)| (m, t.and_then(|t| t.wait_until(deadline))))
+            .collect()
     }
 
     /// True when at least k+m online members have room for `shards` more
@@ -345,10 +366,9 @@ impl Pool {
     pub fn has_room(&self, shard_len: usize, shards: usize) -> bool {
         let need = (shard_len as u64 + 64 * 1024) * shards as u64;
         let with_room = self
-            .members()
-            .iter()
-            .filter_map(|m| m.writable_disk())
-            .filter(|d| d.capacity().map(|(_, free)| free >= need).unwrap_or(false))
+            .statvfs_all(true)
+            .into_iter()
+            .filter(|(_, r)| r.as_ref().is_ok_and(|(_, free)| *free >= need))
             .count();
         with_room >= self.k() + self.m()
     }

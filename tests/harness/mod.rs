@@ -933,8 +933,14 @@ impl Pair {
                 self.rig
                     .fs()
                     .fold_idle(std::time::Duration::ZERO, usize::MAX);
+                // (as the other background passes do, the namespace is
+                // committed with it)
+                let synced = self.rig.fs().meta.sync();
                 if self.rig.clock.stopped() {
                     return (Ok(Out::Done), Err(libc::EIO)); // cut short
+                }
+                if let Err(e) = synced {
+                    self.fail(&format!("fold: metadata sync: {e}"));
                 }
                 (Ok(Out::Done), Ok(Out::Done))
             }
