@@ -88,8 +88,13 @@ pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, S
 }
 
 /// [`open_pool`] with `wrap` put around every member's disk.
+///
+/// Once the superblocks are read (nothing is changed in a directory that is
+/// not a member of this pool), group/other permission bits are taken off
+/// everything on the members, before the metadata replicas are opened.
 pub fn open_pool_wrapped(dirs: &[PathBuf], wrap: crate::pool::DiskWrap) -> Result<Opened, String> {
     let (sb, members) = open_members_with(dirs, wrap).map_err(|e| e.to_string())?;
+    crate::guard::modes::repair_members(dirs);
     let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
     let listed = pool.meta_replicas();
     let meta_dirs: Vec<(String, Option<u16>, PathBuf)> = listed

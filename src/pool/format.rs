@@ -152,9 +152,17 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
     Ok(first.expect("at least one member"))
 }
 
-/// Lay out an empty member: the shard directories, durable, then the
-/// superblock (written atomically and synced: it makes the member).
+/// Lay out an empty member: the root made owner-only (0700), the shard
+/// directories, durable, then the superblock (written atomically and
+/// synced: it makes the member).
 pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::Result<()> {
+    if let Some(root) = disk.local_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            root,
+            std::fs::Permissions::from_mode(crate::guard::modes::DIR_MODE),
+        )?;
+    }
     for dir in 0..256 {
         disk.create_dir_all(&format!("shards/{dir:02x}"))?;
     }
