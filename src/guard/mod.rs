@@ -1,7 +1,9 @@
 //! Who may touch a member's files: nobody but the daemon's owner may read
-//! them ([`modes`]: 0600 files, 0700 directories, repaired at mount). See
-//! docs/security.md.
+//! them ([`modes`]: 0600 files, 0700 directories, repaired at mount), and
+//! only one shardfs process at a time may use a member ([`lock`]: an
+//! exclusive flock on `MEMBER/shardfs.lock`). See docs/security.md.
 
+pub mod lock;
 pub mod modes;
 
 /// The process umask of every `shardfs` subcommand (mkfs, mount, recover):

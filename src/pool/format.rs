@@ -366,7 +366,9 @@ fn create_canonical(dir: &Path) -> Result<PathBuf, PoolError> {
         .map_err(|e| setup(format!("{}: {e}", dir.display())))
 }
 
-/// A member directory must start empty and unformatted.
+/// A member directory must start empty and unformatted (a lone, unlocked
+/// lock file left by a `disk add` that stopped before formatting does not
+/// count).
 fn check_fresh(dir: &Path) -> Result<(), PoolError> {
     if dir.join(SUPERBLOCK_FILE).exists() {
         return Err(setup(format!(
@@ -376,8 +378,11 @@ fn check_fresh(dir: &Path) -> Result<(), PoolError> {
     }
     if std::fs::read_dir(dir)
         .map_err(|e| setup(format!("{}: {e}", dir.display())))?
-        .next()
-        .is_some()
+        .any(|e| {
+            e.map_or(true, |e| {
+                e.file_name() != crate::guard::lock::LOCK_FILE || !crate::guard::lock::is_stale(dir)
+            })
+        })
     {
         return Err(setup(format!(
             "{} is not empty: a member directory must start empty",
