@@ -4,6 +4,7 @@
 
 use crate::control;
 use crate::fs::Fs;
+use crate::guard::lock::{Holder, PoolLocks};
 use crate::meta::{MetaCache, MetaStore, ReplicatedStore};
 use crate::pool::{open_members_with, Pool};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ pub struct Opened {
     pub fs: Arc<Fs>,
     /// the metadata replicas behind it
     pub replicas: Arc<ReplicatedStore>,
+    /// the exclusive lock on every member, held as long as this lives
+    pub locks: Arc<PoolLocks>,
 }
 
 struct SharedStore(Arc<ReplicatedStore>);
@@ -71,6 +74,15 @@ impl Emulation {
 
 /// [`open_pool`] with members emulating hard disks.
 pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, String> {
+    open_pool_emulated_as(dirs, emu, Holder::this_program())
+}
+
+/// [`open_pool_emulated`], locking the members for `holder`.
+pub fn open_pool_emulated_as(
+    dirs: &[PathBuf],
+    emu: &Emulation,
+    holder: Holder,
+) -> Result<Opened, String> {
     let wrap =
         |i: u16, d: Arc<dyn crate::pool::DiskBackend>| -> Arc<dyn crate::pool::DiskBackend> {
             match emu.of(i) {
@@ -78,7 +90,7 @@ pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, S
                 None => d,
             }
         };
-    let opened = open_pool_wrapped(dirs, &wrap)?;
+    let opened = open_pool_wrapped_as(dirs, &wrap, holder)?;
     for m in opened.fs.pool.members() {
         if let Some(l) = emu.of(m.index) {
             let _ = m.emulated.set(l);
@@ -89,7 +101,24 @@ pub fn open_pool_emulated(dirs: &[PathBuf], emu: &Emulation) -> Result<Opened, S
 
 /// [`open_pool`] with `wrap` put around every member's disk.
 pub fn open_pool_wrapped(dirs: &[PathBuf], wrap: crate::pool::DiskWrap) -> Result<Opened, String> {
+    open_pool_wrapped_as(dirs, wrap, Holder::this_program())
+}
+
+/// [`open_pool_wrapped`], locking the members for `holder`.
+///
+/// Order: the superblocks are read (nothing is written to a directory that
+/// is not a member of this pool); then every member is locked, so a second
+/// daemon stops here, before it replays, sweeps or writes anything; then
+/// group/other permission bits are taken off everything on the members;
+/// only then are the metadata replicas opened and the filesystem swept.
+pub fn open_pool_wrapped_as(
+    dirs: &[PathBuf],
+    wrap: crate::pool::DiskWrap,
+    holder: Holder,
+) -> Result<Opened, String> {
     let (sb, members) = open_members_with(dirs, wrap).map_err(|e| e.to_string())?;
+    let locks = Arc::new(PoolLocks::lock_all(dirs, holder)?);
+    crate::guard::modes::repair_members(dirs);
     let pool = Arc::new(Pool::new(sb, members).map_err(|e| e.to_string())?);
     let listed = pool.meta_replicas();
     let meta_dirs: Vec<(String, Option<u16>, PathBuf)> = listed
@@ -119,6 +148,7 @@ pub fn open_pool_wrapped(dirs: &[PathBuf], wrap: crate::pool::DiskWrap) -> Resul
     Ok(Opened {
         fs: Arc::new(fs),
         replicas,
+        locks,
     })
 }
 
@@ -189,7 +219,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         None => None,
     };
     sd_notify::notify(&[("STATUS", "opening the pool")]);
-    let opened = open_pool_emulated(&cfg.members, &cfg.emulation)?;
+    let opened = open_pool_emulated_as(&cfg.members, &cfg.emulation, Holder::mount(mp))?;
     opened.fs.pool.set_read_policy(cfg.read_policy);
     opened.fs.pool.set_io_timeout(cfg.io_timeout);
     opened.replicas.set_commit_deadline(cfg.io_timeout);
@@ -235,6 +265,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         replicas: opened.replicas.clone(),
         maintenance: maintenance.clone(),
         metrics: metrics.clone(),
+        locks: opened.locks.clone(),
     });
     let socket = control::server::spawn(&socket, ctx.clone())
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;

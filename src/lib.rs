@@ -14,6 +14,7 @@ pub mod durability;
 pub mod ec;
 pub mod fs;
 pub mod fuse;
+pub mod guard;
 pub mod heatsim;
 pub mod maintenance;
 pub mod meta;

@@ -170,6 +170,9 @@ fn main() -> ExitCode {
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // every subcommand (mkfs, mount and the daemon's `disk add`, recover)
+    // creates member files, or recovered data: the owner's alone
+    shardfs::guard::restrict_umask();
     let res = match cli.cmd {
         Cmd::Mkfs {
             data,

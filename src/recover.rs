@@ -85,6 +85,15 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
         }
     }
     let sb = sb.ok_or("no member directories given")?;
+    // no daemon may be using the members while they are read (nor start
+    // while they are): held until the recovery returns
+    let holder = crate::guard::lock::Holder::Recover(
+        std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf()),
+    );
+    let mut locks = Vec::new();
+    for d in dirs {
+        locks.extend(crate::guard::lock::lock_member_for_reading(d, &holder)?);
+    }
     if out.exists()
         && std::fs::read_dir(out)
             .map_err(|e| e.to_string())?

@@ -24,6 +24,8 @@ pub struct Context {
     pub maintenance: Arc<crate::maintenance::Maintenance>,
     /// FUSE counters, cached counts and collectors for `metrics`
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// the daemon's member locks (`disk add` takes one more)
+    pub locks: Arc<crate::guard::lock::PoolLocks>,
 }
 
 impl Context {
@@ -287,7 +289,7 @@ fn disk_add(
     }
     let index = ctx
         .fs
-        .add_member_dir(dir, domain, class)
+        .add_member_dir(dir, domain, class, &ctx.locks)
         .map_err(|e| e.to_string())?;
     ctx.maintenance
         .rebalance

@@ -183,13 +183,15 @@ impl Fs {
 
 impl Fs {
     /// `shardctl disk add DIR`: check that `dir` is an empty directory
-    /// that is not a member yet, format it and join it to the pool (online
-    /// at once; the caller asks for a rebalance). Returns its index.
+    /// that is not a member yet, take its lock (held in `locks` with the
+    /// other members'), format it and join it to the pool (online at once;
+    /// the caller asks for a rebalance). Returns its index.
     pub fn add_member_dir(
         &self,
         dir: &std::path::Path,
         domain: Option<String>,
         class: Option<String>,
+        locks: &crate::guard::lock::PoolLocks,
     ) -> FsResult<u16> {
         let roots: Vec<std::path::PathBuf> = self
             .pool
@@ -202,10 +204,17 @@ impl Fs {
             })
             .collect();
         crate::pool::check_new_member_dir(dir, &roots)?;
+        locks
+            .lock(dir)
+            .map_err(|e| super::FsError::Pool(crate::pool::PoolError::Setup(e)))?;
         let disk = std::sync::Arc::new(crate::pool::DirDisk::new(dir));
-        Ok(self
+        let added = self
             .pool
-            .add_member(disk, dir.display().to_string(), domain, class)?)
+            .add_member(disk, dir.display().to_string(), domain, class);
+        if added.is_err() {
+            locks.release_unformatted(dir);
+        }
+        Ok(added?)
     }
 }
 

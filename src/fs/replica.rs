@@ -475,7 +475,7 @@ impl Fs {
             })
             .min_by(|a, b| a.heat.load().total_cmp(&b.heat.load()))?;
         let dir = m.live_disk()?.local_root()?.join(REPLICA_DIR);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        if let Err(e) = crate::guard::modes::create_dir_all(&dir) {
             log::warn!("member {}: {}: {e}", m.index, dir.display());
             return None;
         }
@@ -493,7 +493,7 @@ impl Fs {
     ) -> Result<[u8; 32], String> {
         let tmp = dir.join(format!("{name}.tmp"));
         let result = (|| {
-            let mut f = File::create(&tmp).map_err(|e| io_err("create", e))?;
+            let mut f = crate::guard::modes::create_file(&tmp).map_err(|e| io_err("create", e))?;
             let mut h = blake3::Hasher::new();
             let mut off = 0u64;
             while off < size {

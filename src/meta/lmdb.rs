@@ -29,7 +29,7 @@ impl LmdbStore {
             store: path.display().to_string(),
             msg: e.to_string(),
         };
-        std::fs::create_dir_all(path).map_err(|e| err(&e))?;
+        crate::guard::modes::create_dir_all(path).map_err(|e| err(&e))?;
         // SAFETY: each metadata directory is opened once per process (the
         // daemon owns its pool) and never truncated or mapped elsewhere.
         let env = unsafe {
@@ -60,13 +60,18 @@ impl LmdbStore {
     /// Write a consistent copy of the store into directory `dest` (for
     /// bringing a lagging replica up to date).
     pub fn copy_to_dir(&self, dest: &Path) -> Result<(), MetaError> {
-        std::fs::create_dir_all(dest).map_err(|e| self.err(e))?;
+        crate::guard::modes::create_dir_all(dest).map_err(|e| self.err(e))?;
         let tmp = dest.join("data.mdb.copy");
         let _ = std::fs::remove_file(&tmp);
         let f = self
             .env
             .copy_to_path(&tmp, heed::CompactionOption::Disabled)
             .map_err(|e| self.err(e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let owner_only = std::fs::Permissions::from_mode(crate::guard::modes::FILE_MODE);
+            f.set_permissions(owner_only).map_err(|e| self.err(e))?;
+        }
         f.sync_all().map_err(|e| self.err(e))?;
         std::fs::rename(&tmp, dest.join("data.mdb")).map_err(|e| self.err(e))?;
         let _ = std::fs::remove_file(dest.join("lock.mdb"));

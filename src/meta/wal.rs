@@ -17,6 +17,7 @@ use super::{merge_range, KvPairs, LmdbStore, MetaError, MetaStore, Op, Overlay};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -170,6 +171,7 @@ impl WalStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::guard::modes::FILE_MODE)
             .open(&path)
             .map_err(|e| err(dir, e))?;
         // Zero-fill: replay stops at the first zero header (bad magic).

@@ -76,7 +76,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
-        let mut f = File::create(self.path(rel))?;
+        let mut f = crate::guard::modes::create_file(&self.path(rel))?;
         for p in parts {
             f.write_all(p)?;
         }
@@ -102,7 +102,7 @@ impl DiskBackend for DirDisk {
         let path = self.path(rel);
         let tmp = path.with_extension("tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::guard::modes::create_file(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
         }
@@ -147,7 +147,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn create_dir_all(&self, rel: &str) -> io::Result<()> {
-        fs::create_dir_all(self.path(rel))
+        crate::guard::modes::create_dir_all(&self.path(rel))
     }
 
     fn sync_file(&self, rel: &str) -> io::Result<()> {

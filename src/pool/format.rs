@@ -152,9 +152,17 @@ pub fn mkfs(dirs: &[PathBuf], opt: &MkfsOptions) -> Result<Superblock, PoolError
     Ok(first.expect("at least one member"))
 }
 
-/// Lay out an empty member: the shard directories, durable, then the
-/// superblock (written atomically and synced: it makes the member).
+/// Lay out an empty member: the root made owner-only (0700), the shard
+/// directories, durable, then the superblock (written atomically and
+/// synced: it makes the member).
 pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::Result<()> {
+    if let Some(root) = disk.local_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            root,
+            std::fs::Permissions::from_mode(crate::guard::modes::DIR_MODE),
+        )?;
+    }
     for dir in 0..256 {
         disk.create_dir_all(&format!("shards/{dir:02x}"))?;
     }
@@ -358,7 +366,9 @@ fn create_canonical(dir: &Path) -> Result<PathBuf, PoolError> {
         .map_err(|e| setup(format!("{}: {e}", dir.display())))
 }
 
-/// A member directory must start empty and unformatted.
+/// A member directory must start empty and unformatted (a lone, unlocked
+/// lock file left by a `disk add` that stopped before formatting does not
+/// count).
 fn check_fresh(dir: &Path) -> Result<(), PoolError> {
     if dir.join(SUPERBLOCK_FILE).exists() {
         return Err(setup(format!(
@@ -368,8 +378,11 @@ fn check_fresh(dir: &Path) -> Result<(), PoolError> {
     }
     if std::fs::read_dir(dir)
         .map_err(|e| setup(format!("{}: {e}", dir.display())))?
-        .next()
-        .is_some()
+        .any(|e| {
+            e.map_or(true, |e| {
+                e.file_name() != crate::guard::lock::LOCK_FILE || !crate::guard::lock::is_stale(dir)
+            })
+        })
     {
         return Err(setup(format!(
             "{} is not empty: a member directory must start empty",

@@ -1,0 +1,381 @@
+//! Hardening (issue 14) through real mounts: member data is for the
+//! daemon's owner only (0600 files, 0700 directories, looser modes repaired
+//! at mount), and an exclusive lock on every member keeps a second daemon
+//! (or `shardfs recover`) off a pool that is in use.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LOCK_FILE: &str = "shardfs.lock";
+
+/// Small shards, so a file of a few hundred KiB spans many stripes.
+const SMALL: &[&str] = &["--shard-size", "4096", "--inline-max", "2048"];
+
+/// A second `shardfs` process that must not stay up: killed and its mount
+/// detached on drop, even when the test fails.
+struct Second {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Drop for Second {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let c = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: plain syscall on a valid NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Run `shardfs ARGS...` and wait at most `limit` for it to exit: (exit
+/// status, stderr), or None if it was still running (then it is stopped).
+fn run_bounded(args: &[&std::ffi::OsStr], mnt: &Path, limit: Duration) -> Option<(bool, String)> {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(SHARDFS)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut second = Second {
+        child: Some(child),
+        mnt: mnt.to_path_buf(),
+    };
+    let start = Instant::now();
+    loop {
+        let c = second.child.as_mut().unwrap();
+        if let Some(st) = c.try_wait().unwrap() {
+            second.child = None;
+            let text = std::fs::read_to_string(err.path()).unwrap_or_default();
+            return Some((st.success(), text));
+        }
+        if start.elapsed() > limit {
+            return None; // `second` stops it
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every entry under `root` (the root included), not following symlinks:
+/// (path, lstat metadata).
+fn walk(root: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut out = vec![(root.to_path_buf(), std::fs::symlink_metadata(root).unwrap())];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].1.is_dir() {
+            let dir = out[i].0.clone();
+            // (the daemon may remove files meanwhile: a rebalance, a sweep)
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if let Ok(md) = std::fs::symlink_metadata(&p) {
+                    out.push((p, md));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every directory under every member is 0700 and every file 0600; the
+/// lock file is among them.
+fn assert_owner_only(members: &[PathBuf], when: &str) {
+    for m in members {
+        let all = walk(m);
+        assert!(
+            all.iter().any(|(p, _)| p == &m.join(LOCK_FILE)),
+            "{when}: no {LOCK_FILE} in {}",
+            m.display()
+        );
+        for (p, md) in all {
+            let got = md.mode() & 0o7777;
+            if md.is_dir() {
+                assert_eq!(got, 0o700, "{when}: directory {} is {got:04o}", p.display());
+            } else {
+                assert!(md.is_file(), "{when}: {} is not a file", p.display());
+                assert_eq!(got, 0o600, "{when}: file {} is {got:04o}", p.display());
+            }
+        }
+    }
+}
+
+/// Try to take the member's lock from this process: true if it is free.
+fn lock_is_free(member: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(member.join(LOCK_FILE)).unwrap();
+    // SAFETY: flock on a descriptor we own; released when `f` is closed.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// A second `shardfs mount` of the members of a mounted pool (with its own
+/// socket and mount point) fails at once, before mounting anything, with a
+/// message naming a member, the first daemon's pid and its mount point; the
+/// first mount goes on serving reads and writes, its data intact.
+#[test]
+fn second_mount_of_a_mounted_pool_fails_at_once_naming_the_holder_and_the_first_keeps_working() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let before = pattern(1, 300_000);
+    std::fs::write(t.p("bkt/before"), &before).unwrap();
+    std::fs::write(t.p("bkt/small"), b"inline bytes").unwrap();
+    let pid = t.child.as_ref().unwrap().id();
+    let mnt1 = t.tmp.path().canonicalize().unwrap().join("mnt");
+    let mnt2 = t.tmp.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let sock2 = t.tmp.path().join("ctl2.sock");
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["mount".as_ref(), "--socket".as_ref(), sock2.as_ref()];
+    args.extend(t.members.iter().map(|m| m.as_os_str()));
+    args.push(mnt2.as_os_str());
+    let start = Instant::now();
+    let got = run_bounded(&args, &mnt2, Duration::from_secs(20));
+    let (ok, err) =
+        got.expect("the second mount did not exit: it is serving the pool a second time");
+    assert!(!ok, "the second mount succeeded: {err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the refusal took {:?}",
+        start.elapsed()
+    );
+    assert!(!is_mounted(&mnt2), "the second daemon mounted something");
+    assert!(!sock2.exists(), "the second daemon opened a control socket");
+    assert!(
+        t.members
+            .iter()
+            .any(|m| err.contains(&m.display().to_string())),
+        "no member named: {err}"
+    );
+    assert!(
+        err.contains(&format!("pid {pid}")),
+        "holder pid not named: {err}"
+    );
+    assert!(
+        err.contains(&mnt1.display().to_string()),
+        "holder mount point not named: {err}"
+    );
+    assert!(err.contains("unmount it first"), "{err}");
+    // the first mount is untouched and keeps working
+    assert!(std::fs::read(t.p("bkt/before")).unwrap() == before);
+    assert_eq!(std::fs::read(t.p("bkt/small")).unwrap(), b"inline bytes");
+    let after = pattern(2, 200_000);
+    std::fs::write(t.p("bkt/after"), &after).unwrap();
+    std::fs::File::open(t.p("bkt/after"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    assert!(std::fs::read(t.p("bkt/after")).unwrap() == after);
+    let (ok, out, e) = t.ctl(&["status"]);
+    assert!(ok, "{out}{e}");
+    // and everything is there after a clean remount
+    t.remount();
+    assert!(std::fs::read(t.p("bkt/before")).unwrap() == before);
+    assert!(std::fs::read(t.p("bkt/after")).unwrap() == after);
+    assert_eq!(std::fs::read(t.p("bkt/small")).unwrap(), b"inline bytes");
+}
+
+/// `shardfs recover` refuses members that a running daemon holds, naming
+/// the member, the daemon's pid and its mount point, and writes nothing.
+#[test]
+fn recover_refuses_the_members_of_a_mounted_pool() {
+    let t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    std::fs::write(t.p("bkt/f"), pattern(3, 50_000)).unwrap();
+    let pid = t.child.as_ref().unwrap().id();
+    let mnt1 = t.tmp.path().canonicalize().unwrap().join("mnt");
+    let out = t.tmp.path().join("recovered");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["recover".as_ref(), "--out".as_ref(), out.as_ref()];
+    args.extend(t.members.iter().map(|m| m.as_os_str()));
+    let (ok, err) = run_bounded(&args, &out, Duration::from_secs(30)).expect("recover hung");
+    assert!(!ok, "recover ran over a mounted pool: {err}");
+    assert!(
+        t.members
+            .iter()
+            .any(|m| err.contains(&m.display().to_string()))
+            && err.contains(&format!("pid {pid}"))
+            && err.contains(&mnt1.display().to_string()),
+        "{err}"
+    );
+    assert!(!out.exists(), "recover wrote its output anyway");
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == pattern(3, 50_000));
+}
+
+/// After mkfs, a mount, a small (inline) file, a file of many stripes, a
+/// hot replica, an fsync and a clean unmount (which writes the catalog),
+/// every directory under every member is 0700 and every file 0600: the
+/// superblock, shards, replicas, the WAL and LMDB files, the catalog and
+/// the lock file. A member added with `shardctl disk add` is the same, and
+/// the daemon holds its lock.
+#[test]
+fn member_files_are_owner_only_after_mkfs_mount_writes_and_disk_add() {
+    let mut t = TestMount::new(6, SMALL);
+    for m in &t.members {
+        let md = std::fs::symlink_metadata(m.join("shardfs.superblock")).unwrap();
+        assert_eq!(
+            md.mode() & 0o077,
+            0,
+            "superblock after mkfs: {:o}",
+            md.mode()
+        );
+    }
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let (ok, _, err) = t.ctl(&["tier", "policy", "--hot-replica"]);
+    assert!(ok, "{err}");
+    std::fs::write(t.p("bkt/small"), b"a small file lives inline").unwrap();
+    let big = pattern(4, 400_000);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(t.p("bkt/big")).unwrap();
+        f.write_all(&big).unwrap();
+        f.sync_all().unwrap();
+    }
+    let (ok, _, err) = t.ctl(&["tier", "start", "--all-hot"]);
+    assert!(ok, "{err}");
+    let start = Instant::now();
+    while t.json(&["tier", "status"])["replicas"]["replicas"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no hot replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        t.members
+            .iter()
+            .any(|m| std::fs::read_dir(m.join("replicas")).is_ok_and(|mut d| d.next().is_some())),
+        "no replica file"
+    );
+    // a new member, formatted by the daemon
+    let new = t.tmp.path().join("disk6");
+    let (ok, out, err) = t.ctl(&["disk", "add", new.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    t.members.push(new.clone());
+    assert!(
+        !lock_is_free(&new),
+        "the daemon does not hold the new member's lock"
+    );
+    let lock = std::fs::read_to_string(new.join(LOCK_FILE)).unwrap();
+    let pid = t.child.as_ref().unwrap().id();
+    assert!(lock.contains(&format!("pid={pid}")), "{lock}");
+    assert!(!t.shard_files().is_empty());
+    assert_owner_only(&t.members, "mounted");
+    t.unmount();
+    for m in &t.members {
+        assert!(m.join("catalog").exists(), "no catalog on {}", m.display());
+        assert!(lock_is_free(m), "lock of {} still held", m.display());
+    }
+    assert_owner_only(&t.members, "after a clean unmount");
+}
+
+/// A member whose modes were loosened while unmounted (a shard file 0644,
+/// its shard folder 0755, the WAL 0644, the member root 0755) is repaired
+/// at the next mount, with a warning in the daemon log naming each path;
+/// the data still reads back.
+#[test]
+fn loosened_member_modes_are_repaired_at_the_next_mount_with_a_warning() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(5, 300_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    t.unmount();
+    let (_, shard) = t.shard_files().into_iter().next().expect("a shard file");
+    let folder = shard.parent().unwrap().to_path_buf();
+    let wal = t.members[0].join("meta/wal");
+    let root = t.members[1].clone();
+    let set =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    set(&shard, 0o644);
+    set(&folder, 0o755);
+    set(&wal, 0o644);
+    set(&root, 0o755);
+    // a symlink inside a member is neither followed nor changed
+    let outside = t.tmp.path().join("outside");
+    std::fs::write(&outside, b"not the pool's").unwrap();
+    set(&outside, 0o644);
+    let link = t.members[2].join("stray-link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    t.mount();
+    let log = t.log_text();
+    for p in [&shard, &folder, &wal, &root] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("{}:", p.display()))),
+            "no warning naming {}:\n{log}",
+            p.display()
+        );
+    }
+    assert_eq!(mode(&shard), 0o600);
+    assert_eq!(mode(&folder), 0o700);
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&outside), 0o644, "the symlink was followed");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
+    std::fs::remove_file(&link).unwrap();
+}
+
+/// A daemon killed with kill -9 leaves its lock file behind (naming it);
+/// the kernel released the lock, so the next mount goes ahead, takes the
+/// lock and writes its own pid over the stale one.
+#[test]
+fn stale_lock_file_of_a_killed_daemon_does_not_block_the_next_mount() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(6, 100_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    std::fs::File::open(t.p("bkt/f"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let old = t.child.as_ref().unwrap().id();
+    t.kill9();
+    for m in &t.members {
+        let text = std::fs::read_to_string(m.join(LOCK_FILE))
+            .unwrap_or_else(|e| panic!("{}: no lock file: {e}", m.display()));
+        assert!(text.contains(&format!("pid={old}")), "{text}");
+        assert!(
+            lock_is_free(m),
+            "{} still locked after kill -9",
+            m.display()
+        );
+    }
+    t.mount();
+    let new = t.child.as_ref().unwrap().id();
+    for m in &t.members {
+        let text = std::fs::read_to_string(m.join(LOCK_FILE)).unwrap();
+        assert!(
+            text.contains(&format!("pid={new}")) && !text.contains(&format!("pid={old}")),
+            "{text}"
+        );
+        assert!(
+            !lock_is_free(m),
+            "{} is not locked by the new daemon",
+            m.display()
+        );
+    }
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
+}
