@@ -678,3 +678,55 @@ fn a_full_pool_returns_enospc_and_recovers_after_delete() {
     }
     assert_eq!(fs::read(t.p("bkt/after")).unwrap(), pattern(2, 5 << 20));
 }
+
+/// Run `sh -c script` as user nobody (65534): no CAP_FSETID.
+fn as_nobody(script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// With FUSE_HANDLE_KILLPRIV_V2 the kernel no longer asks for
+/// security.capability before every write; shardfs clears set-user-id and
+/// set-group-id itself when an unprivileged process writes or truncates,
+/// as ext4 does, and a privileged writer keeps them.
+#[test]
+fn unprivileged_write_and_truncate_clear_setuid_and_setgid() {
+    let t = TestMount::new(6, SMALL);
+    // nobody must reach the mount: open the test directory's mode
+    let top = t.p("").parent().unwrap().to_path_buf();
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(t.p("bkt")).unwrap();
+    for (name, how) in [("w", "printf x >> {}"), ("t", "truncate -s 1 {}")] {
+        let f = t.p(&format!("bkt/{name}"));
+        fs::write(&f, b"hello").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+        // root (CAP_FSETID) writing keeps the bits
+        OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .write_all(b"!")
+            .unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o6777, "{name}");
+        let out = as_nobody(&how.replace("{}", f.to_str().unwrap()));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            fs::metadata(&f).unwrap().mode() & 0o7777,
+            0o0777,
+            "{name}: set-user-id and set-group-id cleared"
+        );
+    }
+}

@@ -43,7 +43,7 @@ const MAX_DIRTY_STRIPES: usize = 2;
 /// Granule of small overwrites buffered as pages.
 pub const PAGE: usize = 4096;
 /// Pages one open file may buffer before they are written out as patches.
-const MAX_DIRTY_PAGES: usize = 16 * 1024;
+const MAX_DIRTY_PAGES: usize = 4 * 1024;
 /// Pages of one stripe beyond which the stripe is rewritten whole instead
 /// of patched (a patch costs reads of old data and parity per page).
 const MAX_STRIPE_PAGES: usize = 192;

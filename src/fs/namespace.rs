@@ -672,6 +672,27 @@ impl Fs {
         Ok(inode)
     }
 
+    /// Clear the set-user-id bit, and the set-group-id bit of a
+    /// group-executable file, as a write or truncate by an unprivileged
+    /// process does on Linux (FUSE_HANDLE_KILLPRIV_V2 leaves it to us).
+    pub fn kill_suidgid(&self, ino: u64) -> FsResult<()> {
+        let mut g = self.lock();
+        let mut inode = self.inode(&g, ino)?;
+        let mut perm = inode.perm & !0o4000;
+        if perm & 0o010 != 0 {
+            perm &= !0o2000;
+        }
+        if perm == inode.perm || inode.kind != Kind::File {
+            return Ok(());
+        }
+        inode.perm = perm;
+        inode.ctime = now();
+        let mut ops = Vec::new();
+        Self::put_inode(&mut g, &inode, &mut ops);
+        self.meta.apply(ops, Vec::new())?;
+        Ok(())
+    }
+
     /// Flush a file's buffered data and make metadata durable (fsync, close).
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
         {

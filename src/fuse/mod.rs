@@ -222,6 +222,14 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(64);
+        // the kernel then skips its getxattr(security.capability) before
+        // every write and asks us to clear set-user/group-id instead
+        if config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok()
+        {
+            log::debug!("FUSE_HANDLE_KILLPRIV_V2 on");
+        }
         if self.want_passthrough {
             // backing files are on ordinary filesystems: depth 1
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
@@ -262,7 +270,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -287,7 +295,18 @@ impl Filesystem for FuseFs {
             atime: time_or_now(atime),
             mtime: time_or_now(mtime),
         };
-        match t.check(self.fs.setattr(ino.0, s)) {
+        // (HANDLE_KILLPRIV_V2) a truncate by an unprivileged caller clears
+        // set-user/group-id; the kernel's flag for it does not reach us,
+        // so the caller's uid stands in for the missing CAP_FSETID
+        let kill = size.is_some() && mode.is_none() && req.uid() != 0;
+        let r = self.fs.setattr(ino.0, s).and_then(|a| {
+            if kill {
+                self.fs.kill_suidgid(ino.0)?;
+                return self.fs.getattr(ino.0);
+            }
+            Ok(a)
+        });
+        match t.check(r) {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -455,12 +474,19 @@ impl Filesystem for FuseFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let mut t = self.stats.start(Op::Write);
+        // (HANDLE_KILLPRIV_V2) a writer without CAP_FSETID clears the
+        // set-user-id and set-group-id bits, as a local filesystem does
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.fs.kill_suidgid(ino.0) {
+                return reply.error(errno(&e));
+            }
+        }
         match t.check(self.fs.write(ino.0, offset, data)) {
             Ok(n) => {
                 t.bytes(n as u64);

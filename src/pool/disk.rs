@@ -85,10 +85,12 @@ impl DiskBackend for DirDisk {
 
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(self.path(rel))?;
         let mut at = offset;
         for p in parts {

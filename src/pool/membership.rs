@@ -133,6 +133,8 @@ impl Pool {
     /// the first member's): current member list, domains and metadata set.
     fn current_superblock(&self) -> Superblock {
         let mut sb = self.sb.clone();
+        // a version 1 pool becomes version 2 here (see MIN_FORMAT_VERSION)
+        sb.format_version = FORMAT_VERSION;
         sb.members = self.members().iter().map(|m| m.id().to_string()).collect();
         let declared = self.members().iter().any(|m| m.domain().is_some());
         sb.domains = if declared {

@@ -28,6 +28,9 @@ use std::time::Instant;
 
 /// A patch log is rotated when it reaches this size.
 pub const LOG_MAX: u64 = 64 << 20;
+/// Stripes patched per round of reads and appends (bounds the memory and
+/// the queue depth a flush uses).
+const PATCH_CHUNK: usize = 64;
 /// Folder of the patch logs on a member.
 pub const PATCH_DIR: &str = "patches";
 
@@ -262,40 +265,50 @@ impl Pool {
     /// released at once.
     pub fn patch_stripes(&self, jobs: &[PatchJob]) -> Vec<Option<Vec<PatchRef>>> {
         let mut out: Vec<Option<Vec<PatchRef>>> = vec![None; jobs.len()];
-        // per job: the records to append, computed in chunks so that no
-        // member queue overflows
-        let mut records: Vec<Option<Vec<Pending>>> = vec![None; jobs.len()];
-        for chunk in (0..jobs.len()).collect::<Vec<_>>().chunks(64) {
+        // in chunks, so that no member queue overflows and the old bytes
+        // read and the records built stay a bounded amount of memory
+        for chunk in (0..jobs.len()).collect::<Vec<_>>().chunks(PATCH_CHUNK) {
             let reads: Vec<_> = chunk
                 .iter()
                 .map(|&j| self.start_old_reads(&jobs[j]))
                 .collect();
             let deadline = Instant::now() + self.io_timeout();
-            for (&j, r) in chunk.iter().zip(reads) {
-                records[j] = r.and_then(|r| self.compute_patch(&jobs[j], r, deadline));
-            }
+            let records: Vec<(usize, Vec<Pending>)> = chunk
+                .iter()
+                .zip(reads)
+                .filter_map(|(&j, r)| Some((j, self.compute_patch(&jobs[j], r?, deadline)?)))
+                .collect();
+            self.append_records(jobs, records, &mut out);
         }
-        // one append per member
+        out
+    }
+
+    /// Append the records of some patch jobs, one append and fdatasync per
+    /// member, and set `out[job]` to the references of each job whose
+    /// records all landed (the others' are released).
+    fn append_records(
+        &self,
+        jobs: &[PatchJob],
+        records: Vec<(usize, Vec<Pending>)>,
+        out: &mut [Option<Vec<PatchRef>>],
+    ) {
         let mut per_member: BTreeMap<u16, Vec<(usize, usize)>> = BTreeMap::new();
-        for (j, recs) in records.iter().enumerate() {
-            for (r, rec) in recs.iter().flatten().enumerate() {
-                per_member.entry(rec.1).or_default().push((j, r));
+        for (n, (_, recs)) in records.iter().enumerate() {
+            for (r, rec) in recs.iter().enumerate() {
+                per_member.entry(rec.1).or_default().push((n, r));
             }
         }
         let deadline = Instant::now() + self.io_timeout();
         let mut started = Vec::new();
         for (mi, list) in per_member {
-            let lens: Vec<usize> = list
-                .iter()
-                .map(|&(j, r)| records[j].as_ref().expect("some")[r].2.len())
-                .collect();
+            let lens: Vec<usize> = list.iter().map(|&(n, r)| records[n].1[r].2.len()).collect();
             let (log, at, new) = self.reserve(mi, &lens);
             let mut bytes = Vec::with_capacity(lens.iter().sum());
             let mut places = Vec::with_capacity(list.len());
             let mut off = at;
-            for (&(j, r), &len) in list.iter().zip(&lens) {
-                bytes.extend_from_slice(&records[j].as_ref().expect("some")[r].2);
-                places.push((j, r, off, len));
+            for (&(n, r), &len) in list.iter().zip(&lens) {
+                bytes.extend_from_slice(&records[n].1[r].2);
+                places.push((n, r, off, len));
                 off += len as u64;
             }
             let rel = log_path(log);
@@ -306,8 +319,8 @@ impl Pool {
             });
             started.push((mi, log, new, rel, places, t));
         }
-        let mut failed_jobs = std::collections::BTreeSet::new();
-        let mut refs: Vec<Vec<PatchRef>> = vec![Vec::new(); jobs.len()];
+        let mut failed = std::collections::BTreeSet::new();
+        let mut refs: Vec<Vec<PatchRef>> = vec![Vec::new(); records.len()];
         for (mi, log, new, rel, places, t) in started {
             let r = t.and_then(|t| t.wait_until(deadline));
             self.slots[mi as usize].account(&r, &format!("append {rel}"));
@@ -318,38 +331,34 @@ impl Pool {
                     .unwrap()
                     .push((mi, PATCH_DIR.to_string()));
             }
-            for (j, r, off, len) in places {
-                let rec = &records[j].as_ref().expect("some")[r];
-                let pr = PatchRef {
+            for (n, r, off, len) in places {
+                let (j, recs) = &records[n];
+                let rec = &recs[r];
+                if !ok {
+                    failed.insert(n);
+                }
+                refs[n].push(PatchRef {
                     index: rec.0 as u8,
                     member: mi,
-                    seq: jobs[j].seq,
+                    seq: jobs[*j].seq,
                     log,
                     offset: off,
                     len: len as u32,
                     from: rec.3 .0,
                     to: rec.3 .1,
-                };
-                if !ok {
-                    failed_jobs.insert(j);
-                }
-                refs[j].push(pr);
+                });
             }
         }
-        for (j, r) in refs.into_iter().enumerate() {
-            if records[j].is_none() {
-                continue;
-            }
-            if failed_jobs.contains(&j) {
+        for (n, r) in refs.into_iter().enumerate() {
+            if failed.contains(&n) {
                 self.release_patches(&r);
             } else {
                 self.stats
                     .patches
                     .fetch_add(r.len() as u64, Ordering::Relaxed);
-                out[j] = Some(r);
+                out[records[n].0] = Some(r);
             }
         }
-        out
     }
 
     /// Queue the reads of the old bytes a patch needs: per touched data

@@ -4,8 +4,14 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the superblock at the root of every member.
 pub const SUPERBLOCK_FILE: &str = "shardfs.superblock";
-/// On-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format version this build writes. Version 2 added patches
+/// (stripe locations may carry patch lists; members hold `patches/` logs).
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build mounts. A version 1 pool is upgraded
+/// at mount, before anything is written: every present member's
+/// superblock is rewritten as version 2 (a build that knows only version
+/// 1 then refuses the pool instead of misreading patched stripes).
+pub const MIN_FORMAT_VERSION: u32 = 1;
 
 /// Pool layout and identity, identical on every member but for `member_*`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,10 +87,11 @@ impl Superblock {
         if sb.magic != "shardfs" {
             return Err("bad superblock magic".into());
         }
-        if sb.format_version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&sb.format_version) {
             return Err(format!(
-                "format version {} is not supported by this build (expects {})",
-                sb.format_version, FORMAT_VERSION
+                "format version {} is not supported by this build (reads {MIN_FORMAT_VERSION} \
+                 to {FORMAT_VERSION})",
+                sb.format_version
             ));
         }
         Ok(sb)
