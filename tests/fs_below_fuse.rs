@@ -883,3 +883,117 @@ fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away()
     let refs: u64 = r.fs.pool.patch_log_counts().iter().map(|c| c.2).sum();
     assert_eq!(refs, 0, "no patch referenced after the fold");
 }
+
+/// A pool written by format version 1 (stripe locations without patch
+/// lists, version 1 superblocks) mounts with this build, reads back, takes
+/// patches, and has its superblocks upgraded to version 2 at mount (so a
+/// build that knows only version 1 refuses it rather than misreading
+/// patched stripes).
+#[test]
+fn a_format_version_1_pool_mounts_reads_takes_patches_and_is_upgraded() {
+    #[derive(serde::Serialize)]
+    struct LocV1 {
+        generation: u64,
+        len: u32,
+        members: Vec<u16>,
+    }
+    let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
+    let mut sb = Superblock {
+        magic: "shardfs".into(),
+        format_version: 1,
+        pool_id: new_id(),
+        member_id: ids[0].clone(),
+        member_index: 0,
+        members: ids.clone(),
+        k: 4,
+        m: 2,
+        shard_size: SHARD,
+        inline_max: INLINE as u32,
+        meta_replicas: vec![0, 1, 2],
+        created: 0,
+        domains: Vec::new(),
+        meta_epoch: 0,
+        classes: Vec::new(),
+    };
+    let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
+    let store = Arc::new(MemStore::default());
+    let mount = |sb: &Superblock| {
+        let members: Vec<Member> = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Member::new(
+                    i as u16,
+                    ids[i].clone(),
+                    format!("mem{i}"),
+                    Some(d.clone() as Arc<dyn DiskBackend>),
+                )
+            })
+            .collect();
+        let pool = Arc::new(Pool::new(sb.clone(), members).expect("pool"));
+        let p2 = pool.clone();
+        let meta = MetaCache::new(store.clone(), Box::new(move || p2.sync_pending()));
+        Fs::mount(pool, meta).expect("mount")
+    };
+    // the old pool: a file, its stripe map rewritten in the version 1 encoding
+    let mut rng = Rng(11);
+    let mut model = rng.bytes(2 * STRIPE as usize + 300);
+    let ino = {
+        let fs = mount(&sb);
+        let r = Rig {
+            fs,
+            disks: disks.clone(),
+        };
+        let b = r.bucket("old");
+        let ino = r.put_file(b, "f", &model);
+        let ops: Vec<shardfs::meta::Op> =
+            r.fs.stripes(ino)
+                .unwrap()
+                .into_iter()
+                .map(|(s, loc)| {
+                    let v1 = LocV1 {
+                        generation: loc.generation,
+                        len: loc.len,
+                        members: loc.members,
+                    };
+                    shardfs::meta::Op::Put(
+                        shardfs::fs::schema::stripe_key(ino, s),
+                        bincode::serialize(&v1).unwrap(),
+                    )
+                })
+                .collect();
+        r.fs.meta.apply(ops, vec![]).unwrap();
+        r.fs.unmount_sync().unwrap();
+        ino
+    };
+    for (i, d) in disks.iter().enumerate() {
+        sb.member_id = ids[i].clone();
+        sb.member_index = i as u16;
+        d.write_file(shardfs::pool::SUPERBLOCK_FILE, &[&sb.encode()])
+            .unwrap();
+    }
+    sb.member_id = ids[0].clone();
+    sb.member_index = 0;
+    // mounted by this build
+    let fs = mount(&sb);
+    for d in &disks {
+        let now =
+            Superblock::decode(&d.read_file(shardfs::pool::SUPERBLOCK_FILE).unwrap()).unwrap();
+        assert_eq!(
+            now.format_version, FORMAT_VERSION,
+            "superblock upgraded at mount"
+        );
+    }
+    check_read(&fs, ino, &model, 0, model.len() as u32, 0);
+    let fh = fs.open(ino, true).unwrap();
+    let new = rng.bytes(50);
+    model[STRIPE as usize + 10..STRIPE as usize + 60].copy_from_slice(&new);
+    fs.write(ino, STRIPE + 10, &new).unwrap();
+    fs.fsync(ino).unwrap();
+    fs.release(fh).unwrap();
+    assert!(
+        !fs.stripes(ino).unwrap()[1].1.patches.is_empty(),
+        "patched, not rewritten"
+    );
+    check_read(&fs, ino, &model, 0, model.len() as u32, 1);
+}
