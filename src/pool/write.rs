@@ -252,8 +252,11 @@ impl Pool {
             }
             Err(e) => {
                 if matches!(e, IoFail::Timeout(_) | IoFail::Busy) {
-                    // the write may still land later: it is garbage then
+                    // the write may still land later (after this removal,
+                    // which another worker may run first): garbage the
+                    // next mount sweeps, so the unmount is not "clean"
                     self.remove_later(mi, rel.to_string());
+                    self.garbage_left.store(true, Ordering::Relaxed);
                 }
                 Err(e.is_full())
             }

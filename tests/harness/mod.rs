@@ -342,7 +342,7 @@ pub enum Op {
     Lose(u8),
     /// Bring the lost member back.
     Return,
-    /// Flip one bit of one shard file.
+    /// Flip one bit of one shard file or patch log.
     Flip(u16, u16),
     /// Read everything with m members failed (exact), then m+1 (exact or EIO).
     DegradedRead(u8),
@@ -968,7 +968,9 @@ impl Pair {
                         continue;
                     }
                     for (rel, len) in d.list() {
-                        if rel.starts_with("shards/") && len > 0 {
+                        // shard files and patch logs (a flip in a dead
+                        // record of a log changes nothing anyone reads)
+                        if (rel.starts_with("shards/") || rel.starts_with("patches/")) && len > 0 {
                             shards.push((mi, rel, len));
                         }
                     }
