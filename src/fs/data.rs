@@ -600,27 +600,25 @@ impl Fs {
         let generation = g.next_gen;
         g.next_gen += 1;
         let data = Arc::new(buf);
-        let (tx, rx) = crossbeam::channel::bounded(1);
         let (pool, job_data) = (self.pool.clone(), data.clone());
-        let spawned = std::thread::Builder::new()
-            .name("stripe-write".into())
-            .spawn(move || {
-                let _ = tx.send(pool.write_stripe(ino, s, generation, &job_data[..len]));
-            });
+        let queued = self
+            .pool
+            .stripe_writers
+            .submit(move || Ok(pool.write_stripe_buf(ino, s, generation, job_data, len)));
         let of = g.open.get_mut(&ino).expect("open");
-        if spawned.is_err() {
-            // no thread to be had: write it here
+        let Ok(ticket) = queued else {
+            // the writers are saturated: write it here
             of.dirty
                 .insert(s, Arc::try_unwrap(data).unwrap_or_else(|a| (*a).clone()));
             return self.flush_stripes(g, ino, &[s]);
-        }
+        };
         of.inflight.insert(
             s,
             InFlight {
                 generation,
                 len,
                 data,
-                done: rx,
+                done: ticket.into_receiver(),
             },
         );
         Ok(())
@@ -668,11 +666,15 @@ impl Fs {
         let Some(f) = g.open.get_mut(&ino).and_then(|of| of.inflight.remove(&s)) else {
             return Ok(());
         };
-        let res = f.done.recv().unwrap_or_else(|_| {
-            Err(crate::pool::PoolError::Setup(
-                "stripe writer thread ended without a result".into(),
-            ))
-        });
+        let res = match f.done.recv() {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(crate::pool::PoolError::Setup(format!(
+                "stripe writer failed: {e}"
+            ))),
+            Err(_) => Err(crate::pool::PoolError::Setup(
+                "stripe writer ended without a result".into(),
+            )),
+        };
         let ss = self.stripe_size();
         let loc = match res {
             Ok(loc) => loc,

@@ -99,7 +99,8 @@ struct InFlight {
     generation: u64,
     len: usize,
     data: Arc<Vec<u8>>,
-    done: crossbeam::channel::Receiver<Result<StripeLoc, crate::pool::PoolError>>,
+    /// Result from the pool's stripe writers.
+    done: crossbeam::channel::Receiver<std::io::Result<Result<StripeLoc, crate::pool::PoolError>>>,
 }
 
 #[derive(Debug)]

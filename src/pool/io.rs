@@ -78,6 +78,11 @@ impl<T> Ticket<T> {
         }
     }
 
+    /// The channel the result arrives on, to keep.
+    pub fn into_receiver(self) -> Receiver<io::Result<T>> {
+        self.rx
+    }
+
     /// The channel the result arrives on (to select over several).
     pub fn receiver(&self) -> &Receiver<io::Result<T>> {
         &self.rx
@@ -93,11 +98,16 @@ pub struct MemberIo {
 impl MemberIo {
     /// Start the workers of member `index`.
     pub fn start(index: u16) -> MemberIo {
-        let (tx, rx) = bounded::<Job>(QUEUE_DEPTH);
-        for w in 0..WORKERS {
+        Self::named(&format!("member-io-{index}"), WORKERS, QUEUE_DEPTH)
+    }
+
+    /// Start `threads` workers named `name.N` with a queue of `depth`.
+    pub fn named(name: &str, threads: usize, depth: usize) -> MemberIo {
+        let (tx, rx) = bounded::<Job>(depth);
+        for w in 0..threads {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("member-io-{index}.{w}"))
+                .name(format!("{name}.{w}"))
                 .spawn(move || {
                     // ends when the member (and its sender) is dropped
                     for job in rx {
@@ -105,7 +115,7 @@ impl MemberIo {
                     }
                 });
             if let Err(e) = spawned {
-                log::error!("member {index}: cannot start I/O worker: {e}");
+                log::error!("{name}: cannot start worker thread: {e}");
             }
         }
         MemberIo { tx }

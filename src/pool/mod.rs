@@ -30,6 +30,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Threads writing full stripes in the background (each waits on member
+/// I/O most of the time; encoding and hashing use the rest).
+const STRIPE_WRITERS: usize = 4;
+
 /// Marks a shard slot with no member (the shard was never written).
 pub const NO_MEMBER: u16 = u16::MAX;
 
@@ -179,6 +183,9 @@ pub struct Pool {
     garbage_left: Arc<AtomicBool>,
     /// Removals queued on member workers and not yet done.
     removals: Arc<AtomicU64>,
+    /// Writers of full stripes handed off by open files (encode, place,
+    /// write): long-lived threads instead of one per stripe.
+    pub stripe_writers: io::MemberIo,
     /// Patch logs per member (see [`patch`]).
     patch_logs: Mutex<std::collections::HashMap<u16, patch::Logs>>,
     /// Set when a stripe was written with fewer than k+m shards (repair
@@ -264,6 +271,7 @@ impl Pool {
             garbage_left: Arc::new(AtomicBool::new(false)),
             removals: Arc::new(AtomicU64::new(0)),
             patch_logs: Mutex::new(Default::default()),
+            stripe_writers: io::MemberIo::named("stripe-write", STRIPE_WRITERS, 64),
             bad: Mutex::new(Default::default()),
             degraded_writes: AtomicBool::new(false),
             rng: Mutex::new(seeded),
