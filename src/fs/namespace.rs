@@ -695,13 +695,20 @@ impl Fs {
 
     /// Flush a file's buffered data and make metadata durable (fsync, close).
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let t0 = std::time::Instant::now();
         {
             let mut g = self.lock();
             if g.open.contains_key(&ino) {
                 self.flush_file_locked(&mut g, ino)?;
             }
         }
+        let t1 = std::time::Instant::now();
         self.meta.sync()?;
+        log::trace!(
+            "fsync of inode {ino}: flush {} us, metadata commit {} us",
+            (t1 - t0).as_micros(),
+            t1.elapsed().as_micros()
+        );
         Ok(())
     }
 }
