@@ -59,6 +59,7 @@ impl Codec {
         })?;
         // the factors, read off by encoding unit vectors of one byte
         let mut coeff = vec![vec![0u8; k]; m];
+        #[allow(clippy::needless_range_loop)] // d indexes the inner vectors
         for d in 0..k {
             let data: Vec<[u8; 1]> = (0..k).map(|i| [u8::from(i == d)]).collect();
             let data: Vec<&[u8]> = data.iter().map(|b| &b[..]).collect();

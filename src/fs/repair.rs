@@ -642,22 +642,21 @@ impl Fs {
             if matches!(
                 m.health(),
                 Health::Online | Health::Suspect | Health::Draining
-            ) {
-                if m.disk().is_some() {
-                    match m.read_superblock(self.pool.io_timeout()) {
-                        Ok(b) => {
-                            let ours = crate::pool::Superblock::decode(&b).is_ok_and(|sb| {
-                                sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id()
-                            });
-                            if !ours {
-                                m.fail_now("its superblock names another pool or member");
-                            }
+            ) && m.disk().is_some()
+            {
+                match m.read_superblock(self.pool.io_timeout()) {
+                    Ok(b) => {
+                        let ours = crate::pool::Superblock::decode(&b).is_ok_and(|sb| {
+                            sb.pool_id == self.pool.sb.pool_id && sb.member_id == m.id()
+                        });
+                        if !ours {
+                            m.fail_now("its superblock names another pool or member");
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            m.fail_now("its superblock is gone (disk unmounted or replaced?)")
-                        }
-                        Err(e) => m.note_probe_error(&format!("probe: superblock read: {e}")),
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        m.fail_now("its superblock is gone (disk unmounted or replaced?)")
+                    }
+                    Err(e) => m.note_probe_error(&format!("probe: superblock read: {e}")),
                 }
             }
             let h = m.health();

@@ -403,11 +403,7 @@ impl Pool {
         let union = merge(per.iter().flatten().copied().collect());
         let mut out = Vec::new();
         for slot in 0..n {
-            let extents = if slot < k {
-                per[slot].clone()
-            } else {
-                union.clone()
-            };
+            let extents = per.get(slot).unwrap_or(&union).clone();
             if extents.is_empty() {
                 continue;
             }
