@@ -32,7 +32,26 @@ export PEER_SETUP='"$SHARDFS_BIN" mkfs $DISK_DIRS && { nohup "$SHARDFS_BIN" moun
 # including the sequential write), then unmount and wait for the exit
 export PEER_TEARDOWN='pid=$(cat "$SCRATCH/shardfs.pid"); echo "whole run: $(grep -E "VmHWM|RssAnon|RssFile" /proc/$pid/status | tr -s " \t" " " | tr "\n" " ")" >> "$RSS_FILE"; fusermount3 -u "$MOUNTPOINT"; while kill -0 $pid 2>/dev/null; do sleep 0.1; done'
 $PB run
-# Peak RSS during the sequential write alone: a fresh pool, one fio run.
+# CPU seconds (user + system) of a process, from /proc/PID/stat
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+CPU_FILE=$RES/cpu-per-gib.txt
+rm -f "$CPU_FILE"
+# Peak RSS and CPU per GiB during the sequential write alone: a fresh pool,
+# one fio run; the same write through mergerfs (cache.files=off) beside it.
+if [[ " $PEERS " == *" cmd "* ]]; then
+  gib=$(python3 -c "import re,sys; s='$FIO_SIZE'; n=float(re.sub('[^0-9.]','',s)); u=s[-1].upper(); print(n/1024 if u=='M' else n*1024 if u=='T' else n)")
+  M=$SCRATCH/cpu-mfs; rm -rf "$M"; mkdir -p "$M"/d{1..6} "$M/mnt"
+  mergerfs -f -o allow_other,use_ino,cache.files=off,category.create=mfs "$M/d1:$M/d2:$M/d3:$M/d4:$M/d5:$M/d6" "$M/mnt" &
+  mpid=$!
+  for _ in $(seq 100); do mountpoint -q "$M/mnt" && break; sleep 0.1; done
+  c0=$(cpu_s $mpid)
+  fio --ioengine=psync --direct=0 --fallocate=none --numjobs=1 --name=seqwrite \
+    --filename="$M/mnt/seq" --rw=write --bs=1M --size="$FIO_SIZE" --end_fsync=1 > /dev/null
+  c1=$(cpu_s $mpid)
+  echo "mergerfs-off: $(awk -v a=$c0 -v b=$c1 -v g=$gib 'BEGIN {printf "%.2f", (b - a) / g}') CPU-s per GiB written ($FIO_SIZE)" >> "$CPU_FILE"
+  fusermount3 -u "$M/mnt"; wait $mpid || true
+  rm -rf "$M"
+fi
 if [[ " $PEERS " == *" cmd "* ]]; then
   R=$SCRATCH/rss; rm -rf "$R"; mkdir -p "$R/mnt"
   "$SHARDFS_BIN" mkfs "$R"/d{1..6} >/dev/null
@@ -40,14 +59,17 @@ if [[ " $PEERS " == *" cmd "* ]]; then
   pid=$!
   for _ in $(seq 100); do mountpoint -q "$R/mnt" && break; sleep 0.1; done
   mkdir "$R/mnt/bench"
+  c0=$(cpu_s $pid)
   fio --ioengine=psync --direct=0 --fallocate=none --numjobs=1 --name=seqwrite \
     --filename="$R/mnt/bench/seq" --rw=write --bs=1M --size="$FIO_SIZE" --end_fsync=1 > /dev/null
+  c1=$(cpu_s $pid)
+  echo "shardfs: $(awk -v a=$c0 -v b=$c1 -v g=$gib 'BEGIN {printf "%.2f", (b - a) / g}') CPU-s per GiB written ($FIO_SIZE)" >> "$CPU_FILE"
   echo "sequential write ($FIO_SIZE): $(grep -E "VmHWM" /proc/$pid/status | tr -s " \t" " ")" >> "$RSS_FILE"
   fusermount3 -u "$R/mnt"; wait $pid || true
   rm -rf "$R"
 fi
 $PB summarize >/dev/null || true
-python3 - "$RES/results.tsv" "$RSS_FILE" <<'PY'
+python3 - "$RES/results.tsv" "$RSS_FILE" "$CPU_FILE" <<'PY'
 import sys, statistics, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 vals = collections.defaultdict(list); units = {}
@@ -78,4 +100,9 @@ try:
         print("shardfs daemon peak RSS,", l.strip())
 except FileNotFoundError:
     print("shardfs daemon peak RSS: not recorded")
+try:
+    for l in open(sys.argv[3]):
+        print("daemon CPU,", l.strip())
+except FileNotFoundError:
+    print("daemon CPU per GiB: not recorded")
 PY
