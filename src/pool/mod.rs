@@ -186,6 +186,8 @@ pub struct Pool {
     /// Writers of full stripes handed off by open files (encode, place,
     /// write): long-lived threads instead of one per stripe.
     pub stripe_writers: io::MemberIo,
+    /// Verified patch records recently read.
+    patch_cache: Arc<patch::PatchCache>,
     /// Patch logs per member (see [`patch`]).
     patch_logs: Mutex<std::collections::HashMap<u16, patch::Logs>>,
     /// Set when a stripe was written with fewer than k+m shards (repair
@@ -271,6 +273,7 @@ impl Pool {
             garbage_left: Arc::new(AtomicBool::new(false)),
             removals: Arc::new(AtomicU64::new(0)),
             patch_logs: Mutex::new(Default::default()),
+            patch_cache: Arc::default(),
             stripe_writers: io::MemberIo::named("stripe-write", STRIPE_WRITERS, 64),
             bad: Mutex::new(Default::default()),
             degraded_writes: AtomicBool::new(false),

@@ -92,6 +92,53 @@ pub(super) fn read_patch(d: &dyn DiskBackend, p: &PatchRef, id: &ShardId) -> Res
     Ok(patch)
 }
 
+/// Verified patch records recently read, so that reads of a patched
+/// region, the old bytes of the next patch and folds do not read and hash
+/// the same record again. Records are immutable and a (member, log,
+/// offset) names one record for the life of the daemon (log numbers are
+/// never reused); the identity is checked again on every hit.
+#[derive(Debug, Default)]
+pub struct PatchCache {
+    inner: Mutex<(HashMap<(u16, u32, u64), Arc<Patch>>, usize)>,
+}
+
+/// Payload bytes the patch cache holds before it is emptied.
+const PATCH_CACHE_BYTES: usize = 32 << 20;
+
+impl PatchCache {
+    /// The record `p` names for shard `id`, from the cache or read from `d`.
+    pub(super) fn get(
+        &self,
+        d: &dyn DiskBackend,
+        p: &PatchRef,
+        id: &ShardId,
+    ) -> Result<Arc<Patch>, String> {
+        let key = (p.member, p.log, p.offset);
+        if let Some(hit) = self.inner.lock().unwrap().0.get(&key) {
+            if hit.id.shard == *id && hit.id.seq == p.seq {
+                return Ok(hit.clone());
+            }
+        }
+        let patch = Arc::new(read_patch(d, p, id)?);
+        let mut g = self.inner.lock().unwrap();
+        if g.1 + patch.payload.len() > PATCH_CACHE_BYTES {
+            g.0.clear();
+            g.1 = 0;
+        }
+        g.1 += patch.payload.len();
+        g.0.insert(key, patch.clone());
+        Ok(patch)
+    }
+
+    /// Forget every record (a log was deleted: its numbers are not reused,
+    /// but the memory is better spent elsewhere).
+    pub fn clear(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.0.clear();
+        g.1 = 0;
+    }
+}
+
 /// Patch logs of one member.
 #[derive(Debug, Default)]
 pub(super) struct Logs {
@@ -426,6 +473,7 @@ impl Pool {
             let patches = loc.patches_of(slot);
             let stripe_len = loc.len;
             let regs = regions.clone();
+            let cache = self.patch_cache.clone();
             self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
             let t = m
                 .submit(move |_| {
@@ -433,6 +481,7 @@ impl Pool {
                     let mut got = Vec::with_capacity(regs.len());
                     for &(from, to) in &regs {
                         let job = super::read::Job {
+                            cache: cache.clone(),
                             disk: disk.clone(),
                             rel: rel.clone(),
                             id,

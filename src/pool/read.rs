@@ -80,6 +80,8 @@ pub(super) struct Job {
     pub(super) header: Option<Arc<ShardHeader>>,
     /// Patches of this shard, in commit order, applied over what is read.
     pub(super) patches: Vec<PatchRef>,
+    /// Verified records read recently.
+    pub(super) cache: Arc<super::patch::PatchCache>,
 }
 
 impl Job {
@@ -94,7 +96,7 @@ impl Job {
             .iter()
             .filter(|p| p.touches(self.from, self.to))
         {
-            let patch = super::patch::read_patch(self.disk.as_ref(), p, &self.id)?;
+            let patch = self.cache.get(self.disk.as_ref(), p, &self.id)?;
             patch.overlay(self.from, &mut data);
         }
         Ok((data, fresh))
@@ -282,6 +284,7 @@ impl Pool {
                 to,
                 header,
                 patches: loc.patches_of(slot),
+                cache: self.patch_cache.clone(),
             };
             let tx = tx.clone();
             let now = Instant::now();
@@ -582,6 +585,7 @@ impl Pool {
             to: payload_len,
             header: None,
             patches: loc.patches_of(id.index as usize),
+            cache: self.patch_cache.clone(),
         };
         let r = m
             .submit(move |_| Ok(job.run()))
