@@ -7,6 +7,18 @@
 //! the newest generation with at least k verifying shards is decoded, and
 //! each object is written as `OUT/lost+found/object-<inode>`.
 //!
+//! Small overwrites not folded yet live in patch records
+//! ([`crate::ec::patch`]) in the members' patch logs, not in the shard
+//! files. Every log is scanned for records that verify (holes and torn
+//! appends are skipped byte by byte to the next record), and before a
+//! generation is decoded each verified shard gets the records naming
+//! exactly it (object, stripe, generation, index) applied in sequence
+//! order, as a read does. A patch sequence is applied only if every parity
+//! shard of the generation that verified has its record of that sequence:
+//! every patch writes one to each parity shard, so one missing means a
+//! patch write cut short, never committed, and it is left out whole (its
+//! bytes are lost, like any write of the last seconds).
+//!
 //! Phase 2, names. Every member holds the namespace catalog
 //! ([`crate::catalog`]): inodes, directory entries, xattrs and small
 //! (inline) files, written every few minutes while the metadata changes and
@@ -26,12 +38,16 @@
 //! - a file's bytes beyond the last stripe that survives read as zeros; a
 //!   generation written but never committed (the last seconds) is newer and
 //!   wins; so does a stripe a truncate dropped if its deletion had not
-//!   happened yet.
+//!   happened yet, and a patch written but never committed if its records
+//!   reached every parity shard that is left.
 
-use crate::ec::{Codec, ShardHeader};
+use crate::ec::patch::PATCH_HEADER_LEN;
+use crate::ec::{Codec, Patch, ShardHeader};
+use crate::pool::patch::PATCH_DIR;
 use crate::pool::{parse_shard_name, Superblock, SUPERBLOCK_FILE};
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// What a recovery found and wrote.
@@ -57,6 +73,20 @@ pub struct RecoverReport {
     pub unnamed_objects: u64,
     /// Striped files in the catalog with no stripe found (created empty).
     pub files_without_data: u64,
+    /// Verified patch records of this pool found in the patch logs.
+    pub patch_records: u64,
+    /// Patch records applied to a shard of a decoded generation.
+    pub patch_records_applied: u64,
+    /// Patch records of a decoded generation left out: their patch misses
+    /// the record of a parity shard (a patch write cut short), or one of
+    /// its records could not be read again.
+    pub patch_records_torn: u64,
+    /// Places in the patch logs that start like a record but do not verify
+    /// (torn or damaged), and records of another pool.
+    pub patch_records_rejected: u64,
+    /// Patch log bytes in no verified record (holes, torn or damaged
+    /// records, other pools' records).
+    pub patch_bytes_skipped: u64,
 }
 
 /// Recover every striped object found on the member directories `dirs`
@@ -136,6 +166,7 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     }
 
     let mut report = RecoverReport::default();
+    let patches = find_patches(dirs, &pool, n, &mut report);
     let mut open: Option<(u64, std::fs::File)> = None;
     for ((object, stripe), gens) in found {
         let mut decoded = None;
@@ -163,7 +194,18 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
                 }
             }
             if let Some(len) = len {
+                let recs = patches.index.get(&(object, stripe, *generation));
+                let (applied, torn) = match recs {
+                    Some(recs) => {
+                        let what =
+                            format!("object {object} stripe {stripe} generation {generation}");
+                        patches.apply(&what, recs, &mut shards, sb.k as usize)
+                    }
+                    None => (0, 0),
+                };
                 if let Ok(data) = codec.decode(shards, len as usize) {
+                    report.patch_records_applied += applied;
+                    report.patch_records_torn += torn;
                     decoded = Some(data);
                     break;
                 }
@@ -192,6 +234,17 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     if let Some((_, f)) = open {
         f.sync_all().map_err(|e| e.to_string())?;
     }
+    if report.patch_records + report.patch_records_rejected > 0 {
+        log::info!(
+            "patch logs: {} records found, {} applied, {} left out (patches cut short), \
+             {} rejected, {} bytes skipped",
+            report.patch_records,
+            report.patch_records_applied,
+            report.patch_records_torn,
+            report.patch_records_rejected,
+            report.patch_bytes_skipped
+        );
+    }
     match newest_catalog(dirs, &sb.pool_id) {
         Some((h, pairs)) => {
             report.catalog_sequence = Some(h.sequence);
@@ -206,6 +259,219 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
         .map(|d| d.count() as u64)
         .unwrap_or(0);
     Ok(report)
+}
+
+/// Magic of a patch record ([`crate::ec::patch`]).
+const PATCH_MAGIC: &[u8; 4] = b"SPAT";
+
+/// A verified patch record, by where it lies in a log.
+#[derive(Debug, Clone)]
+struct PatchAt {
+    /// Shard index it applies to.
+    index: u8,
+    /// Patch sequence.
+    seq: u64,
+    /// Log file (an index into [`Patches::logs`]).
+    log: usize,
+    /// Offset of the record in the log.
+    offset: u64,
+    /// Length of the record.
+    len: usize,
+}
+
+/// Every verified patch record of the pool in the members' logs. Only
+/// where they are is kept (records are read again when applied), so the
+/// memory used does not grow with the bytes patched.
+#[derive(Debug, Default)]
+struct Patches {
+    logs: Vec<PathBuf>,
+    /// (object, stripe, generation) -> its records.
+    index: BTreeMap<(u64, u64, u64), Vec<PatchAt>>,
+}
+
+/// Length of the record starting `rec` as its header says, if the header
+/// is there and the record fits.
+fn record_len(rec: &[u8]) -> Option<usize> {
+    if rec.len() < PATCH_HEADER_LEN || &rec[..4] != PATCH_MAGIC {
+        return None;
+    }
+    let at = |i: usize| u32::from_le_bytes(rec[i..i + 4].try_into().expect("4 bytes")) as usize;
+    let len = at(56)
+        .checked_mul(8)?
+        .checked_add(PATCH_HEADER_LEN)?
+        .checked_add(at(60))?;
+    (len <= rec.len()).then_some(len)
+}
+
+/// The verified records of one log, by offset, and the places that start
+/// with the magic but hold no verified record. A failed append can leave
+/// a hole or a torn record between records, so after a bad place the scan
+/// moves one byte on and looks for the next magic.
+fn scan_log(bytes: &[u8]) -> (Vec<(usize, Patch)>, u64) {
+    let mut found = Vec::new();
+    let mut rejected = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(i) = bytes[at..].windows(4).position(|w| w == PATCH_MAGIC) else {
+            break;
+        };
+        at += i;
+        match record_len(&bytes[at..]).map(|len| (len, Patch::open(&bytes[at..at + len]))) {
+            Some((len, Ok(p))) => {
+                found.push((at, p));
+                at += len;
+            }
+            _ => {
+                rejected += 1;
+                at += 1;
+            }
+        }
+    }
+    (found, rejected)
+}
+
+/// Scan the patch logs (`patches/<8 hex digits>`) of every member.
+fn find_patches(
+    dirs: &[PathBuf],
+    pool: &[u8; 16],
+    n: usize,
+    report: &mut RecoverReport,
+) -> Patches {
+    let mut out = Patches::default();
+    for d in dirs {
+        let dir = d.join(PATCH_DIR);
+        let names = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                log::warn!("{}: {e}: its patches are not applied", dir.display());
+                continue;
+            }
+        };
+        let mut names: Vec<String> = names
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("{}: {e}: its patches are not applied", path.display());
+                    continue;
+                }
+            };
+            let (recs, mut rejected) = scan_log(&bytes);
+            let mut taken = 0u64;
+            let log = out.logs.len();
+            for (offset, p) in recs {
+                let s = p.id.shard;
+                let len = PATCH_HEADER_LEN + 8 * p.extents.len() + p.payload.len();
+                if s.pool != *pool || s.index as usize >= n {
+                    rejected += 1;
+                    continue;
+                }
+                taken += len as u64;
+                report.patch_records += 1;
+                out.index
+                    .entry((s.object, s.stripe, s.generation))
+                    .or_default()
+                    .push(PatchAt {
+                        index: s.index,
+                        seq: p.id.seq,
+                        log,
+                        offset: offset as u64,
+                        len,
+                    });
+            }
+            if rejected > 0 {
+                log::warn!(
+                    "{}: {rejected} damaged or foreign patch records skipped",
+                    path.display()
+                );
+            }
+            report.patch_records_rejected += rejected;
+            report.patch_bytes_skipped += bytes.len() as u64 - taken;
+            out.logs.push(path);
+        }
+    }
+    out
+}
+
+impl Patches {
+    /// Read one record again and check it is still the one indexed.
+    fn read(&self, r: &PatchAt) -> Result<Patch, String> {
+        let path = &self.logs[r.log];
+        let mut buf = vec![0u8; r.len];
+        std::fs::File::open(path)
+            .and_then(|f| f.read_exact_at(&mut buf, r.offset))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let p = Patch::open(&buf).map_err(|e| format!("{}@{}: {e}", path.display(), r.offset))?;
+        if p.id.shard.index != r.index || p.id.seq != r.seq {
+            return Err(format!("{}@{}: record changed", path.display(), r.offset));
+        }
+        Ok(p)
+    }
+
+    /// Apply the records `recs` of one generation to its verified shards
+    /// (`shards`, the first k data), in sequence order, as a read applies
+    /// a shard's patches: extents are shard payload offsets, bytes past
+    /// the payload are ignored. A sequence is left out whole when a
+    /// verified parity shard has no record of it: every patch writes a
+    /// record to every parity shard, so that patch was cut short and never
+    /// committed (and applying part of it would mix old and new shards in
+    /// the decode). Returns (records applied, records left out).
+    fn apply(
+        &self,
+        what: &str,
+        recs: &[PatchAt],
+        shards: &mut [Option<Vec<u8>>],
+        k: usize,
+    ) -> (u64, u64) {
+        let mut by_seq: BTreeMap<u64, Vec<&PatchAt>> = BTreeMap::new();
+        for r in recs {
+            let list = by_seq.entry(r.seq).or_default();
+            if !list.iter().any(|x| x.index == r.index) {
+                list.push(r);
+            }
+        }
+        let parity: Vec<u8> = (k..shards.len())
+            .filter(|&i| shards[i].is_some())
+            .map(|i| i as u8)
+            .collect();
+        let (mut applied, mut torn) = (0, 0);
+        for (seq, list) in by_seq {
+            let whole = parity.iter().all(|&p| list.iter().any(|r| r.index == p));
+            let read: Result<Vec<(u8, Patch)>, String> = list
+                .iter()
+                .filter(|r| shards[r.index as usize].is_some())
+                .map(|r| self.read(r).map(|p| (r.index, p)))
+                .collect();
+            match read {
+                Ok(read) if whole => {
+                    for (i, p) in read {
+                        let shard = shards[i as usize].as_mut().expect("verified shard");
+                        p.overlay(0, shard);
+                        applied += 1;
+                    }
+                }
+                Ok(_) => {
+                    log::warn!(
+                        "{what}: patch {seq} left out: a parity shard has no record of it \
+                         (a patch write cut short)"
+                    );
+                    torn += list.len() as u64;
+                }
+                Err(e) => {
+                    log::warn!("{what}: patch {seq} left out: {e}");
+                    torn += list.len() as u64;
+                }
+            }
+        }
+        (applied, torn)
+    }
 }
 
 /// The verifying catalog of this pool with the highest sequence.
@@ -441,5 +707,44 @@ mod names {
                 libc::AT_SYMLINK_NOFOLLOW,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ec::{PatchId, ShardId};
+
+    fn rec(seq: u64) -> Vec<u8> {
+        let id = PatchId {
+            shard: ShardId {
+                pool: [1; 16],
+                object: 9,
+                stripe: 2,
+                generation: 7,
+                index: 1,
+            },
+            seq,
+        };
+        crate::ec::patch::seal(id, &[(5, b"new bytes"), (4000, b"more")])
+    }
+
+    #[test]
+    fn the_log_scan_skips_holes_junk_and_torn_records() {
+        let (a, b, c) = (rec(1), rec(2), rec(3));
+        let mut log = a.clone();
+        log.extend(vec![0u8; 77]); // a hole
+        log.extend(b"SPASPAT"); // junk that looks like a start
+        log.extend(&a[..a.len() - 3]); // torn: its header claims bytes of the next
+        let at_b = log.len();
+        log.extend(&b);
+        log.extend(&c);
+        log.extend(&c[..120]); // a torn tail
+        let (found, rejected) = scan_log(&log);
+        let got: Vec<(usize, u64)> = found.iter().map(|(at, p)| (*at, p.id.seq)).collect();
+        assert_eq!(got, vec![(0, 1), (at_b, 2), (at_b + b.len(), 3)]);
+        assert_eq!(rejected, 3);
+        assert_eq!(scan_log(&[]).0.len(), 0);
+        assert_eq!(scan_log(&a[..95]), (Vec::new(), 1));
     }
 }
