@@ -219,6 +219,14 @@ fn main() -> ExitCode {
                 r.unrecoverable_stripes,
                 r.bad_shards
             );
+            println!(
+                "{} patch records found, {} applied, {} left out (a patch cut short by a crash), \
+                 {} rejected",
+                r.patch_records,
+                r.patch_records_applied,
+                r.patch_records_torn,
+                r.patch_records_rejected
+            );
             match r.catalog_sequence {
                 Some(seq) => println!(
                     "{} paths named from the catalog (metadata commit {seq}, written at unix time {}); \

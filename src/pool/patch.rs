@@ -99,8 +99,12 @@ pub(super) fn read_patch(d: &dyn DiskBackend, p: &PatchRef, id: &ShardId) -> Res
 /// never reused); the identity is checked again on every hit.
 #[derive(Debug, Default)]
 pub struct PatchCache {
-    inner: Mutex<(HashMap<(u16, u32, u64), Arc<Patch>>, usize)>,
+    /// Records by (member, log, offset), and their payload bytes in all.
+    inner: Mutex<(CachedPatches, usize)>,
 }
+
+/// Records by (member, log, offset).
+type CachedPatches = HashMap<(u16, u32, u64), Arc<Patch>>;
 
 /// Payload bytes the patch cache holds before it is emptied.
 const PATCH_CACHE_BYTES: usize = 32 << 20;
