@@ -27,15 +27,15 @@ struct Rig {
     disks: Vec<Arc<MemDisk>>,
 }
 
-fn rig() -> Rig {
-    let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
-    let sb = Superblock {
+/// The superblock of a 4+2 test pool of members `ids` (as member 0).
+fn superblock(ids: &[String]) -> Superblock {
+    Superblock {
         magic: "shardfs".into(),
         format_version: FORMAT_VERSION,
         pool_id: new_id(),
         member_id: ids[0].clone(),
         member_index: 0,
-        members: ids.clone(),
+        members: ids.to_vec(),
         k: 4,
         m: 2,
         shard_size: SHARD,
@@ -45,7 +45,12 @@ fn rig() -> Rig {
         domains: Vec::new(),
         meta_epoch: 0,
         classes: Vec::new(),
-    };
+    }
+}
+
+fn rig() -> Rig {
+    let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
+    let sb = superblock(&ids);
     let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
     let members: Vec<Member> = disks
         .iter()
@@ -898,23 +903,8 @@ fn a_format_version_1_pool_mounts_reads_takes_patches_and_is_upgraded() {
         members: Vec<u16>,
     }
     let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
-    let mut sb = Superblock {
-        magic: "shardfs".into(),
-        format_version: 1,
-        pool_id: new_id(),
-        member_id: ids[0].clone(),
-        member_index: 0,
-        members: ids.clone(),
-        k: 4,
-        m: 2,
-        shard_size: SHARD,
-        inline_max: INLINE as u32,
-        meta_replicas: vec![0, 1, 2],
-        created: 0,
-        domains: Vec::new(),
-        meta_epoch: 0,
-        classes: Vec::new(),
-    };
+    let mut sb = superblock(&ids);
+    sb.format_version = 1;
     let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
     let store = Arc::new(MemStore::default());
     let mount = |sb: &Superblock| {

@@ -25,24 +25,10 @@ struct Second {
 impl Drop for Second {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_daemon(&mut c);
         }
         if is_mounted(&self.mnt) {
-            let c = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: plain syscall on a valid NUL-terminated path.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
+            lazy_unmount(&self.mnt);
         }
     }
 }

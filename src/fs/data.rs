@@ -247,34 +247,29 @@ impl Fs {
             match of.pages.get(&s) {
                 // runs of buffered pages are copied, the rest fetched
                 Some(pages) => {
-                    let mut at = in_off;
-                    let stop = in_off + take;
+                    let (mut at, stop) = (in_off, in_off + take);
+                    let buffered = |x: usize| pages.contains_key(&((x / PAGE) as u32));
                     while at < stop {
-                        let p = (at / PAGE) as u32;
-                        let run_end = |buffered: bool| {
-                            let mut e = at;
-                            while e < stop && pages.contains_key(&((e / PAGE) as u32)) == buffered {
-                                e = ((e / PAGE) + 1) * PAGE;
-                            }
-                            e.min(stop)
-                        };
-                        if let Some(page) = pages.get(&p) {
-                            let e = run_end(true);
-                            let mut b = vec![0u8; e - at];
-                            overlay_pages(pages, at, &mut b);
-                            let _ = page;
-                            plan.push(Piece::Bytes(b));
-                            at = e;
+                        // the run of pages that are all buffered, or all not
+                        let b = buffered(at);
+                        let mut e = (at / PAGE + 1) * PAGE;
+                        while e < stop && buffered(e) == b {
+                            e += PAGE;
+                        }
+                        let e = e.min(stop);
+                        if b {
+                            let mut bytes = vec![0u8; e - at];
+                            overlay_pages(pages, at, &mut bytes);
+                            plan.push(Piece::Bytes(bytes));
                         } else {
-                            let e = run_end(false);
                             plan.push(Piece::Fetch {
                                 stripe: s,
                                 in_off: at,
                                 take: e - at,
                                 loc: loc.clone(),
                             });
-                            at = e;
                         }
+                        at = e;
                     }
                 }
                 None => plan.push(Piece::Fetch {
@@ -368,8 +363,7 @@ impl Fs {
                 let all: Vec<u64> = of.dirty.keys().copied().collect();
                 self.flush_stripes(&mut g, ino, &all)?;
             }
-            let of = g.open.get(&ino).expect("open");
-            if of.pages.values().map(|p| p.len()).sum::<usize>() > MAX_DIRTY_PAGES {
+            if g.open.get(&ino).expect("open").page_count > MAX_DIRTY_PAGES {
                 self.flush_pages(&mut g, ino)?;
             }
         }
@@ -524,15 +518,21 @@ impl Fs {
             let len = (size - start).min(ss) as usize;
             let generation = g.next_gen;
             g.next_gen += 1;
-            let loc = match self.pool.write_stripe(ino, s, generation, &buf[..len]) {
+            // the buffer is shared with the member workers, not copied
+            let buf = Arc::new(buf);
+            let loc = match self
+                .pool
+                .write_stripe_buf(ino, s, generation, buf.clone(), len)
+            {
                 Ok(loc) => loc,
                 Err(e) => {
                     // keep the data buffered so a later flush can retry
+                    let buf = Arc::try_unwrap(buf).unwrap_or_else(|a| (*a).clone());
                     g.open.get_mut(&ino).expect("open").dirty.insert(s, buf);
                     return Err(e.into());
                 }
             };
-            self.record_stripe(g, ino, s, &loc, Arc::new(buf), len, &mut ops, &mut after)?;
+            self.record_stripe(g, ino, s, &loc, buf, len, &mut ops, &mut after)?;
             covered = covered.max(start + len as u64);
         }
         self.commit_stripes(g, ino, covered, ops, after)

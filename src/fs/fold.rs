@@ -111,20 +111,12 @@ impl Fs {
     /// stripes for folding.
     pub(super) fn open_patches(&self) -> FsResult<()> {
         let mut refs = Vec::new();
-        let mut cursor = b"T".to_vec();
-        loop {
-            let batch = self.meta.range(&cursor, b"U", 4096)?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.0.clone();
-            cursor.push(0);
-            for (k, v) in &batch {
-                let loc = dec_loc(v)?;
-                if !loc.patches.is_empty() {
-                    self.note_patched(key_u64_at(k, 1), key_u64_at(k, 9));
-                    refs.extend(loc.patches);
-                }
+        self.for_each_stripe(|ino, s, loc| {
+            if !loc.patches.is_empty() {
+                self.note_patched(ino, s);
+                refs.extend(loc.patches);
             }
-        }
+        })?;
         self.pool.open_patch_logs(refs.iter());
         Ok(())
     }

@@ -69,6 +69,8 @@ struct OpenFile {
     /// stripe has either a buffer in `dirty` or pages here, never both,
     /// and never pages while a write of it is in flight.
     pages: BTreeMap<u64, BTreeMap<u32, Vec<u8>>>,
+    /// Pages in `pages`, all stripes together.
+    page_count: usize,
     /// Inode fields changed since the last persist.
     attr_dirty: bool,
     /// Last stripe read: (stripe, version (see `StripeLoc::version`), data).

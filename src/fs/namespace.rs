@@ -272,6 +272,7 @@ impl Fs {
                 inline_dirty: false,
                 dirty: BTreeMap::new(),
                 pages: BTreeMap::new(),
+                page_count: 0,
                 attr_dirty: false,
                 cache: None,
                 inflight: BTreeMap::new(),
@@ -309,6 +310,7 @@ impl Fs {
             if let Some(of) = g.open.get_mut(&h.ino) {
                 of.dirty.clear();
                 of.pages.clear();
+                of.page_count = 0;
                 of.inline_dirty = false;
             }
         }

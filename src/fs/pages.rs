@@ -89,13 +89,9 @@ impl Fs {
                 } else {
                     self.committed_bytes(g, ino, s, &loc, pa, pe)?
                 };
-                g.open
-                    .get_mut(&ino)
-                    .expect("open")
-                    .pages
-                    .entry(s)
-                    .or_default()
-                    .insert(p as u32, page);
+                let of = g.open.get_mut(&ino).expect("open");
+                of.pages.entry(s).or_default().insert(p as u32, page);
+                of.page_count += 1;
             }
             let page = g
                 .open
@@ -142,6 +138,7 @@ impl Fs {
         let Some(pages) = of.pages.remove(&s) else {
             return Ok(());
         };
+        of.page_count -= pages.len();
         overlay_pages(&pages, 0, &mut buf);
         let valid = of.inode.size.saturating_sub(s * ss).min(ss) as usize;
         buf[valid..].fill(0);
@@ -196,7 +193,9 @@ impl Fs {
             loc.patches.extend(refs);
             ops.push(Op::Put(stripe_key(ino, job.stripe), enc(&loc)));
             let of = g.open.get_mut(&ino).expect("open");
-            of.pages.remove(&job.stripe);
+            if let Some(p) = of.pages.remove(&job.stripe) {
+                of.page_count -= p.len();
+            }
             if of.cache.as_ref().is_some_and(|c| c.0 == job.stripe) {
                 of.cache = None;
             }

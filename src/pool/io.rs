@@ -89,20 +89,21 @@ impl<T> Ticket<T> {
     }
 }
 
-/// The workers of one member.
+/// A set of long-lived worker threads with a bounded queue: the I/O
+/// workers of one member, or the pool's stripe writers.
 #[derive(Debug)]
-pub struct MemberIo {
+pub struct Workers {
     tx: Sender<Job>,
 }
 
-impl MemberIo {
+impl Workers {
     /// Start the workers of member `index`.
-    pub fn start(index: u16) -> MemberIo {
+    pub fn start(index: u16) -> Workers {
         Self::named(&format!("member-io-{index}"), WORKERS, QUEUE_DEPTH)
     }
 
     /// Start `threads` workers named `name.N` with a queue of `depth`.
-    pub fn named(name: &str, threads: usize, depth: usize) -> MemberIo {
+    pub fn named(name: &str, threads: usize, depth: usize) -> Workers {
         let (tx, rx) = bounded::<Job>(depth);
         for w in 0..threads {
             let rx = rx.clone();
@@ -118,7 +119,7 @@ impl MemberIo {
                 log::error!("{name}: cannot start worker thread: {e}");
             }
         }
-        MemberIo { tx }
+        Workers { tx }
     }
 
     /// Queue `f` on the member's workers.
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_call_returns_its_result() {
-        let io = MemberIo::start(0);
+        let io = Workers::start(0);
         assert_eq!(io.call(Duration::from_secs(5), || Ok(7)).unwrap(), 7);
         let e = io
             .call::<(), _>(Duration::from_secs(5), || {
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_hung_call_times_out_and_a_full_queue_is_busy_at_once() {
-        let io = MemberIo::start(1);
+        let io = Workers::start(1);
         let (hold_tx, hold_rx) = bounded::<()>(0);
         // occupy both workers
         for _ in 0..WORKERS {
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_panicking_call_is_an_error_and_the_worker_lives_on() {
-        let io = MemberIo::start(2);
+        let io = Workers::start(2);
         let e = io
             .call::<(), _>(Duration::from_secs(5), || panic!("boom"))
             .unwrap_err();

@@ -1,6 +1,6 @@
 //! One member disk of the pool: identity, health and its I/O workers.
 
-use super::io::{IoFail, MemberIo};
+use super::io::{IoFail, Workers};
 use super::{heat, DiskBackend};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +88,7 @@ pub struct Member {
     /// HDD emulation limits, when the member is emulated.
     pub emulated: OnceLock<heat::Limits>,
     /// The member's I/O workers (started with its disk).
-    io: OnceLock<MemberIo>,
+    io: OnceLock<Workers>,
     /// Device class ("ssd", "hdd", ...), if declared.
     class: OnceLock<String>,
     /// [`Health`] as a number (see [`Member::health`]).
@@ -119,7 +119,7 @@ impl Member {
     pub(super) fn attach_disk(&self, d: Arc<dyn DiskBackend>) {
         let metered: Arc<dyn DiskBackend> = Arc::new(heat::Metered::new(d, self.heat.clone()));
         self.disk.set(metered).expect("fresh slot");
-        let _ = self.io.set(MemberIo::start(self.index));
+        let _ = self.io.set(Workers::start(self.index));
     }
 
     /// Queue `f` on the member's I/O workers with its disk (whatever its

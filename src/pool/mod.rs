@@ -185,7 +185,7 @@ pub struct Pool {
     removals: Arc<AtomicU64>,
     /// Writers of full stripes handed off by open files (encode, place,
     /// write): long-lived threads instead of one per stripe.
-    pub stripe_writers: io::MemberIo,
+    pub stripe_writers: io::Workers,
     /// Verified patch records recently read.
     patch_cache: Arc<patch::PatchCache>,
     /// Patch logs per member (see [`patch`]).
@@ -274,7 +274,7 @@ impl Pool {
             removals: Arc::new(AtomicU64::new(0)),
             patch_logs: Mutex::new(Default::default()),
             patch_cache: Arc::default(),
-            stripe_writers: io::MemberIo::named("stripe-write", STRIPE_WRITERS, 64),
+            stripe_writers: io::Workers::named("stripe-write", STRIPE_WRITERS, 64),
             bad: Mutex::new(Default::default()),
             degraded_writes: AtomicBool::new(false),
             rng: Mutex::new(seeded),

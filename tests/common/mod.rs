@@ -34,7 +34,22 @@ pub fn is_mounted(p: &Path) -> bool {
     })
 }
 
-fn lazy_unmount(p: &Path) {
+/// SIGTERM a daemon we started, wait up to 10 s for it to exit, then kill it.
+pub fn stop_daemon(c: &mut std::process::Child) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Detach a mount (when a daemon died with it mounted).
+pub fn lazy_unmount(p: &Path) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: plain syscall on a valid NUL-terminated path.
     unsafe {
@@ -244,17 +259,7 @@ impl TestMount {
 impl Drop for TestMount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_daemon(&mut c);
         }
         if is_mounted(&self.mnt) {
             lazy_unmount(&self.mnt);
