@@ -329,7 +329,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
             if let Ok(sig) = sigset.wait() {
                 log::info!("{sig:?}: unmounting {}", mp2.display());
                 sd_notify::notify(&[("STOPPING", "1"), ("STATUS", "unmounting")]);
-                if let Err(e) = unmounter.unmount() {
+                if let Err(e) = unmount_patiently(&mp2, &mut unmounter) {
                     log::error!(
                         "unmount failed: {e}; try `fusermount3 -u {}`",
                         mp2.display()
@@ -359,6 +359,32 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     res.map_err(|e| format!("final sync: {e}"))?;
     log::info!("unmounted cleanly");
     Ok(())
+}
+
+/// Unmount on a stop signal. The kernel answers EBUSY while a file of the
+/// mount is still held, and for a moment after a close, until the daemon
+/// has answered the last RELEASE; so EBUSY is retried for up to 10 s before
+/// the daemon gives up and says how to unmount by hand. Without the right
+/// to unmount (not root) fuser's own path, fusermount3, does it.
+fn unmount_patiently(mp: &Path, unmounter: &mut fuser::SessionUnmounter) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut said = false;
+    loop {
+        match nix::mount::umount(mp) {
+            // fuser sees the device unmounted and does nothing more
+            Ok(()) => return unmounter.unmount(),
+            Err(Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                if !said {
+                    log::warn!("{} is busy; retrying the unmount for 10 s", mp.display());
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(Errno::EPERM) => return unmounter.unmount(),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Raise the kernel readahead of the mount (the FUSE default is 128 KiB,

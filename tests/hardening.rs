@@ -365,3 +365,43 @@ fn stale_lock_file_of_a_killed_daemon_does_not_block_the_next_mount() {
     }
     assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
 }
+
+/// A stop signal while a file of the mount is still open: the unmount is
+/// busy, the daemon says so and retries, and once the file is closed it
+/// unmounts and exits 0 with every write on the members.
+#[test]
+fn a_stop_while_a_file_is_open_waits_for_the_close_then_unmounts_cleanly() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(6, 200_000);
+    let held = {
+        use std::io::Write;
+        let mut f = std::fs::File::create(t.p("bkt/held")).unwrap();
+        f.write_all(&data).unwrap();
+        f
+    };
+    let pid = t.child.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while !t.log_text().contains("busy; retrying the unmount") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no busy retry logged:\n{}",
+            t.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(is_mounted(&t.mnt), "unmounted under an open file");
+    drop(held);
+    t.unmount();
+    assert!(
+        t.log_text().contains("unmounted cleanly"),
+        "{}",
+        t.log_text()
+    );
+    t.mount();
+    assert_eq!(std::fs::read(t.p("bkt/held")).unwrap(), data);
+}
