@@ -220,11 +220,11 @@ fn main() -> ExitCode {
                 r.bad_shards
             );
             println!(
-                "{} patch records found, {} applied, {} left out (a patch cut short by a crash), \
+                "{} patch records found, {} patches applied, {} left out (no copy readable), \
                  {} rejected",
                 r.patch_records,
-                r.patch_records_applied,
-                r.patch_records_torn,
+                r.patches_applied,
+                r.patches_lost,
                 r.patch_records_rejected
             );
             match r.catalog_sequence {

@@ -8,16 +8,16 @@
 //! each object is written as `OUT/lost+found/object-<inode>`.
 //!
 //! Small overwrites not folded yet live in patch records
-//! ([`crate::ec::patch`]) in the members' patch logs, not in the shard
-//! files. Every log is scanned for records that verify (holes and torn
-//! appends are skipped byte by byte to the next record), and before a
-//! generation is decoded each verified shard gets the records naming
-//! exactly it (object, stripe, generation, index) applied in sequence
-//! order, as a read does. A patch sequence is applied only if every parity
-//! shard of the generation that verified has its record of that sequence:
-//! every patch writes one to each parity shard, so one missing means a
-//! patch write cut short, never committed, and it is left out whole (its
-//! bytes are lost, like any write of the last seconds).
+//! ([`crate::ec::patch`]) in the members' patch logs, m+1 copies each, not
+//! in the shard files. Every log is scanned for records that verify (holes
+//! and torn appends are skipped byte by byte to the next record), and each
+//! decoded generation gets the records naming exactly it (object, stripe,
+//! generation) laid over its data in sequence order, as a read does. A
+//! record either verifies whole or is skipped, so a patch is applied whole
+//! or not at all. Without the metadata there is no telling whether a
+//! verified record's commit happened before a crash: it is applied (a
+//! write of the last moments before the crash may come back; every
+//! stripe still holds either its old bytes or its new ones).
 //!
 //! Phase 2, names. Every member holds the namespace catalog
 //! ([`crate::catalog`]): inodes, directory entries, xattrs and small
@@ -73,14 +73,13 @@ pub struct RecoverReport {
     pub unnamed_objects: u64,
     /// Striped files in the catalog with no stripe found (created empty).
     pub files_without_data: u64,
-    /// Verified patch records of this pool found in the patch logs.
+    /// Verified patch records (copies) of this pool found in the patch logs.
     pub patch_records: u64,
-    /// Patch records applied to a shard of a decoded generation.
-    pub patch_records_applied: u64,
-    /// Patch records of a decoded generation left out: their patch misses
-    /// the record of a parity shard (a patch write cut short), or one of
-    /// its records could not be read again.
-    pub patch_records_torn: u64,
+    /// Patches laid over a decoded generation.
+    pub patches_applied: u64,
+    /// Patches of a decoded generation left out: no copy could be read
+    /// again.
+    pub patches_lost: u64,
     /// Places in the patch logs that start like a record but do not verify
     /// (torn or damaged), and records of another pool.
     pub patch_records_rejected: u64,
@@ -166,7 +165,7 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     }
 
     let mut report = RecoverReport::default();
-    let patches = find_patches(dirs, &pool, n, &mut report);
+    let patches = find_patches(dirs, &pool, &mut report);
     let mut open: Option<(u64, std::fs::File)> = None;
     for ((object, stripe), gens) in found {
         let mut decoded = None;
@@ -194,18 +193,14 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
                 }
             }
             if let Some(len) = len {
-                let recs = patches.index.get(&(object, stripe, *generation));
-                let (applied, torn) = match recs {
-                    Some(recs) => {
+                if let Ok(mut data) = codec.decode(shards, len as usize) {
+                    if let Some(recs) = patches.index.get(&(object, stripe, *generation)) {
                         let what =
                             format!("object {object} stripe {stripe} generation {generation}");
-                        patches.apply(&what, recs, &mut shards, sb.k as usize)
+                        let (applied, lost) = patches.apply(&what, recs, &mut data);
+                        report.patches_applied += applied;
+                        report.patches_lost += lost;
                     }
-                    None => (0, 0),
-                };
-                if let Ok(data) = codec.decode(shards, len as usize) {
-                    report.patch_records_applied += applied;
-                    report.patch_records_torn += torn;
                     decoded = Some(data);
                     break;
                 }
@@ -236,11 +231,11 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     }
     if report.patch_records + report.patch_records_rejected > 0 {
         log::info!(
-            "patch logs: {} records found, {} applied, {} left out (patches cut short), \
+            "patch logs: {} records found, {} patches applied, {} left out (unreadable), \
              {} rejected, {} bytes skipped",
             report.patch_records,
-            report.patch_records_applied,
-            report.patch_records_torn,
+            report.patches_applied,
+            report.patches_lost,
             report.patch_records_rejected,
             report.patch_bytes_skipped
         );
@@ -264,11 +259,9 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
 /// Magic of a patch record ([`crate::ec::patch`]).
 const PATCH_MAGIC: &[u8; 4] = b"SPAT";
 
-/// A verified patch record, by where it lies in a log.
+/// A verified patch record (one copy), by where it lies in a log.
 #[derive(Debug, Clone)]
 struct PatchAt {
-    /// Shard index it applies to.
-    index: u8,
     /// Patch sequence.
     seq: u64,
     /// Log file (an index into [`Patches::logs`]).
@@ -331,12 +324,7 @@ fn scan_log(bytes: &[u8]) -> (Vec<(usize, Patch)>, u64) {
 }
 
 /// Scan the patch logs (`patches/<8 hex digits>`) of every member.
-fn find_patches(
-    dirs: &[PathBuf],
-    pool: &[u8; 16],
-    n: usize,
-    report: &mut RecoverReport,
-) -> Patches {
+fn find_patches(dirs: &[PathBuf], pool: &[u8; 16], report: &mut RecoverReport) -> Patches {
     let mut out = Patches::default();
     for d in dirs {
         let dir = d.join(PATCH_DIR);
@@ -369,7 +357,7 @@ fn find_patches(
             for (offset, p) in recs {
                 let s = p.id.shard;
                 let len = PATCH_HEADER_LEN + 8 * p.extents.len() + p.payload.len();
-                if s.pool != *pool || s.index as usize >= n {
+                if s.pool != *pool || s.index != crate::ec::patch::OVERLAY {
                     rejected += 1;
                     continue;
                 }
@@ -379,7 +367,6 @@ fn find_patches(
                     .entry((s.object, s.stripe, s.generation))
                     .or_default()
                     .push(PatchAt {
-                        index: s.index,
                         seq: p.id.seq,
                         log,
                         offset: offset as u64,
@@ -409,68 +396,44 @@ impl Patches {
             .and_then(|f| f.read_exact_at(&mut buf, r.offset))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let p = Patch::open(&buf).map_err(|e| format!("{}@{}: {e}", path.display(), r.offset))?;
-        if p.id.shard.index != r.index || p.id.seq != r.seq {
+        if p.id.seq != r.seq {
             return Err(format!("{}@{}: record changed", path.display(), r.offset));
         }
         Ok(p)
     }
 
-    /// Apply the records `recs` of one generation to its verified shards
-    /// (`shards`, the first k data), in sequence order, as a read applies
-    /// a shard's patches: extents are shard payload offsets, bytes past
-    /// the payload are ignored. A sequence is left out whole when a
-    /// verified parity shard has no record of it: every patch writes a
-    /// record to every parity shard, so that patch was cut short and never
-    /// committed (and applying part of it would mix old and new shards in
-    /// the decode). Returns (records applied, records left out).
-    fn apply(
-        &self,
-        what: &str,
-        recs: &[PatchAt],
-        shards: &mut [Option<Vec<u8>>],
-        k: usize,
-    ) -> (u64, u64) {
+    /// Lay the records `recs` of one generation over its decoded data, in
+    /// sequence order, as a read does (one copy of each patch; another
+    /// copy when one no longer reads back). Every record found is whole
+    /// (the scan verified it), so a patch is applied or, if no copy reads
+    /// again, left out whole. Returns (patches applied, patches left out).
+    fn apply(&self, what: &str, recs: &[PatchAt], data: &mut [u8]) -> (u64, u64) {
         let mut by_seq: BTreeMap<u64, Vec<&PatchAt>> = BTreeMap::new();
         for r in recs {
-            let list = by_seq.entry(r.seq).or_default();
-            if !list.iter().any(|x| x.index == r.index) {
-                list.push(r);
-            }
+            by_seq.entry(r.seq).or_default().push(r);
         }
-        let parity: Vec<u8> = (k..shards.len())
-            .filter(|&i| shards[i].is_some())
-            .map(|i| i as u8)
-            .collect();
-        let (mut applied, mut torn) = (0, 0);
-        for (seq, list) in by_seq {
-            let whole = parity.iter().all(|&p| list.iter().any(|r| r.index == p));
-            let read: Result<Vec<(u8, Patch)>, String> = list
-                .iter()
-                .filter(|r| shards[r.index as usize].is_some())
-                .map(|r| self.read(r).map(|p| (r.index, p)))
-                .collect();
-            match read {
-                Ok(read) if whole => {
-                    for (i, p) in read {
-                        let shard = shards[i as usize].as_mut().expect("verified shard");
-                        p.overlay(0, shard);
-                        applied += 1;
-                    }
-                }
-                Ok(_) => {
-                    log::warn!(
-                        "{what}: patch {seq} left out: a parity shard has no record of it \
-                         (a patch write cut short)"
-                    );
-                    torn += list.len() as u64;
-                }
+        let (mut applied, mut lost) = (0, 0);
+        for (seq, copies) in by_seq {
+            let mut last = String::new();
+            let got = copies.iter().find_map(|r| match self.read(r) {
+                Ok(p) => Some(p),
                 Err(e) => {
-                    log::warn!("{what}: patch {seq} left out: {e}");
-                    torn += list.len() as u64;
+                    last = e;
+                    None
+                }
+            });
+            match got {
+                Some(p) => {
+                    p.overlay(0, data);
+                    applied += 1;
+                }
+                None => {
+                    log::warn!("{what}: patch {seq} left out: {last}");
+                    lost += 1;
                 }
             }
         }
-        (applied, torn)
+        (applied, lost)
     }
 }
 
@@ -722,7 +685,7 @@ mod tests {
                 object: 9,
                 stripe: 2,
                 generation: 7,
-                index: 1,
+                index: crate::ec::patch::OVERLAY,
             },
             seq,
         };

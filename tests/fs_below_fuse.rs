@@ -815,10 +815,11 @@ fn unlinked_open_file_stays_readable_and_is_reclaimed_at_last_release() {
 }
 
 /// A small overwrite of a committed stripe is written as a patch (one
-/// record per touched shard: the data shard and every parity shard), not
-/// a new generation; it reads back exactly, also decoded from parity with
-/// any two members lost; a fold rewrites the stripe whole, drops the
-/// patches, and the patch logs are deleted once nothing references them.
+/// record of the new bytes, m+1 = 3 copies on distinct members of the
+/// stripe; the shards are not touched), not a new generation; it reads
+/// back exactly, also with any two members lost; a fold rewrites the
+/// stripe whole, drops the patches, and the patch logs are deleted once
+/// nothing references them.
 #[test]
 fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away() {
     let r = rig();
@@ -848,14 +849,28 @@ fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away()
             "stripe {s}"
         );
     }
-    // stripe 0: one data shard + 2 parity; stripe 1: two data shards
-    // (offsets 0.. and 2*SHARD+50..) + 2 parity
-    assert_eq!(after[0].1.patches.len(), 3);
-    assert_eq!(after[1].1.patches.len(), 4);
+    // stripes 0 and 1: one patch each, in 3 copies on 3 distinct members
+    // that hold shards of the stripe
+    for (s, loc) in &after[..2] {
+        assert_eq!(loc.patch_count(), 1, "stripe {s}");
+        let mut on: Vec<u16> = loc.patches.iter().map(|p| p.member).collect();
+        on.sort();
+        on.dedup();
+        assert_eq!(on.len(), 3, "stripe {s}: copies on {on:?}");
+        assert!(on.iter().all(|m| loc.members.contains(m)), "stripe {s}");
+    }
     assert!(after[2].1.patches.is_empty());
-    assert!(r.fs.pool.stats.patches.load(Ordering::Relaxed) >= 7);
+    assert_eq!(r.fs.pool.stats.patches.load(Ordering::Relaxed), 2);
+    // the shards themselves still verify as the old codeword
+    for (s, loc) in &after {
+        for (i, v) in r.fs.pool.verify_stripe(ino, *s, loc).iter().enumerate() {
+            assert!(v.is_ok(), "stripe {s} shard {i}: {v:?}");
+        }
+        assert!(r.fs.pool.verify_patches(ino, *s, loc).is_empty());
+    }
     check_read(&r.fs, ino, &model, 0, model.len() as u32, 0);
-    // any two members lost: decoded from the patched shards
+    // any two members lost: decoded from the shards, with a surviving
+    // copy of each patch over them
     for a in 0..MEMBERS {
         for c in a + 1..MEMBERS {
             r.fail(&[a, c], true);
@@ -876,7 +891,7 @@ fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away()
     r.fs.write(ino, off as u64, &new).unwrap();
     r.fs.release(fh).unwrap();
     r.fs.sync_all().unwrap();
-    assert!(r.fs.stripes(ino).unwrap()[1].1.patches.len() > 4);
+    assert_eq!(r.fs.stripes(ino).unwrap()[1].1.patch_count(), 2);
     let logs: usize = r.fs.pool.patch_log_counts().iter().map(|c| c.1).sum();
     assert!(logs > 0, "patch logs hold the records");
     assert_eq!(r.fs.fold_idle(std::time::Duration::ZERO, 100), 2);
@@ -887,6 +902,49 @@ fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away()
     check_read(&r.fs, ino, &model, 0, model.len() as u32, 99);
     let refs: u64 = r.fs.pool.patch_log_counts().iter().map(|c| c.2).sum();
     assert_eq!(refs, 0, "no patch referenced after the fold");
+}
+
+/// A patch copy that no longer verifies (a flipped byte in its log) is
+/// read around: m of the m+1 copies damaged, the bytes still read back
+/// from the last; a scrub pass reports both and folds the stripe, so its
+/// bytes have m+1 good sources again.
+#[test]
+fn damaged_patch_copies_are_read_around_and_scrub_folds_the_stripe() {
+    let r = rig();
+    let b = r.bucket("bkt");
+    let mut rng = Rng(8);
+    let mut model = rng.bytes(2 * STRIPE as usize);
+    let ino = r.put_file(b, "f", &model);
+    let new = rng.bytes(300);
+    model[5000..5300].copy_from_slice(&new);
+    let fh = r.fs.open(ino, true).unwrap();
+    r.fs.write(ino, 5000, &new).unwrap();
+    r.fs.release(fh).unwrap();
+    r.fs.sync_all().unwrap();
+    let loc = r.fs.stripes(ino).unwrap()[0].1.clone();
+    assert_eq!(loc.patch_count(), 1);
+    assert_eq!(loc.patches.len(), 3);
+    for p in &loc.patches[..2] {
+        let rel = format!("patches/{:08x}", p.log);
+        let d = &r.disks[p.member as usize];
+        let at = p.offset + p.len as u64 - 1;
+        let mut byte = d.read_range(&rel, at, 1).unwrap();
+        byte[0] ^= 0x40;
+        d.write_at(&rel, at, &[&byte]).unwrap();
+    }
+    r.fs.pool.forget_cached_patches();
+    check_read(&r.fs, ino, &model, 0, model.len() as u32, 0);
+    check_read(&r.fs, ino, &model, 4990, 400, 1);
+    assert_eq!(r.fs.pool.verify_patches(ino, 0, &loc).len(), 2);
+    let task = shardfs::fs::Task::default();
+    r.fs.scrub_pass(&task).unwrap();
+    let after = r.fs.stripes(ino).unwrap()[0].1.clone();
+    assert!(after.patches.is_empty(), "scrub folded the stripe");
+    assert_ne!(after.generation, loc.generation);
+    assert!(task.progress.lock().unwrap().shards >= 2);
+    r.fs.sync_all().unwrap();
+    r.fs.pool.forget_cached_patches();
+    check_read(&r.fs, ino, &model, 0, model.len() as u32, 2);
 }
 
 /// A pool written by format version 1 (stripe locations without patch

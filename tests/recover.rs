@@ -262,26 +262,26 @@ fn striped_file(t: &TestMount, len: usize) -> Vec<u8> {
 /// 2, 3 in the short last stripe.
 const OVERWRITES: [(usize, usize); 3] = [(16_384 + 8_000, 100), (32_768 - 5, 10), (55_000, 3)];
 
-/// Patch records for `id` at `seq`, one per shard index, each writing
-/// `fill` over the shard's first 64 bytes.
-fn forge(id: shardfs::ec::ShardId, seq: u64, indexes: &[u8], fill: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &index in indexes {
-        let pid = shardfs::ec::PatchId {
-            shard: shardfs::ec::ShardId { index, ..id },
-            seq,
-        };
-        out.extend(shardfs::ec::patch::seal(pid, &[(0, &[fill; 64])]));
-    }
-    out
+/// A patch record for stripe generation `id` at `seq`, writing `fill`
+/// over the stripe's first 64 bytes.
+fn forge(id: shardfs::ec::ShardId, seq: u64, fill: u8) -> Vec<u8> {
+    let pid = shardfs::ec::PatchId {
+        shard: shardfs::ec::ShardId {
+            index: shardfs::ec::patch::OVERLAY,
+            ..id
+        },
+        seq,
+    };
+    shardfs::ec::patch::seal(pid, &[(0, &[fill; 64])])
 }
 
 /// A file overwritten in place and not folded yet (the daemon stops at
 /// once, well before the 30 s fold) has its newest bytes only in base
-/// shards + patches: recovery applies the patches. Records that must not
-/// be applied are planted too: a torn patch (a data and one parity record
-/// of a seq, the other parity record missing), a whole patch of another
-/// pool, one in a file that is no patch log, holes and a torn tail.
+/// shards + patches: recovery lays the patches over the decoded stripes.
+/// Records that must not be applied are planted too: a record cut short
+/// (its first 150 bytes), one whose bytes were damaged, a whole record of
+/// another pool, one naming a generation that has no shards, one in a
+/// file that is no patch log, holes, junk and a torn tail.
 #[test]
 fn overwrites_not_yet_folded_come_back_from_the_patches() {
     let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
@@ -292,7 +292,8 @@ fn overwrites_not_yet_folded_come_back_from_the_patches() {
         patch_log_bytes(&t) > 0,
         "the overwrites were written as patches"
     );
-    // the planted records, all naming the newest generation of stripe 1
+    // the planted records, all naming stripe 1 (its newest generation,
+    // unless said otherwise)
     let (m, path) = shard_of(&t, 1, 1);
     let (h, _) = shardfs::ec::ShardHeader::open(&std::fs::read(path).unwrap()).unwrap();
     let id = h.id;
@@ -301,49 +302,63 @@ fn overwrites_not_yet_folded_come_back_from_the_patches() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| std::fs::metadata(p).unwrap().len() > 0)
-        .expect("a patch log on the member of shard 1");
+        .expect("a patch log on a member of stripe 1");
     let mut bytes = std::fs::read(&log).unwrap();
-    let torn = forge(id, 1 << 40, &[1, 4], 0xEE);
+    let cut = forge(id, 1 << 40, 0xEE);
+    let mut damaged = forge(id, (1 << 40) + 1, 0xEF);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
     let other_pool = forge(
         shardfs::ec::ShardId {
             pool: [0x55; 16],
             ..id
         },
         1 << 41,
-        &[1, 4, 5],
         0xDD,
     );
+    let no_such_generation = forge(
+        shardfs::ec::ShardId {
+            generation: id.generation + 1_000_000,
+            ..id
+        },
+        1 << 41,
+        0xDC,
+    );
     let mut planted = vec![0u8; 333]; // a hole
-    planted.extend(&torn);
+    planted.extend(&cut[..150]);
+    planted.extend(&damaged);
     planted.extend(b"SPAT junk");
     planted.extend(&other_pool);
+    planted.extend(&no_such_generation);
     bytes.splice(0..0, planted);
-    bytes.extend(&torn[..150]); // a torn tail
+    bytes.extend(&cut[..150]); // a torn tail
     std::fs::write(&log, &bytes).unwrap();
-    std::fs::write(dir.join("notes"), forge(id, 1 << 42, &[1, 4, 5], 0xCC)).unwrap();
+    std::fs::write(dir.join("notes"), forge(id, 1 << 42, 0xCC)).unwrap();
     let (out, _, output) = disaster(&t, None);
     assert!(output.contains("0 stripes unrecoverable"), "{output}");
     let got = recovered(&out, "bkt/f");
     assert_eq!(got.len(), want.len());
     assert!(
         got == want,
-        "the patched bytes, and only the committed ones"
+        "the patched bytes, and none of the planted ones"
     );
-    // the torn patch: its 2 records found and left out
-    assert!(
-        output.contains(&format!("patch {} left out", 1u64 << 40)),
-        "{output}"
-    );
-    assert!(output.contains(" applied, 2 left out ("), "{output}");
+    assert!(output.contains(" applied, 0 left out ("), "{output}");
+    // the cut, damaged and torn records and the junk; the other pool's
+    let rejected: u64 = output
+        .split(" rejected")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rejected count: {output}"));
+    assert!(rejected >= 5, "{output}");
 }
 
-/// With a member gone, a stripe whose lost shard was patched is decoded
-/// from parity, which must carry the patches too; a patched stripe whose
-/// lost shard is parity keeps its patches (the parity records lost with
-/// the member do not make the patch look cut short). The daemon is killed
-/// right after the fsync.
+/// With a member gone, every patch still has a copy on another member:
+/// a stripe whose lost shard is data is decoded from parity and patched,
+/// and one whose lost shard is parity is patched too. The daemon is
+/// killed right after the fsync.
 #[test]
-fn a_lost_member_decodes_with_the_patched_parity() {
+fn a_lost_member_leaves_a_copy_of_every_patch() {
     let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
     // 8 full stripes and a short one, each over all 6 members
     let mut want = striped_file(&t, 140_000);
@@ -374,7 +389,7 @@ fn a_lost_member_decodes_with_the_patched_parity() {
     assert_eq!(got.len(), want.len());
     assert!(
         got == want,
-        "the patched bytes, decoded with patched parity"
+        "the patched bytes, over stripes decoded without the member"
     );
     assert!(output.contains(" applied, 0 left out ("), "{output}");
 }

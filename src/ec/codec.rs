@@ -28,9 +28,6 @@ pub struct Codec {
     k: usize,
     m: usize,
     rs: ReedSolomon,
-    /// `coeff[j][d]`: the factor of data shard d in parity shard j (the
-    /// code is linear: parity j = sum over d of coeff[j][d] * data d).
-    coeff: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -57,29 +54,7 @@ impl Codec {
             m,
             why: format!("{e:?}"),
         })?;
-        // the factors, read off by encoding unit vectors of one byte
-        let mut coeff = vec![vec![0u8; k]; m];
-        #[allow(clippy::needless_range_loop)] // d indexes the inner vectors
-        for d in 0..k {
-            let data: Vec<[u8; 1]> = (0..k).map(|i| [u8::from(i == d)]).collect();
-            let data: Vec<&[u8]> = data.iter().map(|b| &b[..]).collect();
-            let mut par = vec![[0u8; 1]; m];
-            let mut refs: Vec<&mut [u8]> = par.iter_mut().map(|b| &mut b[..]).collect();
-            rs.encode_sep(&data, &mut refs)
-                .expect("one-byte shards encode");
-            for (j, p) in par.iter().enumerate() {
-                coeff[j][d] = p[0];
-            }
-        }
-        Ok(Codec { k, m, rs, coeff })
-    }
-
-    /// Fold a change of data shard `d` into parity shard `j`: `parity ^=
-    /// coeff[j][d] * delta`, where `delta` is old data XOR new data over
-    /// the same byte range (parity delta: P' = P + g * (D' - D) in GF(2^8),
-    /// where + and - are both XOR).
-    pub fn apply_delta(&self, j: usize, d: usize, delta: &[u8], parity: &mut [u8]) {
-        reed_solomon_erasure::galois_8::mul_slice_xor(self.coeff[j][d], delta, parity);
+        Ok(Codec { k, m, rs })
     }
 
     /// Number of data shards.
@@ -205,31 +180,6 @@ mod tests {
                         assert_eq!(c.decode(opt, len).unwrap(), data, "k={k} m={m} len={len}");
                     }
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn parity_deltas_match_a_full_reencode() {
-        for (k, m) in [(1, 1), (2, 1), (4, 2), (6, 3), (10, 4)] {
-            let c = Codec::new(k, m).unwrap();
-            let len = 4096 * k;
-            let old: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
-            let mut shards = c.encode(&old);
-            let sl = c.shard_len(len);
-            // change bytes 100..300 of data shard d, for each d in turn
-            for d in 0..k {
-                let mut new = shards[..k].concat();
-                for b in &mut new[d * sl + 100..d * sl + 300] {
-                    *b = b.wrapping_mul(3).wrapping_add(d as u8 + 1);
-                }
-                let want = c.encode(&new);
-                let delta: Vec<u8> = (100..300).map(|i| shards[d][i] ^ new[d * sl + i]).collect();
-                for j in 0..m {
-                    c.apply_delta(j, d, &delta, &mut shards[k + j][100..300]);
-                }
-                shards[d].copy_from_slice(&new[d * sl..(d + 1) * sl]);
-                assert_eq!(shards, want, "k={k} m={m} d={d}");
             }
         }
     }

@@ -1,51 +1,59 @@
 //! The self-describing patch record: new bytes for some byte ranges of one
-//! shard of one stripe generation (a small overwrite that did not rewrite
-//! the stripe). Pure format code: no I/O.
+//! stripe generation (a small overwrite that did not rewrite the stripe).
+//! Pure format code: no I/O.
 //!
 //! ```text
 //! offset len        field (little endian)
 //!   0     4         magic "SPAT"
-//!   4     2         format version (1)
-//!   6     1         shard index within the stripe
+//!   4     2         format version (2)
+//!   6     1         kind: 0xFF, an overlay of the stripe's data bytes
 //!   7     1         reserved, zero
 //!   8    16         pool id
 //!  24     8         object id (inode number)
 //!  32     8         stripe index
-//!  40     8         generation of the shard the patch applies to
-//!  48     8         patch sequence (later patches of a shard win)
+//!  40     8         generation of the stripe the patch applies to
+//!  48     8         patch sequence (later patches of a stripe win)
 //!  56     4         extent count n
 //!  60     4         payload length (sum of the extent lengths)
 //!  64    32         BLAKE3 of bytes 0..64, the extent table and the payload
-//!  96     8*n       extent table: (shard payload offset u32, length u32)
+//!  96     8*n       extent table: (stripe data offset u32, length u32)
 //!  ...    -         payload: the extents' new bytes, in table order
 //! ```
 //!
-//! A patch holds the new bytes themselves, not a difference, so applying
-//! it twice, or to a shard rebuilt from patched data, gives the same bytes.
+//! A patch holds the new data bytes themselves, not a difference: it lies
+//! over the stripe's decoded data and leaves the shards (and the parity)
+//! as they were, so the shards stay one consistent codeword. The same
+//! record is written to m+1 members, which gives it the stripe's own
+//! tolerance of m lost members. Applying a record twice gives the same
+//! bytes. Version 1 (per-shard records with parity deltas) was never
+//! released and is refused.
 
 use super::ShardId;
 
 /// Length of the fixed part of a patch record.
 pub const PATCH_HEADER_LEN: usize = 96;
 const MAGIC: &[u8; 4] = b"SPAT";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Kind byte (and `ShardId::index` of a record's identity): a stripe overlay.
+pub const OVERLAY: u8 = 0xFF;
 
 /// What a patch record claims to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PatchId {
-    /// The shard (and generation) it applies to.
+    /// The stripe (and generation) it applies to; `index` is [`OVERLAY`].
     pub shard: ShardId,
     /// Sequence of the patch (a number from the generation counter).
     pub seq: u64,
 }
 
-/// Encode a patch record of `extents` (shard payload offset, new bytes).
+/// Encode a patch record of `extents` (stripe data offset, new bytes).
 pub fn seal(id: PatchId, extents: &[(u32, &[u8])]) -> Vec<u8> {
     let payload: usize = extents.iter().map(|e| e.1.len()).sum();
     let mut out = Vec::with_capacity(PATCH_HEADER_LEN + 8 * extents.len() + payload);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.push(id.shard.index);
+    debug_assert_eq!(id.shard.index, OVERLAY, "a patch is a stripe overlay");
+    out.push(OVERLAY);
     out.push(0);
     out.extend_from_slice(&id.shard.pool);
     out.extend_from_slice(&id.shard.object.to_le_bytes());
@@ -87,7 +95,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 pub struct Patch {
     /// Identity.
     pub id: PatchId,
-    /// (shard payload offset, length) of each extent.
+    /// (stripe data offset, length) of each extent.
     pub extents: Vec<(u32, u32)>,
     /// The extents' bytes, in order.
     pub payload: Vec<u8>,
@@ -105,6 +113,12 @@ impl Patch {
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != VERSION {
             return Err(format!("patch record version {version} is not supported"));
+        }
+        if bytes[6] != OVERLAY {
+            return Err(format!(
+                "patch record kind {:#x} is not supported",
+                bytes[6]
+            ));
         }
         let n = u32_at(bytes, 56) as usize;
         let payload_len = u32_at(bytes, 60) as usize;
@@ -149,7 +163,7 @@ impl Patch {
         })
     }
 
-    /// Copy the patch's bytes that fall in shard payload range
+    /// Copy the patch's bytes that fall in stripe data range
     /// `[from, from + buf.len())` into `buf`.
     pub fn overlay(&self, from: usize, buf: &mut [u8]) {
         let to = from + buf.len();
@@ -164,7 +178,7 @@ impl Patch {
         }
     }
 
-    /// Highest payload offset the patch writes (its extents' end).
+    /// Highest data offset the patch writes (its extents' end).
     pub fn end(&self) -> usize {
         self.extents
             .iter()
@@ -185,7 +199,7 @@ mod tests {
                 object: 5,
                 stripe: 2,
                 generation: 99,
-                index: 3,
+                index: OVERLAY,
             },
             seq: 1234,
         }
@@ -220,5 +234,16 @@ mod tests {
         let mut longer = rec.clone();
         longer.push(0);
         assert!(Patch::open(&longer).is_err());
+    }
+
+    #[test]
+    fn a_record_of_another_kind_or_version_is_refused_by_name() {
+        let rec = seal(id(), &[(0, b"new")]);
+        let mut v1 = rec.clone();
+        v1[4] = 1;
+        assert!(Patch::open(&v1).unwrap_err().contains("version 1"));
+        let mut shard = rec.clone();
+        shard[6] = 2;
+        assert!(Patch::open(&shard).unwrap_err().contains("kind"));
     }
 }

@@ -45,10 +45,13 @@ pub const PAGE: usize = 4096;
 /// Pages one open file may buffer before they are written out as patches.
 const MAX_DIRTY_PAGES: usize = 4 * 1024;
 /// Pages of one stripe beyond which the stripe is rewritten whole instead
-/// of patched (a patch costs reads of old data and parity per page).
-const MAX_STRIPE_PAGES: usize = 192;
-/// Patch references a stripe may carry; past it a write folds the stripe.
-const MAX_PATCH_REFS: usize = 48;
+/// of patched: a patch writes m+1 copies of each page and reads nothing,
+/// a rewrite reads the stripe and writes k+m shards, so with 4+2 and
+/// 1 MiB shards the two cost the same bytes written at 512 pages.
+const MAX_STRIPE_PAGES: usize = 384;
+/// Patches a stripe may carry (each read of a patched range lays every
+/// patch that touches it); past it a write folds the stripe.
+const MAX_PATCHES: usize = 16;
 
 /// State of a file while any handle (or pending writeback) has it open.
 #[derive(Debug)]

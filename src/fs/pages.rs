@@ -6,13 +6,14 @@
 //! written page is first filled from the committed stripe, one small
 //! verified read). At fsync, close, or when the file holds
 //! `MAX_DIRTY_PAGES` pages, every buffered stripe is written out as patches
-//! in one batch (one append and fdatasync per member) and committed in
-//! one metadata batch. A stripe that cannot be patched (a member is not
-//! online, an old byte does not verify, too many pages or patches) is
-//! written whole instead, as any other buffered stripe.
+//! in one batch (one append and fdatasync per member, m+1 copies of each
+//! stripe's record, nothing read) and committed in one metadata batch. A
+//! stripe that cannot be patched (fewer than m+1 of its members writable,
+//! an append that fails, too many pages or patches) is written whole
+//! instead, as any other buffered stripe.
 
 use super::schema::*;
-use super::{Fs, FsResult, Inner, MAX_PATCH_REFS, MAX_STRIPE_PAGES, PAGE};
+use super::{Fs, FsResult, Inner, MAX_PATCHES, MAX_STRIPE_PAGES, PAGE};
 use crate::meta::Op;
 use crate::pool::{PatchJob, StripeLoc};
 use std::collections::BTreeMap;
@@ -62,7 +63,7 @@ impl Fs {
         let Some(loc) = self.stripe_loc(ino, s)? else {
             return Ok(false);
         };
-        if end > loc.len as usize || (have == 0 && loc.patches.len() >= MAX_PATCH_REFS) {
+        if end > loc.len as usize || (have == 0 && loc.patch_count() >= MAX_PATCHES) {
             return Ok(false);
         }
         let (first, last) = (in_off / PAGE, (end - 1) / PAGE);
@@ -156,7 +157,7 @@ impl Fs {
         let mut whole = Vec::new();
         for s in stripes {
             match self.stripe_loc(ino, s)? {
-                Some(loc) if loc.patches.len() < MAX_PATCH_REFS => {
+                Some(loc) if loc.patch_count() < MAX_PATCHES => {
                     let seq = g.next_gen;
                     g.next_gen += 1;
                     let len = loc.len as usize;

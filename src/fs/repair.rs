@@ -587,8 +587,28 @@ impl Fs {
                     }
                 }
             }
+            // every copy of every patch is checked too; a bad copy is
+            // mended by folding the stripe (rewritten whole from the
+            // shards and a good copy, so all its bytes have m+1 sources)
+            let bad_patches = self.pool.verify_patches(ino, s, &loc);
+            for (p, e) in &bad_patches {
+                log::warn!(
+                    "scrub: inode {ino} stripe {s}: patch {} copy {} on member {}: {e}",
+                    p.seq,
+                    p.copy,
+                    p.member
+                );
+            }
+            bad += bad_patches.len() as u64;
             let slots = self.slots_needing_repair(ino, s, &loc);
             let mut repaired = 0;
+            if !bad_patches.is_empty() && slots.is_empty() {
+                match self.fold_stripe(ino, s) {
+                    Ok(true) => repaired = bad_patches.len(),
+                    Ok(false) => {}
+                    Err(e) => log::error!("scrub: fold of inode {ino} stripe {s}: {e}"),
+                }
+            }
             if !slots.is_empty() {
                 repaired = self.repair_stripe(&RepairItem {
                     ino,

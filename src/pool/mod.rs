@@ -46,9 +46,10 @@ pub struct StripeLoc {
     pub len: u32,
     /// `members[i]` holds shard i, or [`NO_MEMBER`].
     pub members: Vec<u16>,
-    /// Patches over the generation's shards, in commit order (see
-    /// [`patch`]): the stripe's bytes are the shards' with every patch
-    /// applied. Empty for a stripe written whole.
+    /// Patches over the generation's data, in commit order, m+1 copies of
+    /// each (see [`patch`]): the stripe's bytes are those its shards
+    /// decode to, with every patch laid over them. Empty for a stripe
+    /// written whole.
     pub patches: Vec<PatchRef>,
 }
 

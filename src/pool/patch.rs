@@ -1,19 +1,21 @@
 //! Small overwrites without rewriting the stripe: patches.
 //!
-//! A write into a committed stripe that touches a few pages changes only
-//! those bytes of one or more data shards and the same byte ranges of
-//! every parity shard (parity delta, `P' = P + g * (D' - D)`). The new
-//! bytes of each touched shard go into one checksummed patch record
-//! ([`crate::ec::patch`]) appended to a patch log on the member holding
-//! that shard, and fdatasynced there; then the stripe's location gains a
-//! [`PatchRef`] per record in one metadata commit. Until that commit the
-//! records are unreferenced bytes in a log and the stripe reads as before;
-//! after it, every shard reads as its base bytes with its patches applied.
-//! A stripe is therefore wholly old or wholly new after a crash.
+//! A write into a committed stripe that touches a few pages writes the new
+//! bytes, and nothing else, as one checksummed patch record
+//! ([`crate::ec::patch`]) appended to a patch log on m+1 of the stripe's
+//! members (each copy fdatasynced there); then the stripe's location gains
+//! a [`PatchRef`] per copy in one metadata commit. Nothing is read first:
+//! the shards, parity included, stay as they were, one consistent
+//! codeword, and a read lays the patches over the bytes they decode to.
+//! Until the commit the records are unreferenced bytes in a log and the
+//! stripe reads as before; after it, as its data with the patch over it.
+//! A stripe is therefore wholly old or wholly new after a crash, and m
+//! lost members leave at least one copy of every patch.
 //!
-//! Patched stripes never move: repair, rebalance and tiering fold a
-//! stripe (rewrite it whole as a new generation) instead of copying its
-//! shards, so a shard's patches always live on the shard's own member.
+//! The copies go to members that hold shards of the stripe, so a member
+//! lost takes the stripe into repair, which folds it (rewrites it whole as
+//! a new generation) and so restores m+1 copies of everything. Patched
+//! stripes never move otherwise: rebalance and tiering fold first.
 //!
 //! A patch log is `patches/<number>` (hex, 8 digits) on a member, append
 //! only, rotated at [`LOG_MAX`]; the pool counts the references into each
@@ -22,24 +24,26 @@
 
 use super::io::{IoFail, Ticket};
 use super::*;
-use crate::ec::{Patch, PatchId, BLOCK};
+use crate::ec::patch::OVERLAY;
+use crate::ec::{Patch, PatchId};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 /// A patch log is rotated when it reaches this size.
 pub const LOG_MAX: u64 = 64 << 20;
-/// Stripes patched per round of reads and appends (bounds the memory and
-/// the queue depth a flush uses).
+/// Stripes patched per round of appends (bounds the memory and the queue
+/// depth a flush uses).
 const PATCH_CHUNK: usize = 64;
 /// Folder of the patch logs on a member.
 pub const PATCH_DIR: &str = "patches";
 
-/// Where one patch record lives, as the stripe's location names it.
+/// Where one copy of a patch record lives, as the stripe's location
+/// names it (a patch has m+1 copies, one `PatchRef` each, same `seq`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchRef {
-    /// Shard index the patch applies to.
-    pub index: u8,
-    /// Member holding the record (the shard's member).
+    /// Copy number of the record, 0..=m.
+    pub copy: u8,
+    /// Member holding this copy.
     pub member: u16,
     /// Patch sequence (from the generation counter): later ones win.
     pub seq: u64,
@@ -49,27 +53,35 @@ pub struct PatchRef {
     pub offset: u64,
     /// Length of the record.
     pub len: u32,
-    /// Shard payload range its extents cover: `[from, to)`.
+    /// Stripe data range its extents cover: `[from, to)`.
     pub from: u32,
     /// End of that range.
     pub to: u32,
 }
 
 impl PatchRef {
-    /// True when the patch writes bytes in shard payload range `[from, to)`.
+    /// True when the patch writes bytes in stripe data range `[from, to)`.
     pub fn touches(&self, from: usize, to: usize) -> bool {
         (self.from as usize) < to && from < self.to as usize
     }
 }
 
 impl StripeLoc {
-    /// The patches of shard `slot`, in commit order.
-    pub fn patches_of(&self, slot: usize) -> Vec<PatchRef> {
-        self.patches
-            .iter()
-            .filter(|p| p.index as usize == slot)
-            .cloned()
-            .collect()
+    /// The patches, one entry per patch with its copies, in commit order.
+    pub fn patch_groups(&self) -> Vec<(u64, Vec<&PatchRef>)> {
+        let mut out: Vec<(u64, Vec<&PatchRef>)> = Vec::new();
+        for p in &self.patches {
+            match out.iter_mut().find(|g| g.0 == p.seq) {
+                Some(g) => g.1.push(p),
+                None => out.push((p.seq, vec![p])),
+            }
+        }
+        out
+    }
+
+    /// Number of patches (not copies).
+    pub fn patch_count(&self) -> usize {
+        self.patch_groups().len()
     }
 }
 
@@ -79,7 +91,7 @@ pub fn log_path(n: u32) -> String {
 }
 
 /// Read one patch record and check it is exactly the one expected for
-/// shard `id`.
+/// stripe `id` (whose `index` is [`OVERLAY`]).
 pub(super) fn read_patch(d: &dyn DiskBackend, p: &PatchRef, id: &ShardId) -> Result<Patch, String> {
     let rel = log_path(p.log);
     let bytes = d
@@ -110,28 +122,22 @@ type CachedPatches = HashMap<(u16, u32, u64), Arc<Patch>>;
 const PATCH_CACHE_BYTES: usize = 32 << 20;
 
 impl PatchCache {
-    /// The record `p` names for shard `id`, from the cache or read from `d`.
-    pub(super) fn get(
-        &self,
-        d: &dyn DiskBackend,
-        p: &PatchRef,
-        id: &ShardId,
-    ) -> Result<Arc<Patch>, String> {
-        let key = (p.member, p.log, p.offset);
-        if let Some(hit) = self.inner.lock().unwrap().0.get(&key) {
-            if hit.id.shard == *id && hit.id.seq == p.seq {
-                return Ok(hit.clone());
-            }
-        }
-        let patch = Arc::new(read_patch(d, p, id)?);
+    /// The cached record `p` names, if it is the one expected for `id`.
+    pub(super) fn lookup(&self, p: &PatchRef, id: &ShardId) -> Option<Arc<Patch>> {
+        let g = self.inner.lock().unwrap();
+        let hit = g.0.get(&(p.member, p.log, p.offset))?;
+        (hit.id.shard == *id && hit.id.seq == p.seq).then(|| hit.clone())
+    }
+
+    /// Remember a record read and verified at `p`.
+    pub(super) fn insert(&self, p: &PatchRef, patch: Arc<Patch>) {
         let mut g = self.inner.lock().unwrap();
         if g.1 + patch.payload.len() > PATCH_CACHE_BYTES {
             g.0.clear();
             g.1 = 0;
         }
         g.1 += patch.payload.len();
-        g.0.insert(key, patch.clone());
-        Ok(patch)
+        g.0.insert((p.member, p.log, p.offset), patch);
     }
 
     /// Forget every record (a log was deleted: its numbers are not reused,
@@ -170,21 +176,8 @@ pub struct PatchJob {
     pub writes: Vec<(usize, Vec<u8>)>,
 }
 
-/// A record waiting to be appended: (slot, member, record bytes, extent range).
-type Pending = (usize, u16, Vec<u8>, (u32, u32));
-
-/// Merge sorted, possibly overlapping or touching ranges.
-fn merge(mut r: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-    r.sort();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(r.len());
-    for (a, b) in r {
-        match out.last_mut() {
-            Some(l) if a <= l.1 => l.1 = l.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
+/// A record copy waiting to be appended: (copy, member, record bytes, data range).
+type Pending = (usize, u16, Arc<Vec<u8>>, (u32, u32));
 
 impl Pool {
     /// At mount, before any patch is written: count the references of the
@@ -294,6 +287,12 @@ impl Pool {
         }
     }
 
+    /// Forget the verified patch records held in memory (so the next read
+    /// of each goes to a member again).
+    pub fn forget_cached_patches(&self) {
+        self.patch_cache.clear();
+    }
+
     /// Patch logs and their live references, per member: (member, logs, references).
     pub fn patch_log_counts(&self) -> Vec<(u16, usize, u64)> {
         let all = self.patch_logs.lock().unwrap();
@@ -305,33 +304,84 @@ impl Pool {
         v
     }
 
-    /// Write patches for a batch of committed stripes: for each, read the
-    /// old bytes of the touched ranges of its data shards and of every
-    /// parity shard, compute the new parity by delta, and append one record
-    /// per touched shard to that shard's member's log; all records of one
+    /// Write patches for a batch of committed stripes: for each, one
+    /// record of the new bytes, appended to the logs of m+1 of the
+    /// stripe's writable members (the least loaded); all records of one
     /// member go in one append and one fdatasync. Returns, per job, the
     /// references to commit, or `None` when the stripe must be written
-    /// whole instead (a shard's member not online, a read that failed or
-    /// did not verify, an append that failed). Records of a `None` job are
-    /// released at once.
+    /// whole instead (fewer than m+1 of its members writable, an append
+    /// that failed). Records of a `None` job are released at once.
     pub fn patch_stripes(&self, jobs: &[PatchJob]) -> Vec<Option<Vec<PatchRef>>> {
         let mut out: Vec<Option<Vec<PatchRef>>> = vec![None; jobs.len()];
-        // in chunks, so that no member queue overflows and the old bytes
-        // read and the records built stay a bounded amount of memory
+        // in chunks, so that no member queue overflows and the records
+        // built stay a bounded amount of memory
         for chunk in (0..jobs.len()).collect::<Vec<_>>().chunks(PATCH_CHUNK) {
-            let reads: Vec<_> = chunk
-                .iter()
-                .map(|&j| self.start_old_reads(&jobs[j]))
-                .collect();
-            let deadline = Instant::now() + self.io_timeout();
             let records: Vec<(usize, Vec<Pending>)> = chunk
                 .iter()
-                .zip(reads)
-                .filter_map(|(&j, r)| Some((j, self.compute_patch(&jobs[j], r?, deadline)?)))
+                .filter_map(|&j| Some((j, self.build_patch(&jobs[j])?)))
                 .collect();
             self.append_records(jobs, records, &mut out);
         }
         out
+    }
+
+    /// The record of one patch job and the members its copies go to.
+    fn build_patch(&self, job: &PatchJob) -> Option<Vec<Pending>> {
+        let loc = &job.loc;
+        let len = loc.len as usize;
+        let mut writes: Vec<(usize, &[u8])> = job
+            .writes
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(o, b)| (*o, b.as_slice()))
+            .collect();
+        writes.sort_by_key(|w| w.0);
+        if writes.is_empty()
+            || writes.iter().any(|(o, b)| o + b.len() > len)
+            || writes.windows(2).any(|w| w[0].0 + w[0].1.len() > w[1].0)
+        {
+            return None;
+        }
+        // m+1 distinct writable members of the stripe, least loaded first
+        let mut slots: Vec<(f64, usize)> = (0..loc.members.len())
+            .filter(|&i| loc.members[i] != NO_MEMBER)
+            .filter(|&i| {
+                self.slots[loc.members[i] as usize]
+                    .writable_disk()
+                    .is_some()
+            })
+            .map(|i| (self.score(loc, i), i))
+            .collect();
+        slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut members: Vec<u16> = Vec::new();
+        for (_, i) in slots {
+            if !members.contains(&loc.members[i]) {
+                members.push(loc.members[i]);
+            }
+        }
+        let copies = self.m() + 1;
+        if members.len() < copies {
+            return None;
+        }
+        let id = PatchId {
+            shard: self.shard_id(job.object, job.stripe, loc.generation, OVERLAY as usize),
+            seq: job.seq,
+        };
+        let parts: Vec<(u32, &[u8])> = writes.iter().map(|(o, b)| (*o as u32, *b)).collect();
+        let rec = Arc::new(crate::ec::patch::seal(id, &parts));
+        let from = writes[0].0 as u32;
+        let to = writes
+            .iter()
+            .map(|(o, b)| o + b.len())
+            .max()
+            .expect("writes") as u32;
+        Some(
+            members[..copies]
+                .iter()
+                .enumerate()
+                .map(|(c, &mi)| (c, mi, rec.clone(), (from, to)))
+                .collect(),
+        )
     }
 
     /// Append the records of some patch jobs, one append and fdatasync per
@@ -389,7 +439,7 @@ impl Pool {
                     failed.insert(n);
                 }
                 refs[n].push(PatchRef {
-                    index: rec.0 as u8,
+                    copy: rec.0 as u8,
                     member: mi,
                     seq: jobs[*j].seq,
                     log,
@@ -400,208 +450,113 @@ impl Pool {
                 });
             }
         }
-        for (n, r) in refs.into_iter().enumerate() {
+        for (n, mut r) in refs.into_iter().enumerate() {
             if failed.contains(&n) {
                 self.release_patches(&r);
             } else {
-                self.stats
-                    .patches
-                    .fetch_add(r.len() as u64, Ordering::Relaxed);
+                r.sort_by_key(|p| p.copy);
+                self.stats.patches.fetch_add(1, Ordering::Relaxed);
                 out[records[n].0] = Some(r);
             }
         }
     }
 
-    /// Queue the reads of the old bytes a patch needs: per touched data
-    /// shard its block-aligned ranges, and for every parity shard the
-    /// union. Returns the tickets with, per shard, the (extent) ranges in
-    /// shard offsets, or `None` if the stripe cannot be patched.
-    #[allow(clippy::type_complexity)]
-    fn start_old_reads(
+    /// Lay the stripe's patches that touch data range `[from, from +
+    /// buf.len())` over `buf` (the bytes the shards decode to there), in
+    /// commit order. Each patch is read from the first of its copies that
+    /// answers within the I/O deadline and verifies; a copy that does not
+    /// counts against its member. Fails only when no copy of a patch can
+    /// be read.
+    pub(super) fn overlay(
         &self,
-        job: &PatchJob,
-    ) -> Option<
-        Vec<(
-            usize,
-            Vec<(usize, usize)>,
-            Vec<(usize, usize)>,
-            Ticket<Vec<Vec<u8>>>,
-        )>,
-    > {
-        let k = self.k();
-        let n = k + self.m();
-        let loc = &job.loc;
-        if loc.members.len() != n {
-            return None;
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        from: usize,
+        buf: &mut [u8],
+    ) -> Result<(), PoolError> {
+        let to = from + buf.len();
+        if loc.patches.is_empty() || from >= to {
+            return Ok(());
         }
-        let sl = self.codec.shard_len(loc.len as usize);
-        // extents per data shard, in shard offsets
-        let mut per: Vec<Vec<(usize, usize)>> = vec![Vec::new(); k];
-        for (off, b) in &job.writes {
-            let (mut pos, end) = (*off, off + b.len());
-            if end > loc.len as usize {
-                return None;
-            }
-            while pos < end {
-                let d = pos / sl;
-                let a = pos % sl;
-                let take = (sl - a).min(end - pos);
-                per[d].push((a, a + take));
-                pos += take;
-            }
-        }
-        let per: Vec<Vec<(usize, usize)>> = per.into_iter().map(merge).collect();
-        let union = merge(per.iter().flatten().copied().collect());
-        let mut out = Vec::new();
-        for slot in 0..n {
-            let extents = per.get(slot).unwrap_or(&union).clone();
-            if extents.is_empty() {
+        let id = self.shard_id(object, stripe, loc.generation, OVERLAY as usize);
+        for (seq, copies) in loc.patch_groups() {
+            if !copies[0].touches(from, to) {
                 continue;
             }
-            let mi = loc.members[slot];
-            if mi == NO_MEMBER {
-                return None;
-            }
-            let m = &self.slots[mi as usize];
-            let disk = m.writable_disk()?.clone();
-            // block-aligned regions to read and verify
-            let regions = merge(
-                extents
-                    .iter()
-                    .map(|&(a, b)| (a / BLOCK * BLOCK, (b.div_ceil(BLOCK) * BLOCK).min(sl)))
-                    .collect(),
-            );
-            let id = self.shard_id(job.object, job.stripe, loc.generation, slot);
-            let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
-            let rel = shard_path(job.object, job.stripe, loc.generation, slot as u8);
-            let patches = loc.patches_of(slot);
-            let stripe_len = loc.len;
-            let regs = regions.clone();
-            let cache = self.patch_cache.clone();
-            self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
-            let t = m
-                .submit(move |_| {
-                    let mut header = header;
-                    let mut got = Vec::with_capacity(regs.len());
-                    for &(from, to) in &regs {
-                        let job = super::read::Job {
-                            cache: cache.clone(),
-                            disk: disk.clone(),
-                            rel: rel.clone(),
-                            id,
-                            stripe_len,
-                            payload_len: sl,
-                            from,
-                            to,
-                            header: header.clone(),
-                            patches: patches.clone(),
-                        };
-                        let (bytes, fresh) = job.run().map_err(std::io::Error::other)?;
-                        if fresh.is_some() {
-                            header = fresh;
-                        }
-                        got.push(bytes);
-                    }
-                    Ok(got)
-                })
-                .ok()?;
-            out.push((slot, extents, regions, t));
+            let patch = self.read_patch_copies(&id, &copies).ok_or_else(|| {
+                log::error!("object {object} stripe {stripe}: no copy of patch {seq} readable");
+                PoolError::Unreadable {
+                    object,
+                    stripe,
+                    have: 0,
+                    need: 1,
+                }
+            })?;
+            patch.overlay(from, buf);
         }
-        Some(out)
+        Ok(())
     }
 
-    /// Collect the old bytes and build the records of one patch job.
-    #[allow(clippy::type_complexity)]
-    fn compute_patch(
+    /// One verified copy of a patch: from the cache, or read from the
+    /// copies' members in order (live ones first).
+    fn read_patch_copies(&self, id: &ShardId, copies: &[&PatchRef]) -> Option<Arc<Patch>> {
+        for p in copies {
+            if let Some(hit) = self.patch_cache.lookup(p, id) {
+                return Some(hit);
+            }
+        }
+        let mut order: Vec<&PatchRef> = copies.to_vec();
+        order.sort_by_key(|p| self.slots[p.member as usize].live_disk().is_none());
+        for p in order {
+            match self.read_patch_copy(id, p) {
+                Ok(patch) => return Some(patch),
+                Err(e) => log::warn!(
+                    "patch {} copy {} on member {}: {e}",
+                    p.seq,
+                    p.copy,
+                    p.member
+                ),
+            }
+        }
+        None
+    }
+
+    /// Read and verify one copy on its member's workers, within the I/O
+    /// deadline.
+    fn read_patch_copy(&self, id: &ShardId, p: &PatchRef) -> Result<Arc<Patch>, String> {
+        let m = self
+            .members()
+            .get(p.member as usize)
+            .ok_or_else(|| format!("no member {}", p.member))?;
+        if m.disk().is_none() {
+            return Err("member not present".into());
+        }
+        let (p2, id2) = ((*p).clone(), *id);
+        let r = m
+            .submit(move |d| read_patch(d, &p2, &id2).map_err(std::io::Error::other))
+            .and_then(|t| t.wait_until(Instant::now() + self.io_timeout()));
+        m.account(&r, &format!("read patch {}", log_path(p.log)));
+        let patch = Arc::new(r.map_err(|e| e.to_string())?);
+        self.patch_cache.insert(p, patch.clone());
+        Ok(patch)
+    }
+
+    /// Verify every copy of every patch of a stripe (scrub): the copies
+    /// that do not read or verify, with the reason.
+    pub fn verify_patches(
         &self,
-        job: &PatchJob,
-        reads: Vec<(
-            usize,
-            Vec<(usize, usize)>,
-            Vec<(usize, usize)>,
-            Ticket<Vec<Vec<u8>>>,
-        )>,
-        deadline: Instant,
-    ) -> Option<Vec<Pending>> {
-        let k = self.k();
-        let loc = &job.loc;
-        let sl = self.codec.shard_len(loc.len as usize);
-        // (slot, extents, regions, region bytes)
-        let mut shards = Vec::with_capacity(reads.len());
-        let mut ok = true;
-        for (slot, extents, regions, t) in reads {
-            let mi = loc.members[slot];
-            let r = t.wait_until(deadline);
-            match r {
-                Ok(bytes) => {
-                    self.slots[mi as usize].note_ok();
-                    shards.push((slot, extents, regions, bytes));
-                }
-                Err(e) => {
-                    let id = self.shard_id(job.object, job.stripe, loc.generation, slot);
-                    self.shard_failed(mi, &id, &format!("read {e}"));
-                    ok = false;
-                }
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+    ) -> Vec<(PatchRef, String)> {
+        let id = self.shard_id(object, stripe, loc.generation, OVERLAY as usize);
+        let mut bad = Vec::new();
+        for p in &loc.patches {
+            if let Err(e) = self.read_patch_copy(&id, p) {
+                bad.push((p.clone(), e));
             }
         }
-        if !ok {
-            return None;
-        }
-        // a view of shard bytes at shard offset `a` through the regions
-        fn at<'a>(
-            regions: &[(usize, usize)],
-            bytes: &'a mut [Vec<u8>],
-            a: usize,
-            b: usize,
-        ) -> &'a mut [u8] {
-            let i = regions
-                .iter()
-                .position(|&(f, t)| f <= a && b <= t)
-                .expect("extent inside a region");
-            let f = regions[i].0;
-            &mut bytes[i][a - f..b - f]
-        }
-        // new data bytes, and the deltas into parity
-        let (data, parity): (Vec<_>, Vec<_>) = shards.into_iter().partition(|s| s.0 < k);
-        let mut parity = parity;
-        let mut data = data;
-        for (d, extents, regions, bytes) in data.iter_mut() {
-            for &(a, b) in extents.iter() {
-                let mut newb = at(regions, bytes, a, b).to_vec();
-                // apply the writes that fall in [a, b) of shard d
-                for (off, w) in &job.writes {
-                    let (ws, we) = (*off, off + w.len());
-                    let (s0, s1) = (*d * sl + a, *d * sl + b);
-                    let (x, y) = (ws.max(s0), we.min(s1));
-                    if x < y {
-                        newb[x - s0..y - s0].copy_from_slice(&w[x - ws..y - ws]);
-                    }
-                }
-                let old = at(regions, bytes, a, b);
-                let delta: Vec<u8> = old.iter().zip(&newb).map(|(o, n)| o ^ n).collect();
-                for (p, _, pregions, pbytes) in parity.iter_mut() {
-                    let target = at(pregions, pbytes, a, b);
-                    self.codec.apply_delta(*p - k, *d, &delta, target);
-                }
-                old.copy_from_slice(&newb);
-            }
-        }
-        let mut recs = Vec::new();
-        for (slot, extents, regions, mut bytes) in data.into_iter().chain(parity) {
-            let id = PatchId {
-                shard: self.shard_id(job.object, job.stripe, loc.generation, slot),
-                seq: job.seq,
-            };
-            let parts: Vec<(u32, Vec<u8>)> = extents
-                .iter()
-                .map(|&(a, b)| (a as u32, at(&regions, &mut bytes, a, b).to_vec()))
-                .collect();
-            let refs: Vec<(u32, &[u8])> = parts.iter().map(|(o, b)| (*o, b.as_slice())).collect();
-            let rec = crate::ec::patch::seal(id, &refs);
-            let from = extents.first().map_or(0, |e| e.0) as u32;
-            let to = extents.last().map_or(0, |e| e.1) as u32;
-            recs.push((slot, loc.members[slot], rec, (from, to)));
-        }
-        Some(recs)
+        bad
     }
 }

@@ -15,7 +15,7 @@
 //! as an I/O error of its member (timeouts move members to suspect, then
 //! failed), and the read goes on without it.
 
-use super::{shard_path, DiskBackend, PatchRef, Pool, PoolError, StripeLoc, NO_MEMBER};
+use super::{shard_path, DiskBackend, Pool, PoolError, StripeLoc, NO_MEMBER};
 use crate::ec::{header_len, ShardHeader, ShardId, BLOCK};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -78,28 +78,15 @@ pub(super) struct Job {
     pub(super) from: usize,
     pub(super) to: usize,
     pub(super) header: Option<Arc<ShardHeader>>,
-    /// Patches of this shard, in commit order, applied over what is read.
-    pub(super) patches: Vec<PatchRef>,
-    /// Verified records read recently.
-    pub(super) cache: Arc<super::patch::PatchCache>,
 }
 
 impl Job {
     /// Read and verify the region: a whole shard in one read (every block
     /// verified), or the header (cached after the first read) and the
-    /// blocks the region covers; then apply the shard's patches that touch
-    /// the region (each record verified and checked to name this shard).
+    /// blocks the region covers. Patches are not part of a shard: the
+    /// stripe's readers lay them over the decoded data.
     pub(super) fn run(self) -> Piece {
-        let (mut data, fresh) = self.read_base()?;
-        for p in self
-            .patches
-            .iter()
-            .filter(|p| p.touches(self.from, self.to))
-        {
-            let patch = self.cache.get(self.disk.as_ref(), p, &self.id)?;
-            patch.overlay(self.from, &mut data);
-        }
-        Ok((data, fresh))
+        self.read_base()
     }
 
     fn read_base(&self) -> Piece {
@@ -193,7 +180,7 @@ impl Pool {
     }
 
     /// Expected wait at the member of `slot`, with the parity penalty.
-    fn score(&self, loc: &StripeLoc, slot: usize) -> f64 {
+    pub(super) fn score(&self, loc: &StripeLoc, slot: usize) -> f64 {
         let l = self.slots[loc.members[slot] as usize].heat.load();
         if slot >= self.k() {
             l * PARITY_PENALTY
@@ -283,8 +270,6 @@ impl Pool {
                 from,
                 to,
                 header,
-                patches: loc.patches_of(slot),
-                cache: self.patch_cache.clone(),
             };
             let tx = tx.clone();
             let now = Instant::now();
@@ -449,14 +434,17 @@ impl Pool {
             self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
             log::debug!("object {object} stripe {stripe}: decoded with parity");
         }
-        self.codec
-            .decode(shards, loc.len as usize)
-            .map_err(|_| PoolError::Unreadable {
-                object,
-                stripe,
-                have: good,
-                need: k,
-            })
+        let mut data =
+            self.codec
+                .decode(shards, loc.len as usize)
+                .map_err(|_| PoolError::Unreadable {
+                    object,
+                    stripe,
+                    have: good,
+                    need: k,
+                })?;
+        self.overlay(object, stripe, loc, 0, &mut data)?;
+        Ok(data)
     }
 
     /// Last resort before EIO: members taken out of service (failed,
@@ -560,13 +548,14 @@ impl Pool {
             let p = pieces[i].as_ref().expect("present or reconstructed");
             out.extend_from_slice(&p[a - from..b - from]);
         }
+        self.overlay(object, stripe, loc, start, &mut out)?;
         Ok(out)
     }
 
     /// Read all of shard `id` (of stripe `loc`) from member `mi` (readable
     /// or not: the caller chooses), on the member's workers within the I/O
-    /// deadline, verified and with the stripe's patches of that shard
-    /// applied.
+    /// deadline, verified (the base shard: patches lie over the decoded
+    /// data, not in shards).
     fn read_whole_shard(&self, mi: u16, id: ShardId, loc: &StripeLoc) -> Result<Vec<u8>, String> {
         let m = self
             .members()
@@ -584,8 +573,6 @@ impl Pool {
             from: 0,
             to: payload_len,
             header: None,
-            patches: loc.patches_of(id.index as usize),
-            cache: self.patch_cache.clone(),
         };
         let r = m
             .submit(move |_| Ok(job.run()))
@@ -598,7 +585,7 @@ impl Pool {
     }
 
     /// Read one shard from a readable member and verify it is exactly the
-    /// shard expected (patches applied).
+    /// shard expected (as written: patches are not in shards).
     pub fn read_shard(&self, mi: u16, id: ShardId, loc: &StripeLoc) -> Result<Vec<u8>, String> {
         let m = self
             .members()
