@@ -568,6 +568,16 @@ impl Metrics {
                 "Reads that asked more shards because one was slower than its member's p95.",
                 &st.hedges,
             ),
+            (
+                "shardfs_pool_patches_total",
+                "Patches written (small overwrites laid over a stripe instead of rewriting it) since mount.",
+                &st.patches,
+            ),
+            (
+                "shardfs_pool_folds_total",
+                "Patched stripes rewritten whole (folded) since mount.",
+                &st.folds,
+            ),
         ] {
             x.single(name, Kind::Counter, help, v.load(Ordering::Relaxed));
         }

@@ -346,6 +346,19 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
     assert_eq!(
         value(
             f,
+            "shardfs_pool_patches",
+            "shardfs_pool_patches_total",
+            &[]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(f, "shardfs_pool_folds", "shardfs_pool_folds_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            f,
             "shardfs_pool_bad_shards",
             "shardfs_pool_bad_shards_total",
             &[]
@@ -430,6 +443,16 @@ fn metrics_via_shardctl_and_http_parse_and_count() {
     assert!(std::fs::metadata(t.p("bkt/absent")).is_err());
     // a striped write after the mount: a shard on every member
     std::fs::write(t.p("bkt/new"), pattern(8, 50_000)).unwrap();
+    // a small overwrite inside a committed stripe of it: one patch
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.p("bkt/new"))
+            .unwrap();
+        f.write_all_at(b"patched", 20_000).unwrap();
+        f.sync_all().unwrap();
+    }
 
     // shardctl metrics: the raw text
     let (ok, text, err) = t.ctl(&["metrics"]);
