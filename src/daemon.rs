@@ -179,6 +179,8 @@ pub struct MountConfig {
     pub read_policy: crate::pool::ReadPolicy,
     /// shard reads out longer than this count as member errors
     pub io_timeout: Duration,
+    /// bytes all open files together may buffer
+    pub dirty_budget: usize,
     /// members emulating hard disks
     pub emulation: Emulation,
     /// serve Prometheus metrics over HTTP here (loopback addresses only)
@@ -223,6 +225,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     opened.fs.pool.set_read_policy(cfg.read_policy);
     opened.fs.pool.set_io_timeout(cfg.io_timeout);
     opened.replicas.set_commit_deadline(cfg.io_timeout);
+    opened.fs.set_dirty_budget(cfg.dirty_budget);
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
     let socket = cfg.socket.clone().unwrap_or_else(|| {

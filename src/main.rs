@@ -103,6 +103,11 @@ enum Cmd {
         /// their member (and the read goes on without them).
         #[arg(long, default_value_t = 10_000)]
         io_timeout_ms: u64,
+        /// MiB that all open files together may buffer (stripes being
+        /// written, small overwrites, inline contents); a writer that
+        /// passes it writes out the biggest files first.
+        #[arg(long, default_value_t = 256)]
+        dirty_budget_mb: u64,
         /// Emulate hard disks: cap every member at IOPS:MB_PER_SEC (e.g.
         /// 120:200), with real queueing (benchmarks, demos).
         #[arg(long, value_parser = shardfs::pool::heat::Limits::parse)]
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
             tier_interval_secs,
             read_policy,
             io_timeout_ms,
+            dirty_budget_mb,
             emulate_hdd,
             emulate_member,
             metrics_listen,
@@ -276,6 +282,7 @@ fn main() -> ExitCode {
                 tier_interval_secs,
                 read_policy,
                 io_timeout: Duration::from_millis(io_timeout_ms.max(1)),
+                dirty_budget: (dirty_budget_mb as usize).saturating_mul(1 << 20),
                 emulation: shardfs::daemon::Emulation {
                     all: emulate_hdd,
                     members: emulate_member,

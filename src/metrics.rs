@@ -578,6 +578,11 @@ impl Metrics {
                 "Patched stripes rewritten whole (folded) since mount.",
                 &st.folds,
             ),
+            (
+                "shardfs_fs_budget_flushes_total",
+                "Times open files' buffers passed the memory budget and the biggest were written out, since mount.",
+                &st.budget_flushes,
+            ),
         ] {
             x.single(name, Kind::Counter, help, v.load(Ordering::Relaxed));
         }
@@ -593,6 +598,18 @@ impl Metrics {
             Kind::Gauge,
             "Free usable capacity after parity.",
             usable_free,
+        );
+        x.single(
+            "shardfs_fs_buffered_bytes",
+            Kind::Gauge,
+            "Bytes open files buffer now (stripes, pages, inline contents).",
+            fs.buffered_bytes() as u64,
+        );
+        x.single(
+            "shardfs_fs_buffer_budget_bytes",
+            Kind::Gauge,
+            "Bytes open files may buffer in all (--dirty-budget-mb).",
+            fs.dirty_budget() as u64,
         );
         if let Some(((objects, stripes, degraded), age)) = self.counts(fs) {
             x.single(

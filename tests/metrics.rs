@@ -344,12 +344,7 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
         ) > 0.0
     );
     assert_eq!(
-        value(
-            f,
-            "shardfs_pool_patches",
-            "shardfs_pool_patches_total",
-            &[]
-        ),
+        value(f, "shardfs_pool_patches", "shardfs_pool_patches_total", &[]),
         1.0
     );
     assert_eq!(

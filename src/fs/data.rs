@@ -298,6 +298,7 @@ impl Fs {
         if of.pt_refs > 0 {
             return Err(FsError::Busy);
         }
+        let held = of.mem(self.stripe_size() as usize);
         match of.inode.kind {
             Kind::Dir => return Err(FsError::IsDir),
             Kind::File => {}
@@ -367,6 +368,7 @@ impl Fs {
                 self.flush_pages(&mut g, ino)?;
             }
         }
+        self.charge(&mut g, ino, held)?;
         self.close_if_unused(&mut g, ino)?;
         Ok(data.len() as u32)
     }

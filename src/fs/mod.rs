@@ -7,6 +7,7 @@
 //! write-back cache under it; waiting for durability (`MetaCache::sync`)
 //! happens after it is released.
 
+mod budget;
 mod data;
 mod error;
 mod fold;
@@ -24,6 +25,7 @@ pub mod names;
 pub mod schema;
 mod xattr;
 
+pub use budget::DEFAULT_DIRTY_BUDGET;
 pub use error::FsError;
 pub use schema::{Inode, Kind, ROOT_INO};
 
@@ -42,8 +44,9 @@ pub const MAX_FILE_SIZE: u64 = 1 << 50;
 const MAX_DIRTY_STRIPES: usize = 2;
 /// Granule of small overwrites buffered as pages.
 pub const PAGE: usize = 4096;
-/// Pages one open file may buffer before they are written out as patches.
-const MAX_DIRTY_PAGES: usize = 4 * 1024;
+/// Pages one open file may buffer before they are written out as patches
+/// (64 MiB; all open files together stay within `fs::budget`).
+const MAX_DIRTY_PAGES: usize = 16 * 1024;
 /// Pages of one stripe beyond which the stripe is rewritten whole instead
 /// of patched: a patch writes m+1 copies of each page and reads nothing,
 /// a rewrite reads the stripe and writes k+m shards, so with 4+2 and
@@ -126,6 +129,9 @@ struct Inner {
     /// Stripe buffers no longer used, kept for reuse: a fresh 4 MiB buffer
     /// costs a thousand page faults and the kernel's zeroing.
     spare: Vec<Vec<u8>>,
+    /// What open files hold, as far as writes have charged it (an upper
+    /// bound until recounted; see `fs::budget`).
+    mem_estimate: usize,
 }
 
 /// Attributes handed to the FUSE glue.
@@ -147,6 +153,8 @@ pub struct Fs {
     /// Stripes carrying patches, and when each was last patched (for
     /// folding; see `fs::fold`).
     patched: Mutex<HashMap<(u64, u64), std::time::Instant>>,
+    /// Bytes open files may buffer in all (see `fs::budget`).
+    budget: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -177,6 +185,7 @@ impl Fs {
             tier: TierState::default(),
             replicas: ReplicaState::default(),
             patched: Mutex::new(HashMap::new()),
+            budget: std::sync::atomic::AtomicUsize::new(budget::DEFAULT_DIRTY_BUDGET),
             inner: Mutex::new(Inner {
                 open: HashMap::new(),
                 handles: HashMap::new(),
@@ -184,6 +193,7 @@ impl Fs {
                 next_ino,
                 next_gen,
                 spare: Vec::new(),
+                mem_estimate: 0,
             }),
         };
         if fs.meta.get(&inode_key(ROOT_INO))?.is_none() {

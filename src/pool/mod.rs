@@ -141,6 +141,9 @@ pub struct PoolStats {
     pub patches: AtomicU64,
     /// Patched stripes folded back into whole stripes.
     pub folds: AtomicU64,
+    /// Times the open files' buffers passed the memory budget and the
+    /// biggest were written out (see `fs::budget`).
+    pub budget_flushes: AtomicU64,
 }
 
 /// The mounted pool.
