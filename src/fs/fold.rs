@@ -26,29 +26,50 @@ impl Fs {
 
     /// Rewrite stripe `s` of `ino` whole if it carries patches. Returns
     /// true if it was folded.
+    ///
+    /// The stripe is read and its new generation written without the
+    /// filesystem lock, so a fold (4 MiB read, k+m shards written) never
+    /// stalls the mount; the commit takes the lock and happens only if the
+    /// stripe's location is still the one folded and no write of the
+    /// stripe is buffered or in flight (else the new shards, named by
+    /// nothing, are removed and the fold is left for later).
     pub fn fold_stripe(&self, ino: u64, s: u64) -> FsResult<bool> {
-        let mut g = self.lock();
-        // A write in flight commits first (a fold would make it stale).
-        // Buffered pages or a buffered stripe need nothing: they are
-        // written over whatever is committed when they are flushed.
-        if g.open
-            .get(&ino)
-            .is_some_and(|of| of.inflight.contains_key(&s))
-        {
-            self.reap_one(&mut g, ino, s)?;
-        }
-        let Some(loc) = self.stripe_loc(ino, s)? else {
-            self.forget_patched(ino, s);
-            return Ok(false);
+        let (loc, generation) = {
+            let mut g = self.lock();
+            // A write in flight commits first (a fold would make it stale).
+            if g.open
+                .get(&ino)
+                .is_some_and(|of| of.inflight.contains_key(&s))
+            {
+                self.reap_one(&mut g, ino, s)?;
+            }
+            let Some(loc) = self.stripe_loc(ino, s)? else {
+                drop(g);
+                self.forget_patched(ino, s);
+                return Ok(false);
+            };
+            if loc.patches.is_empty() {
+                drop(g);
+                self.forget_patched(ino, s);
+                return Ok(false);
+            }
+            let generation = g.next_gen;
+            g.next_gen += 1;
+            (loc, generation)
         };
-        if loc.patches.is_empty() {
-            self.forget_patched(ino, s);
+        let data = self.pool.read_stripe(ino, s, &loc)?;
+        let new = self.pool.write_stripe(ino, s, generation, &data)?;
+        let mut g = self.lock();
+        let busy = g
+            .open
+            .get(&ino)
+            .is_some_and(|of| of.inflight.contains_key(&s) || of.dirty.contains_key(&s));
+        if busy || self.stripe_loc(ino, s)?.as_ref() != Some(&loc) {
+            drop(g);
+            // named by no committed location: safe to remove at once
+            self.pool.delete_stripe(ino, s, &new);
             return Ok(false);
         }
-        let data = self.pool.read_stripe(ino, s, &loc)?;
-        let generation = g.next_gen;
-        g.next_gen += 1;
-        let new = self.pool.write_stripe(ino, s, generation, &data)?;
         let pool = self.pool.clone();
         let old = loc.clone();
         let after: Vec<AfterCommit> = vec![Box::new(move || pool.delete_stripe(ino, s, &old))];
