@@ -234,3 +234,140 @@ impl FromFd for File {
         unsafe { std::os::unix::io::FromRawFd::from_raw_fd(fd) }
     }
 }
+
+fn cpath(p: &std::path::Path) -> CString {
+    use std::os::unix::ffi::OsStrExt;
+    cs(p.as_os_str().as_bytes())
+}
+
+/// renameat2(from, to, flags): Ok or the errno.
+fn rename2(from: &std::path::Path, to: &std::path::Path, flags: libc::c_uint) -> Result<(), i32> {
+    let (a, b) = (cpath(from), cpath(to));
+    // SAFETY: NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
+/// The inode readdir gives for ".." in `dir` (the daemon's parent pointer).
+fn dotdot(dir: &std::path::Path) -> u64 {
+    let c = cpath(dir);
+    // SAFETY: opendir/readdir/closedir on a NUL-terminated path; each
+    // entry is read before the next readdir.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null(), "opendir {}", dir.display());
+        let mut found = None;
+        loop {
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr());
+            if name.to_bytes() == b".." {
+                found = Some((*e).d_ino);
+            }
+        }
+        libc::closedir(d);
+        found.expect("no '..' entry")
+    }
+}
+
+/// RENAME_EXCHANGE swaps two names of any kinds in one step: contents
+/// follow the names, both inodes get a new ctime, directories a new parent
+/// (readdir's ".."), and the parents' link counts follow the
+/// subdirectories that moved; it survives a remount. Bad flag combinations
+/// and RENAME_WHITEOUT are EINVAL, as on Linux.
+#[test]
+fn rename_exchange_swaps_files_and_directories_atomically() {
+    use std::os::unix::fs::MetadataExt;
+    let mut t = TestMount::new(6, &[]);
+    for d in ["bkt", "bkt/sub", "bkt/d1", "two", "two/db"] {
+        fs::create_dir(t.p(d)).unwrap();
+    }
+    fs::write(t.p("bkt/a"), b"A").unwrap();
+    fs::write(t.p("bkt/b"), b"BB").unwrap();
+    fs::write(t.p("bkt/d1/x"), b"X").unwrap();
+    fs::write(t.p("bkt/sub/f"), b"F").unwrap();
+    let mnt = t.mnt.clone();
+    let ino = |p: &str| fs::symlink_metadata(mnt.join(p)).unwrap().ino();
+    let ctime = |p: &str| {
+        let m = fs::symlink_metadata(mnt.join(p)).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+
+    // two files in one directory
+    let (ia, ib, ca) = (ino("bkt/a"), ino("bkt/b"), ctime("bkt/a"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rename2(&t.p("bkt/a"), &t.p("bkt/b"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(t.p("bkt/a")).unwrap(), b"BB");
+    assert_eq!(fs::read(t.p("bkt/b")).unwrap(), b"A");
+    assert_eq!((ino("bkt/a"), ino("bkt/b")), (ib, ia));
+    assert!(ctime("bkt/b") > ca, "ctime of the exchanged inode");
+
+    // a directory and a file in different directories
+    let (id1, isub) = (ino("bkt/d1"), ino("bkt/sub"));
+    assert_eq!(fs::metadata(t.p("bkt")).unwrap().nlink(), 4);
+    rename2(&t.p("bkt/d1"), &t.p("bkt/sub/f"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(t.p("bkt/d1")).unwrap(), b"F");
+    assert_eq!(fs::read(t.p("bkt/sub/f/x")).unwrap(), b"X");
+    assert_eq!(ino("bkt/sub/f"), id1);
+    assert_eq!(fs::metadata(t.p("bkt")).unwrap().nlink(), 3);
+    assert_eq!(fs::metadata(t.p("bkt/sub")).unwrap().nlink(), 3);
+    assert_eq!(dotdot(&t.p("bkt/sub/f")), isub);
+
+    // two directories in different buckets: link counts unchanged
+    rename2(&t.p("bkt/sub/f"), &t.p("two/db"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(t.p("two/db/x")).unwrap(), b"X");
+    assert!(fs::read_dir(t.p("bkt/sub/f")).unwrap().next().is_none());
+    assert_eq!(fs::metadata(t.p("bkt/sub")).unwrap().nlink(), 3);
+    assert_eq!(fs::metadata(t.p("two")).unwrap().nlink(), 3);
+    assert_eq!(dotdot(&t.p("two/db")), ino("two"));
+    assert_eq!(dotdot(&t.p("bkt/sub/f")), isub);
+
+    // errors
+    let ex = libc::RENAME_EXCHANGE;
+    assert_eq!(
+        rename2(&t.p("bkt/a"), &t.p("bkt/missing"), ex),
+        Err(libc::ENOENT)
+    );
+    assert_eq!(
+        rename2(&t.p("bkt/a"), &t.p("bkt/b"), ex | libc::RENAME_NOREPLACE),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        rename2(&t.p("bkt/a"), &t.p("bkt/new"), libc::RENAME_WHITEOUT),
+        Err(libc::EINVAL)
+    );
+    assert_eq!(
+        rename2(&t.p("bkt/sub"), &t.p("bkt/sub/f"), ex),
+        Err(libc::EINVAL)
+    );
+    // a file may not become a bucket
+    assert_eq!(rename2(&t.p("two"), &t.p("bkt/a"), ex), Err(libc::EPERM));
+    // RENAME_NOREPLACE still works
+    assert_eq!(
+        rename2(&t.p("bkt/a"), &t.p("bkt/b"), libc::RENAME_NOREPLACE),
+        Err(libc::EEXIST)
+    );
+    rename2(&t.p("bkt/a"), &t.p("bkt/c"), libc::RENAME_NOREPLACE).unwrap();
+
+    t.remount();
+    assert_eq!(fs::read(t.p("bkt/c")).unwrap(), b"BB");
+    assert_eq!(fs::read(t.p("bkt/b")).unwrap(), b"A");
+    assert_eq!(fs::read(t.p("bkt/d1")).unwrap(), b"F");
+    assert_eq!(fs::read(t.p("two/db/x")).unwrap(), b"X");
+    assert_eq!(fs::metadata(t.p("bkt")).unwrap().nlink(), 3);
+    assert_eq!(dotdot(&t.p("two/db")), ino("two"));
+}

@@ -503,6 +503,99 @@ impl Fs {
         Ok(())
     }
 
+    /// Swap `parent/name` and `newparent/newname` (RENAME_EXCHANGE): both
+    /// must exist, of any kinds; each name then points at the other's
+    /// inode, in one metadata batch. Directories take their new parent,
+    /// link counts of the parents follow the subdirectories that moved,
+    /// and both inodes and both parents get a new ctime (the parents a
+    /// new mtime too).
+    pub fn rename_exchange(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+    ) -> FsResult<()> {
+        check_component(name)?;
+        check_component(newname)?;
+        let mut g = self.lock();
+        let mut p = self.dir(&g, parent)?;
+        self.dir(&g, newparent)?;
+        let src = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.dirent(newparent, newname)?.ok_or(FsError::NotFound)?;
+        // the kernel's order: neither may be an ancestor of the other's
+        // new place (EINVAL both ways for an exchange)
+        if src.kind == Kind::Dir && self.is_below(&g, newparent, src.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if dst.kind == Kind::Dir && self.is_below(&g, parent, dst.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if src.ino == dst.ino {
+            return Ok(()); // two links to one inode: nothing to do
+        }
+        // the root holds only buckets; the names exist, so they are
+        // valid bucket names already
+        if (parent == ROOT_INO && dst.kind != Kind::Dir)
+            || (newparent == ROOT_INO && src.kind != Kind::Dir)
+        {
+            return Err(FsError::NotPermitted(
+                "only directories may be buckets at the root".into(),
+            ));
+        }
+        let t = now();
+        let mut ops = vec![
+            // each name keeps its readdir cookie (the cookie maps to the name)
+            Op::Put(
+                dirent_key(parent, name),
+                enc(&Dirent {
+                    ino: dst.ino,
+                    kind: dst.kind,
+                    cookie: src.cookie,
+                }),
+            ),
+            Op::Put(
+                dirent_key(newparent, newname),
+                enc(&Dirent {
+                    ino: src.ino,
+                    kind: src.kind,
+                    cookie: dst.cookie,
+                }),
+            ),
+        ];
+        let mut a = self.inode(&g, src.ino)?;
+        let mut b = self.inode(&g, dst.ino)?;
+        a.ctime = t;
+        b.ctime = t;
+        if a.kind == Kind::Dir {
+            a.parent = newparent;
+        }
+        if b.kind == Kind::Dir {
+            b.parent = parent;
+        }
+        Self::put_inode(&mut g, &a, &mut ops);
+        Self::put_inode(&mut g, &b, &mut ops);
+        p.mtime = t;
+        p.ctime = t;
+        if parent != newparent {
+            let (a_dir, b_dir) = ((a.kind == Kind::Dir) as u32, (b.kind == Kind::Dir) as u32);
+            // a subdirectory left `parent` and another may have come in
+            p.nlink = p.nlink + b_dir - a_dir;
+            let mut np = self.inode(&g, newparent)?;
+            np.nlink = np.nlink + a_dir - b_dir;
+            np.mtime = t;
+            np.ctime = t;
+            Self::put_inode(&mut g, &np, &mut ops);
+        }
+        Self::put_inode(&mut g, &p, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(())
+    }
+
     /// Add a hard link to `ino` as `newparent/newname`.
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
         let mut g = self.lock();

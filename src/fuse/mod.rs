@@ -403,10 +403,27 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let mut t = self.stats.start(Op::Rename);
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            // documented in SEMANTICS.md: exchange and whiteout are not supported
+        // as Linux: unknown flags, RENAME_EXCHANGE with RENAME_NOREPLACE,
+        // and RENAME_WHITEOUT (an overlayfs device node, which shardfs
+        // does not make; documented in SEMANTICS.md) are EINVAL
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        if !RenameFlags::all().contains(flags)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+            || (exchange && flags.contains(RenameFlags::RENAME_NOREPLACE))
+        {
             t.fail();
             return reply.error(Errno::EINVAL);
+        }
+        if exchange {
+            return reply_empty(
+                t.check(self.fs.rename_exchange(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                )),
+                reply,
+            );
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         reply_empty(
