@@ -371,3 +371,123 @@ fn rename_exchange_swaps_files_and_directories_atomically() {
     assert_eq!(fs::metadata(t.p("bkt")).unwrap().nlink(), 3);
     assert_eq!(dotdot(&t.p("two/db")), ino("two"));
 }
+
+/// fallocate(fd, mode, offset, len): Ok or the errno.
+fn falloc(f: &File, mode: i32, offset: i64, len: i64) -> Result<(), i32> {
+    // SAFETY: plain syscall on an open descriptor.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
+/// The modes ext4 supports and FUSE passes on, checked against a model
+/// of the bytes: mode 0 grows the file (zeros), KEEP_SIZE alone changes
+/// nothing, PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE read back as zeros
+/// (across whole and partial stripes, and in an inline file), ZERO_RANGE
+/// without KEEP_SIZE grows the file; PUNCH_HOLE without KEEP_SIZE and
+/// COLLAPSE_RANGE are EOPNOTSUPP. Everything holds after a remount.
+#[test]
+fn fallocate_modes_allocate_keep_size_punch_and_zero_like_ext4() {
+    // 16 KiB stripes, 2 KiB inline: ranges cross many stripes
+    let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    fs::create_dir(t.p("bkt")).unwrap();
+    let mut model = pattern(1, 100_000);
+    fs::write(t.p("bkt/f"), &model).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.p("bkt/f"))
+        .unwrap();
+    let len = || f.metadata().unwrap().len();
+    let check = |model: &[u8], what: &str| {
+        let back = fs::read(t.p("bkt/f")).unwrap();
+        assert_eq!(back.len(), model.len(), "{what}: size");
+        assert!(back == model, "{what}: bytes differ");
+    };
+
+    // mode 0: allocate past the end
+    falloc(&f, 0, 50_000, 150_000).unwrap();
+    model.resize(200_000, 0);
+    assert_eq!(len(), 200_000);
+    check(&model, "mode 0");
+    // mode 0 inside the file: nothing changes
+    falloc(&f, 0, 10, 1000).unwrap();
+    check(&model, "mode 0 inside");
+    // KEEP_SIZE alone: the size stays
+    falloc(&f, libc::FALLOC_FL_KEEP_SIZE, 0, 500_000).unwrap();
+    assert_eq!(len(), 200_000);
+    check(&model, "keep size");
+    // punch a hole over partial and whole stripes
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    falloc(&f, punch, 5_000, 50_000).unwrap();
+    model[5_000..55_000].fill(0);
+    check(&model, "punch");
+    // a punch past the end keeps the size
+    falloc(&f, punch, 190_000, 100_000).unwrap();
+    model[190_000..].fill(0);
+    check(&model, "punch past the end");
+    // zero a range inside, then one past the end that grows the file
+    let mut w = &f;
+    use std::io::{Seek, SeekFrom};
+    w.seek(SeekFrom::Start(100_000)).unwrap();
+    w.write_all(&pattern(2, 50_000)).unwrap();
+    model[100_000..150_000].copy_from_slice(&pattern(2, 50_000));
+    falloc(&f, libc::FALLOC_FL_ZERO_RANGE, 120_000, 10_000).unwrap();
+    model[120_000..130_000].fill(0);
+    check(&model, "zero range");
+    falloc(&f, libc::FALLOC_FL_ZERO_RANGE, 140_000, 80_000).unwrap();
+    model[140_000..].fill(0);
+    model.resize(220_000, 0);
+    check(&model, "zero range past the end");
+    falloc(
+        &f,
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+        210_000,
+        50_000,
+    )
+    .unwrap();
+    assert_eq!(len(), 220_000);
+    // modes ext4 has and shardfs not, or that Linux refuses
+    assert_eq!(
+        falloc(&f, libc::FALLOC_FL_PUNCH_HOLE, 0, 10),
+        Err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(
+        falloc(&f, libc::FALLOC_FL_COLLAPSE_RANGE, 0, 16384),
+        Err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(falloc(&f, 0, 0, 0), Err(libc::EINVAL));
+    drop(f);
+
+    // an inline file
+    fs::write(t.p("bkt/small"), pattern(3, 1000)).unwrap();
+    let mut small = pattern(3, 1000);
+    let s = fs::OpenOptions::new()
+        .write(true)
+        .open(t.p("bkt/small"))
+        .unwrap();
+    falloc(&s, punch, 100, 200).unwrap();
+    small[100..300].fill(0);
+    falloc(&s, 0, 0, 1500).unwrap();
+    small.resize(1500, 0);
+    drop(s);
+    assert_eq!(fs::read(t.p("bkt/small")).unwrap(), small);
+
+    // posix_fallocate (glibc calls fallocate mode 0)
+    let p = File::create(t.p("bkt/p")).unwrap();
+    // SAFETY: plain call on an open descriptor.
+    assert_eq!(
+        unsafe { libc::posix_fallocate(p.as_raw_fd(), 0, 70_000) },
+        0
+    );
+    assert_eq!(p.metadata().unwrap().len(), 70_000);
+    drop(p);
+
+    t.remount();
+    assert!(fs::read(t.p("bkt/f")).unwrap() == model, "after remount");
+    assert_eq!(fs::read(t.p("bkt/small")).unwrap(), small);
+    assert_eq!(fs::read(t.p("bkt/p")).unwrap(), vec![0u8; 70_000]);
+}

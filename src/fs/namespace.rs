@@ -725,6 +725,70 @@ impl Fs {
         Ok(inode)
     }
 
+    /// fallocate(2) with the modes FUSE passes on (`mode` is the Linux
+    /// flag set). 0: the size grows to `offset + len` if smaller (space is
+    /// checked, not reserved: stripes are placed when written).
+    /// `FALLOC_FL_KEEP_SIZE` alone: nothing to do. `FALLOC_FL_PUNCH_HOLE
+    /// | FALLOC_FL_KEEP_SIZE`: the range inside the file reads as zeros
+    /// afterwards. `FALLOC_FL_ZERO_RANGE` (with or without KEEP_SIZE): the
+    /// same, and without KEEP_SIZE the size grows to cover the range.
+    /// Zeros are written through the ordinary write path (as a pwrite of
+    /// zeros would be), so a punched range costs shard space like any
+    /// data; growth past the end is a truncate-style extension, which
+    /// costs nothing. Other modes: `EOPNOTSUPP`.
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let zero_range = match mode {
+            0 | KEEP => false,
+            m if m == PUNCH | KEEP || m == ZERO || m == ZERO | KEEP => true,
+            // PUNCH_HOLE without KEEP_SIZE is refused by the kernel too
+            m => return Err(FsError::Unsupported(format!("fallocate mode {m:#x}"))),
+        };
+        let end = offset
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| FsError::Invalid("fallocate of an empty range".into()))?;
+        if end > super::MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let size = {
+            let g = self.lock();
+            let inode = self.inode(&g, ino)?;
+            match inode.kind {
+                Kind::File => inode.size,
+                Kind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("fallocate of a special file".into())),
+            }
+        };
+        let keep = mode & KEEP != 0;
+        if zero_range && offset < size {
+            // zeros over the part of the range inside the file
+            let stop = end.min(size);
+            let zeros = vec![0u8; ((stop - offset) as usize).min(1 << 20)];
+            let mut pos = offset;
+            while pos < stop {
+                let n = ((stop - pos) as usize).min(zeros.len());
+                self.write(ino, pos, &zeros[..n])?;
+                pos += n as u64;
+            }
+        }
+        if !keep && end > size {
+            if mode == 0 && end - size > self.pool.usable_capacity().1 {
+                return Err(crate::pool::PoolError::NoSpace.into());
+            }
+            self.setattr(
+                ino,
+                SetAttr {
+                    size: Some(end),
+                    ..SetAttr::default()
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// Clear the set-user-id bit, and the set-group-id bit of a
     /// group-executable file, as a write or truncate by an unprivileged
     /// process does on Linux (FUSE_HANDLE_KILLPRIV_V2 leaves it to us).

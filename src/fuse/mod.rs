@@ -691,6 +691,23 @@ impl Filesystem for FuseFs {
         }
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let mut t = self.stats.start(Op::Fallocate);
+        reply_empty(
+            t.check(self.fs.fallocate(ino.0, offset, length, mode)),
+            reply,
+        )
+    }
+
     fn create(
         &self,
         req: &Request,
