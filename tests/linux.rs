@@ -491,3 +491,101 @@ fn fallocate_modes_allocate_keep_size_punch_and_zero_like_ext4() {
     assert_eq!(fs::read(t.p("bkt/small")).unwrap(), small);
     assert_eq!(fs::read(t.p("bkt/p")).unwrap(), vec![0u8; 70_000]);
 }
+
+/// Set atime and mtime of `p` (None: leave it, UTIME_OMIT); the ctime
+/// becomes now.
+fn set_times(p: &std::path::Path, atime: Option<i64>, mtime: Option<i64>) {
+    let ts = |t: Option<i64>| libc::timespec {
+        tv_sec: t.unwrap_or(0),
+        tv_nsec: if t.is_some() { 0 } else { libc::UTIME_OMIT },
+    };
+    let times = [ts(atime), ts(mtime)];
+    let c = cpath(p);
+    // SAFETY: NUL-terminated path and a two-element timespec array.
+    ok(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        "utimensat",
+    );
+}
+
+fn atime_of(p: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap();
+    (m.atime(), m.atime_nsec())
+}
+
+/// A read through a fresh open (no FOPEN_KEEP_CACHE: the open drops the
+/// kernel's cached pages, so the read reaches the daemon).
+fn read_fresh(p: &std::path::Path) {
+    let mut v = Vec::new();
+    File::open(p).unwrap().read_to_end(&mut v).unwrap();
+    assert!(!v.is_empty());
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// atime as Linux keeps it: relatime by default (a read updates an atime
+/// that is not after the mtime or ctime; one after both is left alone, so
+/// repeated reads cost nothing), readdir too; `--atime strictatime`
+/// updates on every read, `--atime noatime` never; the updated atime
+/// survives a remount. (The 24-hour rule is checked below FUSE:
+/// `fs::namespace::tests`.)
+#[test]
+fn atime_follows_relatime_by_default_and_the_strictatime_and_noatime_options() {
+    let mut t = TestMount::new(6, &[]);
+    fs::create_dir(t.p("bkt")).unwrap();
+    fs::create_dir(t.p("bkt/dir")).unwrap();
+    let f = t.p("bkt/f");
+    fs::write(&f, pattern(5, 100_000)).unwrap();
+    let start = unix_now();
+
+    // relatime: an atime before the mtime is updated by a read
+    set_times(&f, Some(1000), Some(2000));
+    read_fresh(&f);
+    let a1 = atime_of(&f);
+    assert!(a1.0 >= start, "relatime: atime {a1:?} not updated");
+    // now after the mtime and ctime: a second read leaves it
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    read_fresh(&f);
+    assert_eq!(atime_of(&f), a1, "relatime: a second read changed atime");
+    // readdir updates a directory's atime the same way
+    set_times(&t.p("bkt/dir"), Some(1000), None);
+    let _ = fs::read_dir(t.p("bkt/dir")).unwrap().count();
+    assert!(atime_of(&t.p("bkt/dir")).0 >= start, "readdir atime");
+    // an atime after the ctime (set in the future) is left by relatime
+    let future = unix_now() + 3600;
+    set_times(&f, Some(future), None);
+    read_fresh(&f);
+    assert_eq!(atime_of(&f), (future, 0));
+
+    // the atime of a read survives a remount
+    set_times(&f, Some(1000), None);
+    read_fresh(&f);
+    let a2 = atime_of(&f);
+    assert!(a2.0 >= start);
+    t.remount();
+    assert_eq!(atime_of(&f), a2, "atime lost at remount");
+
+    // strictatime: every read, even over an atime in the future
+    t.unmount();
+    t.mount_args = vec!["--atime".into(), "strictatime".into()];
+    t.mount();
+    set_times(&f, Some(future), None);
+    read_fresh(&f);
+    let a3 = atime_of(&f);
+    assert!(a3.0 >= start && a3.0 < future, "strictatime: {a3:?}");
+
+    // noatime: never, even over an atime before the mtime
+    t.unmount();
+    t.mount_args = vec!["--atime".into(), "noatime".into()];
+    t.mount();
+    set_times(&f, Some(1000), None);
+    read_fresh(&f);
+    let _ = fs::read_dir(t.p("bkt")).unwrap().count();
+    assert_eq!(atime_of(&f), (1000, 0), "noatime: atime changed");
+}

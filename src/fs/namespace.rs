@@ -40,7 +40,65 @@ pub struct SetAttr {
     pub mtime: Option<Option<Ts>>,
 }
 
+/// How reads update access times (`shardfs mount --atime`, the mount
+/// helper's `relatime`, `strictatime` and `noatime`). The kernel leaves
+/// atime to a FUSE filesystem (its inodes are `S_NOATIME`), so the daemon
+/// applies the rule on each read and readdir that reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtimeMode {
+    /// Linux's default: update when the atime is not after the mtime or
+    /// the ctime, or is a day old ([`relatime_due`]).
+    #[default]
+    Relatime,
+    /// Update on every read.
+    Strict,
+    /// Never update on reads (utimensat still sets it).
+    NoAtime,
+}
+
+impl AtimeMode {
+    /// Parse `relatime`, `strictatime` or `noatime`.
+    pub fn parse(s: &str) -> Result<AtimeMode, String> {
+        match s {
+            "relatime" => Ok(AtimeMode::Relatime),
+            "strictatime" => Ok(AtimeMode::Strict),
+            "noatime" => Ok(AtimeMode::NoAtime),
+            _ => Err(format!(
+                "atime is relatime, strictatime or noatime, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// relatime's rule (as Linux's `relatime_need_update`): a read updates the
+/// atime if it is not after the mtime or the ctime, or is at least 24 hours
+/// older than `now`.
+pub fn relatime_due(atime: Ts, mtime: Ts, ctime: Ts, now: Ts) -> bool {
+    atime <= mtime || atime <= ctime || now.0 - atime.0 >= 24 * 3600
+}
+
 impl Fs {
+    /// A read or readdir of `ino` reached the daemon: update its atime as
+    /// `mode` says. The change joins the next group commit like any other
+    /// namespace change (no sync of its own), and does not touch the
+    /// ctime.
+    pub fn note_access(&self, ino: u64, mode: AtimeMode) -> FsResult<()> {
+        if mode == AtimeMode::NoAtime {
+            return Ok(());
+        }
+        let mut g = self.lock();
+        let mut inode = self.inode(&g, ino)?;
+        let t = now();
+        if mode == AtimeMode::Relatime && !relatime_due(inode.atime, inode.mtime, inode.ctime, t) {
+            return Ok(());
+        }
+        inode.atime = t;
+        let mut ops = Vec::new();
+        Self::put_inode(&mut g, &inode, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(())
+    }
+
     fn dirent(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
         match self.meta.get(&dirent_key(parent, name))? {
             Some(b) => Ok(Some(dec("dirent", &b)?)),
@@ -827,5 +885,50 @@ impl Fs {
             t1.elapsed().as_micros()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relatime_updates_when_not_after_mtime_or_ctime_or_a_day_old() {
+        let day = 24 * 3600;
+        let now = (10 * day, 5);
+        // after both, recent: no update
+        assert!(!relatime_due(
+            (now.0 - 10, 0),
+            (now.0 - 20, 0),
+            (now.0 - 20, 0),
+            now
+        ));
+        // not after the mtime (equal counts), or the ctime
+        assert!(relatime_due(
+            (now.0 - 20, 0),
+            (now.0 - 20, 0),
+            (now.0 - 30, 0),
+            now
+        ));
+        assert!(relatime_due(
+            (now.0 - 20, 0),
+            (now.0 - 30, 0),
+            (now.0 - 10, 1),
+            now
+        ));
+        // a day old, though after both
+        assert!(relatime_due((now.0 - day, 0), (1, 0), (1, 0), now));
+        assert!(!relatime_due((now.0 - day + 1, 0), (1, 0), (1, 0), now));
+        // nanoseconds count
+        assert!(!relatime_due(
+            (now.0 - 5, 2),
+            (now.0 - 5, 1),
+            (now.0 - 5, 1),
+            now
+        ));
+        assert_eq!(AtimeMode::parse("strictatime"), Ok(AtimeMode::Strict));
+        assert_eq!(AtimeMode::parse("noatime"), Ok(AtimeMode::NoAtime));
+        assert_eq!(AtimeMode::parse("relatime"), Ok(AtimeMode::Relatime));
+        assert!(AtimeMode::parse("lazytime").is_err());
     }
 }
