@@ -589,3 +589,112 @@ fn atime_follows_relatime_by_default_and_the_strictatime_and_noatime_options() {
     let _ = fs::read_dir(t.p("bkt")).unwrap().count();
     assert_eq!(atime_of(&f), (1000, 0), "noatime: atime changed");
 }
+
+/// A demo daemon that must not outlive the test: SIGTERMed and its mount
+/// detached on drop, even when the test fails.
+struct DemoGuard {
+    mnt: std::path::PathBuf,
+    pid: Option<i32>,
+}
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: signals to the one daemon this test started.
+            unsafe {
+                if libc::kill(pid, 0) == 0 {
+                    libc::kill(pid, libc::SIGTERM);
+                    for _ in 0..200 {
+                        if libc::kill(pid, 0) != 0 {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+    }
+}
+
+/// The pid of the `shardfs mount` serving `mnt`, found in /proc (read
+/// only; nothing is signalled but this one process).
+fn daemon_serving(mnt: &std::path::Path) -> Option<i32> {
+    let want = mnt.as_os_str().as_encoded_bytes();
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"shardfs"))
+            && args.get(1) == Some(&&b"mount"[..])
+            && args.contains(&want)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `scripts/demo.sh stop` returns only once the daemon has exited (its
+/// final sync and catalog write done), so `rm -rf demo` right after
+/// succeeds and nothing is left running or mounted.
+#[test]
+fn demo_stop_waits_for_the_daemon_so_the_demo_can_be_removed() {
+    let tmp = tempfile::Builder::new()
+        .prefix("shardfs-demo")
+        .tempdir()
+        .unwrap();
+    let demo = tmp.path().join("demo");
+    let mnt = demo.join("mnt");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
+    let bin_dir = std::path::Path::new(SHARDFS).parent().unwrap();
+    let run = |arg: Option<&str>| {
+        let mut c = std::process::Command::new("bash");
+        c.arg(&script)
+            .args(arg)
+            .env("DEMO", &demo)
+            .env("SHARDFS_BIN_DIR", bin_dir)
+            .stdin(std::process::Stdio::null());
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "demo.sh {arg:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut guard = DemoGuard {
+        mnt: mnt.clone(),
+        pid: None,
+    };
+    run(None);
+    assert!(is_mounted(&mnt));
+    guard.pid = daemon_serving(&mnt);
+    let pid = guard.pid.expect("no daemon serving the demo mount");
+    // work for the final sync: files on every member
+    fs::create_dir(mnt.join("photos")).unwrap();
+    for i in 0..8 {
+        fs::write(mnt.join(format!("photos/f{i}")), pattern(i, 3 << 20)).unwrap();
+    }
+    run(Some("stop"));
+    // gone, or a zombie waiting for its reaper with no thread left
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let alive = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z') || tasks > 1);
+    assert!(
+        !alive,
+        "demo.sh stop returned while shardfs (pid {pid}) runs: {stat} ({tasks} threads)"
+    );
+    assert!(!is_mounted(&mnt));
+    fs::remove_dir_all(&demo).expect("rm -rf demo right after stop");
+    guard.pid = None;
+}
