@@ -492,6 +492,38 @@ impl Model {
         Ok(())
     }
 
+    /// renameat2 with RENAME_EXCHANGE: two existing names swap their
+    /// inodes; the parents' link counts follow the directories that moved.
+    pub fn exchange(&mut self, a: &[u8], b: &[u8]) -> MResult<()> {
+        let (sp, sname) = self.parent_of(a)?;
+        let (dp, dname) = self.parent_of(b)?;
+        let src = *self.entries(sp).get(sname).ok_or(libc::ENOENT)?;
+        let dst = *self.entries(dp).get(dname).ok_or(libc::ENOENT)?;
+        let (src_dir, dst_dir) = (self.is_dir(src), self.is_dir(dst));
+        // neither may move below itself
+        if (src_dir && self.is_below(dp, src)) || (dst_dir && self.is_below(sp, dst)) {
+            return Err(libc::EINVAL);
+        }
+        if src == dst {
+            return Ok(()); // the same inode: nothing happens
+        }
+        // the root holds only buckets
+        if (sp == ROOT && !dst_dir) || (dp == ROOT && !src_dir) {
+            return Err(libc::EPERM);
+        }
+        self.entries_mut(sp).insert(sname.to_vec(), dst);
+        self.entries_mut(dp).insert(dname.to_vec(), src);
+        if sp != dp {
+            let (s, d) = (src_dir as u32, dst_dir as u32);
+            let n = &mut self.node_mut(sp).nlink;
+            *n = *n + d - s;
+            let n = &mut self.node_mut(dp).nlink;
+            *n = *n + s - d;
+        }
+        self.changed();
+        Ok(())
+    }
+
     /// True if directory `ino` is `top` or lies below it.
     fn is_below(&self, ino: u64, top: u64) -> bool {
         if ino == top {
