@@ -187,6 +187,8 @@ pub struct MountConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// serve hot replicas through FUSE passthrough
     pub passthrough: bool,
+    /// how reads update access times
+    pub atime: crate::fs::AtimeMode,
     /// the mount's source (default shardfs:POOL)
     pub fsname: Option<String>,
     /// seconds a checked replica serves opens before it is checked again
@@ -301,7 +303,8 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = true;
     let fuse_fs = crate::fuse::FuseFs::with_stats(fs.clone(), metrics.fuse.clone())
-        .passthrough(cfg.passthrough);
+        .passthrough(cfg.passthrough)
+        .atime(cfg.atime);
     let mut session = fuser::Session::new(fuse_fs, mp, &config).map_err(|e| {
         let _ = std::fs::remove_file(&socket);
         mount_error(&e, root, mp)

@@ -129,6 +129,11 @@ enum Cmd {
         /// read-only opens through FUSE passthrough: on or off.
         #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
         passthrough: bool,
+        /// How reads update access times: relatime (when the atime is not
+        /// after the mtime or ctime, or a day old), strictatime (every
+        /// read) or noatime (never).
+        #[arg(long, default_value = "relatime", value_parser = shardfs::fs::AtimeMode::parse)]
+        atime: shardfs::fs::AtimeMode,
         /// Seconds a replica whose BLAKE3 was checked may serve passthrough
         /// opens before it is checked again (0: at every open; tier passes
         /// check after half of it).
@@ -264,6 +269,7 @@ fn main() -> ExitCode {
             emulate_member,
             metrics_listen,
             passthrough,
+            atime,
             replica_verify_secs,
             fsname,
             mut paths,
@@ -289,6 +295,7 @@ fn main() -> ExitCode {
                 },
                 metrics_listen,
                 passthrough,
+                atime,
                 replica_verify_secs,
                 fsname,
             })

@@ -107,6 +107,7 @@ fuse_ops! {
     Removexattr => "removexattr",
     Access => "access",
     Create => "create",
+    Fallocate => "fallocate",
 }
 
 /// Counters of one FUSE operation.

@@ -20,7 +20,7 @@ pub enum FsError {
     /// A non-directory where a directory was needed.
     #[error("not a directory")]
     NotDir,
-    /// Component over 255 bytes or key over 1024 bytes.
+    /// Component over 255 bytes (or, for S3, a key over 1024 bytes).
     #[error("name too long")]
     NameTooLong,
     /// Bad argument; the message says which.

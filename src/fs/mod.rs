@@ -17,7 +17,7 @@ mod rebalance;
 mod repair;
 mod replica;
 mod tier;
-pub use namespace::{NewNode, SetAttr};
+pub use namespace::{relatime_due, AtimeMode, NewNode, SetAttr};
 pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
 pub use replica::{ReplicaCounts, ReplicaRec, ReplicaState, DEFAULT_VERIFY_SECS, REPLICA_DIR};
 pub use tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};

@@ -2,10 +2,15 @@
 
 use super::FsError;
 
-/// Longest path component.
+/// Longest path component (Linux's NAME_MAX). Through the mount this is
+/// the only length limit: a key (the path below the bucket) may be as long
+/// as the kernel lets a path be, and deeper still through relative opens,
+/// as on ext4.
 pub const NAME_MAX: usize = 255;
-/// Longest key (path below the bucket, '/'-separated).
-pub const KEY_MAX: usize = 1024;
+/// Longest S3 object key in bytes. Not enforced through the mount: it is
+/// for a future S3 interface, which must refuse (and cannot list) keys that
+/// the mount accepted beyond it; see [`check_s3_key`].
+pub const S3_KEY_MAX: usize = 1024;
 
 /// Check one path component.
 pub fn check_component(name: &[u8]) -> Result<(), FsError> {
@@ -17,6 +22,17 @@ pub fn check_component(name: &[u8]) -> Result<(), FsError> {
             "invalid name {:?}",
             String::from_utf8_lossy(name)
         )));
+    }
+    Ok(())
+}
+
+/// Check a key (the '/'-separated path below the bucket) against S3's
+/// 1024-byte limit. For a future S3 interface only: the mount never calls
+/// it, since Linux programs may make longer paths (SEMANTICS.md,
+/// "Namespace").
+pub fn check_s3_key(key: &[u8]) -> Result<(), FsError> {
+    if key.len() > S3_KEY_MAX {
+        return Err(FsError::NameTooLong);
     }
     Ok(())
 }
@@ -84,5 +100,14 @@ mod tests {
         ));
         assert!(check_component(&[b'a'; 255]).is_ok());
         assert!(check_component(b"a/b").is_err());
+    }
+
+    #[test]
+    fn s3_keys_stop_at_1024_bytes() {
+        assert!(check_s3_key(&[b'k'; S3_KEY_MAX]).is_ok());
+        assert!(matches!(
+            check_s3_key(&[b'k'; S3_KEY_MAX + 1]),
+            Err(FsError::NameTooLong)
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! Directory and inode operations.
 
-use super::names::{check_bucket, check_component, KEY_MAX};
+use super::names::{check_bucket, check_component};
 use super::schema::*;
 use super::{Attr, DirEntry, Fs, FsError, FsResult, Handle, Inner, OpenFile};
 use crate::meta::Op;
@@ -40,7 +40,65 @@ pub struct SetAttr {
     pub mtime: Option<Option<Ts>>,
 }
 
+/// How reads update access times (`shardfs mount --atime`, the mount
+/// helper's `relatime`, `strictatime` and `noatime`). The kernel leaves
+/// atime to a FUSE filesystem (its inodes are `S_NOATIME`), so the daemon
+/// applies the rule on each read and readdir that reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtimeMode {
+    /// Linux's default: update when the atime is not after the mtime or
+    /// the ctime, or is a day old ([`relatime_due`]).
+    #[default]
+    Relatime,
+    /// Update on every read.
+    Strict,
+    /// Never update on reads (utimensat still sets it).
+    NoAtime,
+}
+
+impl AtimeMode {
+    /// Parse `relatime`, `strictatime` or `noatime`.
+    pub fn parse(s: &str) -> Result<AtimeMode, String> {
+        match s {
+            "relatime" => Ok(AtimeMode::Relatime),
+            "strictatime" => Ok(AtimeMode::Strict),
+            "noatime" => Ok(AtimeMode::NoAtime),
+            _ => Err(format!(
+                "atime is relatime, strictatime or noatime, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// relatime's rule (as Linux's `relatime_need_update`): a read updates the
+/// atime if it is not after the mtime or the ctime, or is at least 24 hours
+/// older than `now`.
+pub fn relatime_due(atime: Ts, mtime: Ts, ctime: Ts, now: Ts) -> bool {
+    atime <= mtime || atime <= ctime || now.0 - atime.0 >= 24 * 3600
+}
+
 impl Fs {
+    /// A read or readdir of `ino` reached the daemon: update its atime as
+    /// `mode` says. The change joins the next group commit like any other
+    /// namespace change (no sync of its own), and does not touch the
+    /// ctime.
+    pub fn note_access(&self, ino: u64, mode: AtimeMode) -> FsResult<()> {
+        if mode == AtimeMode::NoAtime {
+            return Ok(());
+        }
+        let mut g = self.lock();
+        let mut inode = self.inode(&g, ino)?;
+        let t = now();
+        if mode == AtimeMode::Relatime && !relatime_due(inode.atime, inode.mtime, inode.ctime, t) {
+            return Ok(());
+        }
+        inode.atime = t;
+        let mut ops = Vec::new();
+        Self::put_inode(&mut g, &inode, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(())
+    }
+
     fn dirent(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dirent>> {
         match self.meta.get(&dirent_key(parent, name))? {
             Some(b) => Ok(Some(dec("dirent", &b)?)),
@@ -56,51 +114,11 @@ impl Fs {
         Ok(d)
     }
 
-    /// Length of the key of `dir` (path below its bucket).
-    fn key_len(&self, g: &Inner, mut dir: u64) -> FsResult<usize> {
-        let mut parts = Vec::new();
-        while dir != ROOT_INO {
-            let d = self.inode(g, dir)?;
-            parts.push(d.ino);
-            if d.parent == ROOT_INO {
-                break; // a bucket: its name is not part of the key
-            }
-            dir = d.parent;
-        }
-        // Names are looked up from each child's parent; count bytes.
-        let mut len = 0;
-        let mut child_iter = parts.iter().rev().skip(1);
-        let mut parent = parts.last().copied();
-        while let (Some(p), Some(&c)) = (parent, child_iter.next()) {
-            len += self.name_of(p, c)?.len() + 1;
-            parent = Some(c);
-        }
-        Ok(len)
-    }
-
-    fn name_of(&self, parent: u64, child: u64) -> FsResult<Vec<u8>> {
-        let p = dirent_prefix(parent);
-        let mut cursor = p.clone();
-        let end = crate::meta::prefix_end(&p);
-        loop {
-            let batch = self.meta.range(&cursor, &end, 1024)?;
-            if batch.is_empty() {
-                return Err(FsError::Corrupt(format!(
-                    "directory {child} missing from its parent {parent}"
-                )));
-            }
-            for (k, v) in &batch {
-                let d: Dirent = dec("dirent", v)?;
-                if d.ino == child {
-                    return Ok(k[9..].to_vec());
-                }
-            }
-            cursor = batch.last().unwrap().0.clone();
-            cursor.push(0);
-        }
-    }
-
-    fn check_new_name(&self, g: &Inner, parent: u64, name: &[u8], kind: Kind) -> FsResult<()> {
+    /// Rules for a new name: the component's length and bytes, and the
+    /// bucket rules at the root. A key has no length limit of its own (only
+    /// its components, as on Linux); S3's 1024 bytes is
+    /// [`super::names::check_s3_key`], for an S3 interface only.
+    fn check_new_name(&self, parent: u64, name: &[u8], kind: Kind) -> FsResult<()> {
         if name.len() > super::names::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -118,8 +136,6 @@ impl Fs {
                 log::warn!("mkdir at the root refused: {why}");
                 return Err(FsError::Invalid(why));
             }
-        } else if self.key_len(g, parent)? + name.len() > KEY_MAX {
-            return Err(FsError::NameTooLong);
         }
         Ok(())
     }
@@ -156,7 +172,7 @@ impl Fs {
 
     fn create_locked(&self, g: &mut Inner, parent: u64, name: &[u8], n: NewNode) -> FsResult<Attr> {
         let mut p = self.dir(g, parent)?;
-        self.check_new_name(g, parent, name, n.kind)?;
+        self.check_new_name(parent, name, n.kind)?;
         if self.dirent(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
@@ -484,7 +500,7 @@ impl Fs {
                 (false, false) => {}
             }
         }
-        self.check_new_name(&g, newparent, newname, src.kind)?;
+        self.check_new_name(newparent, newname, src.kind)?;
         let t = now();
         let mut ops = Vec::new();
         let mut after = Vec::new();
@@ -545,6 +561,99 @@ impl Fs {
         Ok(())
     }
 
+    /// Swap `parent/name` and `newparent/newname` (RENAME_EXCHANGE): both
+    /// must exist, of any kinds; each name then points at the other's
+    /// inode, in one metadata batch. Directories take their new parent,
+    /// link counts of the parents follow the subdirectories that moved,
+    /// and both inodes and both parents get a new ctime (the parents a
+    /// new mtime too).
+    pub fn rename_exchange(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+    ) -> FsResult<()> {
+        check_component(name)?;
+        check_component(newname)?;
+        let mut g = self.lock();
+        let mut p = self.dir(&g, parent)?;
+        self.dir(&g, newparent)?;
+        let src = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.dirent(newparent, newname)?.ok_or(FsError::NotFound)?;
+        // the kernel's order: neither may be an ancestor of the other's
+        // new place (EINVAL both ways for an exchange)
+        if src.kind == Kind::Dir && self.is_below(&g, newparent, src.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if dst.kind == Kind::Dir && self.is_below(&g, parent, dst.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if src.ino == dst.ino {
+            return Ok(()); // two links to one inode: nothing to do
+        }
+        // the root holds only buckets; the names exist, so they are
+        // valid bucket names already
+        if (parent == ROOT_INO && dst.kind != Kind::Dir)
+            || (newparent == ROOT_INO && src.kind != Kind::Dir)
+        {
+            return Err(FsError::NotPermitted(
+                "only directories may be buckets at the root".into(),
+            ));
+        }
+        let t = now();
+        let mut ops = vec![
+            // each name keeps its readdir cookie (the cookie maps to the name)
+            Op::Put(
+                dirent_key(parent, name),
+                enc(&Dirent {
+                    ino: dst.ino,
+                    kind: dst.kind,
+                    cookie: src.cookie,
+                }),
+            ),
+            Op::Put(
+                dirent_key(newparent, newname),
+                enc(&Dirent {
+                    ino: src.ino,
+                    kind: src.kind,
+                    cookie: dst.cookie,
+                }),
+            ),
+        ];
+        let mut a = self.inode(&g, src.ino)?;
+        let mut b = self.inode(&g, dst.ino)?;
+        a.ctime = t;
+        b.ctime = t;
+        if a.kind == Kind::Dir {
+            a.parent = newparent;
+        }
+        if b.kind == Kind::Dir {
+            b.parent = parent;
+        }
+        Self::put_inode(&mut g, &a, &mut ops);
+        Self::put_inode(&mut g, &b, &mut ops);
+        p.mtime = t;
+        p.ctime = t;
+        if parent != newparent {
+            let (a_dir, b_dir) = ((a.kind == Kind::Dir) as u32, (b.kind == Kind::Dir) as u32);
+            // a subdirectory left `parent` and another may have come in
+            p.nlink = p.nlink + b_dir - a_dir;
+            let mut np = self.inode(&g, newparent)?;
+            np.nlink = np.nlink + a_dir - b_dir;
+            np.mtime = t;
+            np.ctime = t;
+            Self::put_inode(&mut g, &np, &mut ops);
+        }
+        Self::put_inode(&mut g, &p, &mut ops);
+        self.meta.apply(ops, vec![])?;
+        Ok(())
+    }
+
     /// Add a hard link to `ino` as `newparent/newname`.
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
         let mut g = self.lock();
@@ -555,7 +664,7 @@ impl Fs {
             ));
         }
         let mut np = self.dir(&g, newparent)?;
-        self.check_new_name(&g, newparent, newname, inode.kind)?;
+        self.check_new_name(newparent, newname, inode.kind)?;
         if self.dirent(newparent, newname)?.is_some() {
             return Err(FsError::Exists);
         }
@@ -674,6 +783,70 @@ impl Fs {
         Ok(inode)
     }
 
+    /// fallocate(2) with the modes FUSE passes on (`mode` is the Linux
+    /// flag set). 0: the size grows to `offset + len` if smaller (space is
+    /// checked, not reserved: stripes are placed when written).
+    /// `FALLOC_FL_KEEP_SIZE` alone: nothing to do. `FALLOC_FL_PUNCH_HOLE
+    /// | FALLOC_FL_KEEP_SIZE`: the range inside the file reads as zeros
+    /// afterwards. `FALLOC_FL_ZERO_RANGE` (with or without KEEP_SIZE): the
+    /// same, and without KEEP_SIZE the size grows to cover the range.
+    /// Zeros are written through the ordinary write path (as a pwrite of
+    /// zeros would be), so a punched range costs shard space like any
+    /// data; growth past the end is a truncate-style extension, which
+    /// costs nothing. Other modes: `EOPNOTSUPP`.
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let zero_range = match mode {
+            0 | KEEP => false,
+            m if m == PUNCH | KEEP || m == ZERO || m == ZERO | KEEP => true,
+            // PUNCH_HOLE without KEEP_SIZE is refused by the kernel too
+            m => return Err(FsError::Unsupported(format!("fallocate mode {m:#x}"))),
+        };
+        let end = offset
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| FsError::Invalid("fallocate of an empty range".into()))?;
+        if end > super::MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let size = {
+            let g = self.lock();
+            let inode = self.inode(&g, ino)?;
+            match inode.kind {
+                Kind::File => inode.size,
+                Kind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("fallocate of a special file".into())),
+            }
+        };
+        let keep = mode & KEEP != 0;
+        if zero_range && offset < size {
+            // zeros over the part of the range inside the file
+            let stop = end.min(size);
+            let zeros = vec![0u8; ((stop - offset) as usize).min(1 << 20)];
+            let mut pos = offset;
+            while pos < stop {
+                let n = ((stop - pos) as usize).min(zeros.len());
+                self.write(ino, pos, &zeros[..n])?;
+                pos += n as u64;
+            }
+        }
+        if !keep && end > size {
+            if mode == 0 && end - size > self.pool.usable_capacity().1 {
+                return Err(crate::pool::PoolError::NoSpace.into());
+            }
+            self.setattr(
+                ino,
+                SetAttr {
+                    size: Some(end),
+                    ..SetAttr::default()
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// Clear the set-user-id bit, and the set-group-id bit of a
     /// group-executable file, as a write or truncate by an unprivileged
     /// process does on Linux (FUSE_HANDLE_KILLPRIV_V2 leaves it to us).
@@ -712,5 +885,50 @@ impl Fs {
             t1.elapsed().as_micros()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relatime_updates_when_not_after_mtime_or_ctime_or_a_day_old() {
+        let day = 24 * 3600;
+        let now = (10 * day, 5);
+        // after both, recent: no update
+        assert!(!relatime_due(
+            (now.0 - 10, 0),
+            (now.0 - 20, 0),
+            (now.0 - 20, 0),
+            now
+        ));
+        // not after the mtime (equal counts), or the ctime
+        assert!(relatime_due(
+            (now.0 - 20, 0),
+            (now.0 - 20, 0),
+            (now.0 - 30, 0),
+            now
+        ));
+        assert!(relatime_due(
+            (now.0 - 20, 0),
+            (now.0 - 30, 0),
+            (now.0 - 10, 1),
+            now
+        ));
+        // a day old, though after both
+        assert!(relatime_due((now.0 - day, 0), (1, 0), (1, 0), now));
+        assert!(!relatime_due((now.0 - day + 1, 0), (1, 0), (1, 0), now));
+        // nanoseconds count
+        assert!(!relatime_due(
+            (now.0 - 5, 2),
+            (now.0 - 5, 1),
+            (now.0 - 5, 1),
+            now
+        ));
+        assert_eq!(AtimeMode::parse("strictatime"), Ok(AtimeMode::Strict));
+        assert_eq!(AtimeMode::parse("noatime"), Ok(AtimeMode::NoAtime));
+        assert_eq!(AtimeMode::parse("relatime"), Ok(AtimeMode::Relatime));
+        assert!(AtimeMode::parse("lazytime").is_err());
     }
 }

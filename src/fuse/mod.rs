@@ -3,7 +3,7 @@
 //! an errno.
 
 use crate::fs::names::NAME_MAX;
-use crate::fs::{Attr, Fs, FsError, Kind};
+use crate::fs::{AtimeMode, Attr, Fs, FsError, Kind};
 use crate::metrics::{FuseStats, Op};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -35,6 +35,8 @@ pub struct FuseFs {
     want_passthrough: bool,
     /// passthrough backing files registered with the kernel
     backing: Mutex<Backing>,
+    /// how reads update access times
+    atime: AtimeMode,
 }
 
 /// Backing ids of passthrough opens. The kernel wants one backing file per
@@ -60,6 +62,21 @@ impl FuseFs {
             stats,
             want_passthrough: true,
             backing: Mutex::default(),
+            atime: AtimeMode::default(),
+        }
+    }
+
+    /// How reads update access times (default relatime).
+    pub fn atime(mut self, mode: AtimeMode) -> Self {
+        self.atime = mode;
+        self
+    }
+
+    /// A read or readdir of `ino` reached us: its atime, as the mount
+    /// says. A failure (a read-only pool) fails nothing: the read worked.
+    fn accessed(&self, ino: u64) {
+        if let Err(e) = self.fs.note_access(ino, self.atime) {
+            log::debug!("atime of inode {ino} not updated: {e}");
         }
     }
 
@@ -403,10 +420,27 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let mut t = self.stats.start(Op::Rename);
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            // documented in SEMANTICS.md: exchange and whiteout are not supported
+        // as Linux: unknown flags, RENAME_EXCHANGE with RENAME_NOREPLACE,
+        // and RENAME_WHITEOUT (an overlayfs device node, which shardfs
+        // does not make; documented in SEMANTICS.md) are EINVAL
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        if !RenameFlags::all().contains(flags)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+            || (exchange && flags.contains(RenameFlags::RENAME_NOREPLACE))
+        {
             t.fail();
             return reply.error(Errno::EINVAL);
+        }
+        if exchange {
+            return reply_empty(
+                t.check(self.fs.rename_exchange(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                )),
+                reply,
+            );
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         reply_empty(
@@ -461,6 +495,9 @@ impl Filesystem for FuseFs {
         match t.check(self.fs.read(ino.0, offset, size.min(MAX_IO))) {
             Ok(d) => {
                 t.bytes(d.len() as u64);
+                // before the reply: the kernel drops its cached atime when
+                // the read completes, and a stat right after must see it
+                self.accessed(ino.0);
                 reply.data(&d)
             }
             Err(e) => reply.error(errno(&e)),
@@ -570,6 +607,9 @@ impl Filesystem for FuseFs {
         let mut t = self.stats.start(Op::Readdir);
         match t.check(self.fs.readdir(ino.0, offset, 512)) {
             Ok(entries) => {
+                if offset == 0 {
+                    self.accessed(ino.0);
+                }
                 for (child, next, k, name) in entries {
                     if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
                         break;
@@ -672,6 +712,23 @@ impl Filesystem for FuseFs {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let mut t = self.stats.start(Op::Fallocate);
+        reply_empty(
+            t.check(self.fs.fallocate(ino.0, offset, length, mode)),
+            reply,
+        )
     }
 
     fn create(

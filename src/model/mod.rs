@@ -29,8 +29,6 @@ pub type MResult<T> = Result<T, Errno>;
 pub const ROOT: u64 = 1;
 /// Longest path component.
 const NAME_MAX: usize = 255;
-/// Longest key (path below the bucket).
-const KEY_MAX: usize = 1024;
 /// Longest xattr value.
 const XATTR_MAX: usize = 64 * 1024;
 
@@ -162,20 +160,16 @@ impl Model {
     }
 
     /// (parent inode, last name) of `path`; the parent must be a directory.
-    fn parent_of<'a>(&self, path: &'a [u8]) -> MResult<(u64, &'a [u8], usize)> {
+    fn parent_of<'a>(&self, path: &'a [u8]) -> MResult<(u64, &'a [u8])> {
         let comps = split(path);
         let (last, dirs) = comps.split_last().ok_or(libc::EBUSY)?;
         let mut ino = ROOT;
-        let mut key = 0;
         for c in dirs {
             if c.len() > NAME_MAX {
                 return Err(libc::ENAMETOOLONG);
             }
             if !self.is_dir(ino) {
                 return Err(libc::ENOTDIR);
-            }
-            if ino != ROOT {
-                key += c.len() + 1;
             }
             ino = *self.entries(ino).get(*c).ok_or(libc::ENOENT)?;
         }
@@ -185,11 +179,13 @@ impl Model {
         if last.len() > NAME_MAX {
             return Err(libc::ENAMETOOLONG);
         }
-        Ok((ino, last, key))
+        Ok((ino, last))
     }
 
     /// Checks for a new name `name` of a node (`dir` or not) in `parent`.
-    fn check_new(&self, parent: u64, name: &[u8], key: usize, dir: bool) -> MResult<()> {
+    /// Keys have no length limit of their own (only components do, as on
+    /// Linux).
+    fn check_new(&self, parent: u64, name: &[u8], dir: bool) -> MResult<()> {
         if parent == ROOT {
             if !dir {
                 return Err(libc::EPERM);
@@ -197,8 +193,6 @@ impl Model {
             if !valid_bucket(name) {
                 return Err(libc::EINVAL);
             }
-        } else if key + name.len() > KEY_MAX {
-            return Err(libc::ENAMETOOLONG);
         }
         Ok(())
     }
@@ -216,11 +210,11 @@ impl Model {
 
     /// mkdir.
     pub fn mkdir(&mut self, path: &[u8], perm: u32) -> MResult<()> {
-        let (parent, name, key) = self.parent_of(path)?;
+        let (parent, name) = self.parent_of(path)?;
         if self.entries(parent).contains_key(name) {
             return Err(libc::EEXIST);
         }
-        self.check_new(parent, name, key, true)?;
+        self.check_new(parent, name, true)?;
         // a set-group-id directory passes the bit on to new subdirectories
         let inherit = self.node(parent).perm & 0o2000;
         self.add(
@@ -234,11 +228,11 @@ impl Model {
 
     /// symlink.
     pub fn symlink(&mut self, path: &[u8], target: &[u8]) -> MResult<()> {
-        let (parent, name, key) = self.parent_of(path)?;
+        let (parent, name) = self.parent_of(path)?;
         if self.entries(parent).contains_key(name) {
             return Err(libc::EEXIST);
         }
-        self.check_new(parent, name, key, false)?;
+        self.check_new(parent, name, false)?;
         self.add(
             parent,
             name,
@@ -250,14 +244,14 @@ impl Model {
 
     /// open(O_CREAT [| O_EXCL], O_RDWR): a writable handle.
     pub fn create(&mut self, path: &[u8], excl: bool, perm: u32) -> MResult<u64> {
-        let (parent, name, key) = self.parent_of(path)?;
+        let (parent, name) = self.parent_of(path)?;
         if self.entries(parent).contains_key(name) {
             if excl {
                 return Err(libc::EEXIST);
             }
             return self.open(path, true, false);
         }
-        self.check_new(parent, name, key, false)?;
+        self.check_new(parent, name, false)?;
         let ino = self.add(parent, name, Node::new(Body::File(Vec::new()), perm));
         self.node_mut(ino).unsynced = Some(Vec::new());
         self.changed();
@@ -413,7 +407,7 @@ impl Model {
 
     /// unlink.
     pub fn unlink(&mut self, path: &[u8]) -> MResult<()> {
-        let (parent, name, _) = self.parent_of(path)?;
+        let (parent, name) = self.parent_of(path)?;
         let ino = *self.entries(parent).get(name).ok_or(libc::ENOENT)?;
         if self.is_dir(ino) {
             return Err(libc::EISDIR);
@@ -425,7 +419,7 @@ impl Model {
 
     /// rmdir.
     pub fn rmdir(&mut self, path: &[u8]) -> MResult<()> {
-        let (parent, name, _) = self.parent_of(path)?;
+        let (parent, name) = self.parent_of(path)?;
         let ino = *self.entries(parent).get(name).ok_or(libc::ENOENT)?;
         if !self.is_dir(ino) {
             return Err(libc::ENOTDIR);
@@ -441,14 +435,14 @@ impl Model {
     /// link(from, to): a new name for a non-directory.
     pub fn link(&mut self, from: &[u8], to: &[u8]) -> MResult<()> {
         let ino = self.resolve(from)?;
-        let (parent, name, key) = self.parent_of(to)?;
+        let (parent, name) = self.parent_of(to)?;
         if self.entries(parent).contains_key(name) {
             return Err(libc::EEXIST);
         }
         if self.is_dir(ino) {
             return Err(libc::EPERM);
         }
-        self.check_new(parent, name, key, false)?;
+        self.check_new(parent, name, false)?;
         self.entries_mut(parent).insert(name.to_vec(), ino);
         self.node_mut(ino).nlink += 1;
         self.changed();
@@ -457,8 +451,8 @@ impl Model {
 
     /// rename(from, to), or renameat2 with RENAME_NOREPLACE.
     pub fn rename(&mut self, from: &[u8], to: &[u8], noreplace: bool) -> MResult<()> {
-        let (sp, sname, _) = self.parent_of(from)?;
-        let (dp, dname, key) = self.parent_of(to)?;
+        let (sp, sname) = self.parent_of(from)?;
+        let (dp, dname) = self.parent_of(to)?;
         let src = *self.entries(sp).get(sname).ok_or(libc::ENOENT)?;
         let dst = self.entries(dp).get(dname).copied();
         let src_dir = self.is_dir(src);
@@ -484,7 +478,7 @@ impl Model {
                 _ => {}
             }
         }
-        self.check_new(dp, dname, key, src_dir)?;
+        self.check_new(dp, dname, src_dir)?;
         if dst.is_some() {
             self.drop_name(dp, dname);
         }
@@ -493,6 +487,38 @@ impl Model {
         if src_dir {
             self.node_mut(sp).nlink -= 1;
             self.node_mut(dp).nlink += 1;
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// renameat2 with RENAME_EXCHANGE: two existing names swap their
+    /// inodes; the parents' link counts follow the directories that moved.
+    pub fn exchange(&mut self, a: &[u8], b: &[u8]) -> MResult<()> {
+        let (sp, sname) = self.parent_of(a)?;
+        let (dp, dname) = self.parent_of(b)?;
+        let src = *self.entries(sp).get(sname).ok_or(libc::ENOENT)?;
+        let dst = *self.entries(dp).get(dname).ok_or(libc::ENOENT)?;
+        let (src_dir, dst_dir) = (self.is_dir(src), self.is_dir(dst));
+        // neither may move below itself
+        if (src_dir && self.is_below(dp, src)) || (dst_dir && self.is_below(sp, dst)) {
+            return Err(libc::EINVAL);
+        }
+        if src == dst {
+            return Ok(()); // the same inode: nothing happens
+        }
+        // the root holds only buckets
+        if (sp == ROOT && !dst_dir) || (dp == ROOT && !src_dir) {
+            return Err(libc::EPERM);
+        }
+        self.entries_mut(sp).insert(sname.to_vec(), dst);
+        self.entries_mut(dp).insert(dname.to_vec(), src);
+        if sp != dp {
+            let (s, d) = (src_dir as u32, dst_dir as u32);
+            let n = &mut self.node_mut(sp).nlink;
+            *n = *n + d - s;
+            let n = &mut self.node_mut(dp).nlink;
+            *n = *n + s - d;
         }
         self.changed();
         Ok(())

@@ -329,6 +329,8 @@ pub enum Op {
     Fsync(u8),
     Truncate(Pick, Num),
     Rename(Pick, Pick, bool),
+    /// renameat2 with RENAME_EXCHANGE of two names.
+    Exchange(Pick, Pick),
     Link(Pick, Pick),
     Unlink(Pick),
     Rmdir(Pick),
@@ -418,6 +420,7 @@ pub fn op(faults: bool) -> BoxedStrategy<Op> {
         2 => any::<u8>().prop_map(Op::Fsync),
         2 => (pick(), num()).prop_map(|(p, n)| Op::Truncate(p, n)),
         3 => (pick(), new_pick(), prop::bool::weighted(0.2)).prop_map(|(a, b, n)| Op::Rename(a, b, n)),
+        1 => (pick(), pick()).prop_map(|(a, b)| Op::Exchange(a, b)),
         2 => (pick(), new_pick()).prop_map(|(a, b)| Op::Link(a, b)),
         2 => pick().prop_map(Op::Unlink),
         1 => pick().prop_map(Op::Rmdir),
@@ -1357,7 +1360,7 @@ impl Session {
                 Op::Mkdir(p) | Op::Create(p, _) | Op::Open(p, _, _) | Op::Truncate(p, _) => vec![p],
                 Op::Unlink(p) | Op::Rmdir(p) | Op::Symlink(p) | Op::Chmod(p, _) => vec![p],
                 Op::SetXattr(p, ..) | Op::GetXattr(p, _) | Op::RemoveXattr(p, _) => vec![p],
-                Op::Rename(a, b, _) | Op::Link(a, b) => vec![a, b],
+                Op::Rename(a, b, _) | Op::Exchange(a, b) | Op::Link(a, b) => vec![a, b],
                 Op::SyncAll => return (Ok(Out::Skipped), Ok(Out::Skipped)),
                 _ => vec![],
             };
@@ -1489,6 +1492,15 @@ impl Session {
                 let got = parent_of(fs, &from).and_then(|(sp, sn)| {
                     let (dp, dn) = parent_of(fs, &to)?;
                     done(real(fs.rename(sp, sn, dp, dn, noreplace)))
+                });
+                (want, got)
+            }
+            Op::Exchange(a, b) => {
+                let (from, to) = (self.path(a), self.path(b));
+                let want = done(self.model.exchange(&from, &to));
+                let got = parent_of(fs, &from).and_then(|(sp, sn)| {
+                    let (dp, dn) = parent_of(fs, &to)?;
+                    done(real(fs.rename_exchange(sp, sn, dp, dn)))
                 });
                 (want, got)
             }
