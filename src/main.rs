@@ -252,6 +252,12 @@ fn main() -> ExitCode {
                     out.display()
                 ),
             }
+            if r.paths_too_long > 0 {
+                println!(
+                    "{} paths were longer than PATH_MAX and not recreated (their objects are in lost+found)",
+                    r.paths_too_long
+                );
+            }
         }),
         Cmd::Mount {
             socket,

@@ -73,6 +73,10 @@ pub struct RecoverReport {
     pub unnamed_objects: u64,
     /// Striped files in the catalog with no stripe found (created empty).
     pub files_without_data: u64,
+    /// Catalog paths too long for the recovery's output tree (PATH_MAX),
+    /// with everything under them: not recreated (striped objects stay in
+    /// lost+found).
+    pub paths_too_long: u64,
     /// Verified patch records (copies) of this pool found in the patch logs.
     pub patch_records: u64,
     /// Patches laid over a decoded generation.
@@ -540,6 +544,19 @@ mod names {
                     log::warn!("{}: no inode {ino} in the catalog", p.display());
                     continue;
                 };
+                // Linux takes paths up to PATH_MAX; a deeper or longer one
+                // (the mount accepts any, with 255-byte components) is left
+                // out: its object stays in lost+found, and the recovery of
+                // everything else goes on
+                if p.as_os_str().len() >= libc::PATH_MAX as usize {
+                    log::warn!(
+                        "{}...: path longer than {} bytes not recreated; inode {ino} stays in lost+found",
+                        String::from_utf8_lossy(&p.as_os_str().as_bytes()[..200]),
+                        libc::PATH_MAX - 1
+                    );
+                    report.paths_too_long += 1;
+                    continue;
+                }
                 if let Some(prev) = first_path.get(ino) {
                     if inode.kind != Kind::Dir {
                         std::fs::hard_link(prev, &p)

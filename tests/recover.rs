@@ -294,15 +294,18 @@ fn overwrites_not_yet_folded_come_back_from_the_patches() {
     );
     // the planted records, all naming stripe 1 (its newest generation,
     // unless said otherwise)
-    let (m, path) = shard_of(&t, 1, 1);
+    let (_, path) = shard_of(&t, 1, 1);
     let (h, _) = shardfs::ec::ShardHeader::open(&std::fs::read(path).unwrap()).unwrap();
     let id = h.id;
-    let dir = t.members[m].join("patches");
-    let log = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    // any member's non-empty patch log (recovery scans them all)
+    let log = t
+        .members
+        .iter()
+        .filter_map(|m| std::fs::read_dir(m.join("patches")).ok())
+        .flat_map(|d| d.map(|e| e.unwrap().path()))
         .find(|p| std::fs::metadata(p).unwrap().len() > 0)
-        .expect("a patch log on a member of stripe 1");
+        .expect("a patch log");
+    let dir = log.parent().unwrap().to_path_buf();
     let mut bytes = std::fs::read(&log).unwrap();
     let cut = forge(id, 1 << 40, 0xEE);
     let mut damaged = forge(id, (1 << 40) + 1, 0xEF);
@@ -392,4 +395,59 @@ fn a_lost_member_leaves_a_copy_of_every_patch() {
         "the patched bytes, over stripes decoded without the member"
     );
     assert!(output.contains(" applied, 0 left out ("), "{output}");
+}
+
+/// The mount takes paths of any length (255-byte components); the
+/// recovery's output tree takes PATH_MAX. A file deeper than that is not
+/// recreated at its path: its object stays in lost+found, the count is
+/// printed, and every other file is recovered as usual.
+#[test]
+fn a_path_longer_than_path_max_leaves_its_object_in_lost_and_found() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir_all(t.p("bkt")).unwrap();
+    let normal = pattern(3, 9_000);
+    std::fs::write(t.p("bkt/normal"), &normal).unwrap();
+    // 17 directories of 250 bytes: over 4,250 bytes below the bucket
+    let deep = pattern(4, 10_000);
+    let mut dir = std::fs::File::open(t.p("bkt")).unwrap();
+    for i in 0..17u8 {
+        let name = format!("{}{:0>249}", (b'a' + i) as char, "");
+        mkdirat(&dir, name.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+        let fd = openat(
+            &dir,
+            name.as_str(),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        dir = std::fs::File::from(fd);
+    }
+    let fd = openat(
+        &dir,
+        "deep-file",
+        OFlag::O_CREAT | OFlag::O_WRONLY,
+        Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let mut f = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut f, &deep).unwrap();
+    f.sync_all().unwrap();
+    drop((f, dir));
+    t.unmount();
+    let (out, _, output) = disaster(&t, None);
+    assert!(
+        output.contains("1 paths were longer than PATH_MAX"),
+        "{output}"
+    );
+    assert_eq!(std::fs::read(out.join("bkt/normal")).unwrap(), normal);
+    let lost: Vec<Vec<u8>> = std::fs::read_dir(out.join("lost+found"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        lost.contains(&deep),
+        "the deep file's object is in lost+found"
+    );
 }
