@@ -69,7 +69,12 @@ pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        serve(stream, &ctx);
+                        // a panicking handler must not leak the slot: the
+                        // stream is dropped while unwinding, the count
+                        // released after
+                        let _ = crate::guard::panic::contain("control connection", || {
+                            serve(stream, &ctx)
+                        });
                         active.fetch_sub(1, Ordering::SeqCst);
                     });
             }
@@ -461,6 +466,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         })
         .collect();
     let (usable, usable_free) = pool.usable_capacity();
+    let sup = crate::guard::panic::lock_or_recover(&ctx.maintenance.supervision).clone();
     Ok(Status {
         pool_id: pool.sb.pool_id.clone(),
         k: pool.sb.k,
@@ -475,6 +481,8 @@ fn status(ctx: &Context) -> Result<Status, String> {
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
         usable_bytes: usable,
         usable_free_bytes: usable_free,
+        maintenance_restarts: sup.restarts,
+        maintenance_last_panic: sup.last_panic,
     })
 }
 
