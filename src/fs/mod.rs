@@ -231,8 +231,14 @@ impl Fs {
         Ok(fs)
     }
 
+    /// The open-file table. Poison policy (`guard::panic`): taken over
+    /// when poisoned. Its sections are map inserts/removes and counter
+    /// bumps; an open file's dirty stripe is written back (or not) as a
+    /// whole, so a request that panicked with the lock held leaves the
+    /// table as valid as between two requests, and fsync/close of every
+    /// other file must keep working.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::guard::panic::lock_or_recover(&self.inner)
     }
 
     /// Inode record: the open copy if the file is open, else from metadata.
