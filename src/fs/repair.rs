@@ -261,7 +261,7 @@ impl Fs {
             cursor = last.0.clone();
             cursor.push(0);
             for (k, v) in batch {
-                let loc: StripeLoc = dec_loc(&v)?;
+                let loc: StripeLoc = dec_loc(&self.pool, &v)?;
                 f(key_u64_at(&k, 1), key_u64_at(&k, 9), loc);
             }
         }
@@ -449,7 +449,7 @@ impl Fs {
 
     fn stripe_loc_committed(&self, ino: u64, s: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, s))? {
-            Some(b) => Ok(Some(dec_loc(&b)?)),
+            Some(b) => Ok(Some(dec_loc(&self.pool, &b)?)),
             None => Ok(None),
         }
     }

@@ -1,0 +1,108 @@
+//! Checks on decoded records (issue 14): a record that decodes but does
+//! not fit the pool (a stripe location naming a member the pool does not
+//! have, a superblock with limits mkfs never writes) is refused here with
+//! an error that says what is wrong, instead of reaching an index panic
+//! further in. Callers turn the error into their `Corrupt`.
+
+use super::{StripeLoc, Superblock, MAX_MEMBERS, NO_MEMBER};
+
+/// Largest shard size mkfs accepts (and the smallest, 4 KiB, below).
+pub const MAX_SHARD_SIZE: u32 = 16 << 20;
+/// Smallest shard size mkfs accepts.
+pub const MIN_SHARD_SIZE: u32 = 4096;
+/// Largest inline threshold mkfs accepts.
+pub const MAX_INLINE: u32 = 1 << 20;
+
+/// A decoded superblock holds the limits mkfs checks: 1 ≤ k, 1 ≤ m,
+/// k+m ≤ 64, a shard size of 4 KiB to 16 MiB in 4 KiB steps, an inline
+/// threshold of at most 1 MiB and at most one stripe, at most
+/// [`MAX_MEMBERS`] members with this member's index among them, and a
+/// 32-digit hex pool id.
+pub fn superblock(sb: &Superblock) -> Result<(), String> {
+    let (k, m) = (sb.k as usize, sb.m as usize);
+    if k == 0 || m == 0 || k + m > 64 {
+        return Err(format!("superblock layout {k}+{m} is out of range"));
+    }
+    if !(MIN_SHARD_SIZE..=MAX_SHARD_SIZE).contains(&sb.shard_size)
+        || !sb.shard_size.is_multiple_of(4096)
+    {
+        return Err(format!(
+            "superblock shard size {} is out of range",
+            sb.shard_size
+        ));
+    }
+    if sb.inline_max > MAX_INLINE || sb.inline_max as u64 > sb.shard_size as u64 * k as u64 {
+        return Err(format!(
+            "superblock inline size {} is out of range",
+            sb.inline_max
+        ));
+    }
+    if sb.members.len() > MAX_MEMBERS || sb.member_index as usize >= sb.members.len() {
+        return Err(format!(
+            "superblock member index {} of {} members is out of range",
+            sb.member_index,
+            sb.members.len()
+        ));
+    }
+    if sb.pool_id.len() != 32 || !sb.pool_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("superblock pool id is not 32 hex digits".into());
+    }
+    Ok(())
+}
+
+/// A decoded stripe location fits a pool of `width` (k+m) shards per
+/// stripe, `members` member slots and stripes of `stripe_bytes`: one member
+/// per shard, each an existing slot or [`NO_MEMBER`], and no more bytes
+/// than a stripe holds.
+pub fn stripe_loc(
+    loc: &StripeLoc,
+    width: usize,
+    members: usize,
+    stripe_bytes: u64,
+) -> Result<(), String> {
+    if loc.members.len() != width {
+        return Err(format!(
+            "stripe location has {} shards, the pool's stripes have {width}",
+            loc.members.len()
+        ));
+    }
+    if let Some(bad) = loc
+        .members
+        .iter()
+        .find(|&&mi| mi != NO_MEMBER && mi as usize >= members)
+    {
+        return Err(format!(
+            "stripe location names member {bad}, the pool has {members}"
+        ));
+    }
+    if loc.len as u64 > stripe_bytes {
+        return Err(format!(
+            "stripe location holds {} bytes, a stripe {stripe_bytes}",
+            loc.len
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(members: Vec<u16>, len: u32) -> StripeLoc {
+        StripeLoc {
+            generation: 1,
+            len,
+            members,
+            patches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stripe_locations_that_do_not_fit_the_pool_are_refused() {
+        assert!(stripe_loc(&loc(vec![0, 1, 2], 100), 3, 3, 8192).is_ok());
+        assert!(stripe_loc(&loc(vec![0, NO_MEMBER, 2], 100), 3, 3, 8192).is_ok());
+        assert!(stripe_loc(&loc(vec![0, 1], 100), 3, 3, 8192).is_err());
+        assert!(stripe_loc(&loc(vec![0, 1, 3], 100), 3, 3, 8192).is_err());
+        assert!(stripe_loc(&loc(vec![0, 1, 2], 8193), 3, 3, 8192).is_err());
+    }
+}
