@@ -139,24 +139,29 @@ fn serve(mut stream: UnixStream, ctx: &Context) {
     }
 }
 
-/// Answer one request line.
-pub fn handle(line: &[u8], ctx: &Context) -> Reply {
-    let v: serde_json::Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return Reply::err(format!("malformed request: {e}")),
-    };
+/// Parse one request line (a control frame): JSON, this protocol
+/// version, a known command. Never panics on any bytes (fuzzed in
+/// `tests/fuzz_decode.rs`).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("malformed request: {e}"))?;
     match v.get("v").and_then(|x| x.as_u64()) {
         Some(v) if v == PROTOCOL_VERSION as u64 => {}
         Some(v) => {
-            return Reply::err(format!(
+            return Err(format!(
                 "protocol version {v} not supported (this daemon speaks {PROTOCOL_VERSION})"
             ))
         }
-        None => return Reply::err("request has no protocol version \"v\""),
+        None => return Err("request has no protocol version \"v\"".into()),
     }
-    let req: Request = match serde_json::from_value(v) {
+    serde_json::from_value(v).map_err(|e| format!("unknown or malformed command: {e}"))
+}
+
+/// Answer one request line.
+pub fn handle(line: &[u8], ctx: &Context) -> Reply {
+    let req = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => return Reply::err(format!("unknown or malformed command: {e}")),
+        Err(e) => return Reply::err(e),
     };
     let result = match req.cmd {
         Command::Status => status(ctx).map(|s| serde_json::to_value(s).expect("json")),
