@@ -98,6 +98,43 @@ mod tests {
     }
 
     #[test]
+    fn superblocks_outside_the_mkfs_limits_are_refused_by_decode() {
+        let good = Superblock {
+            magic: "shardfs".into(),
+            format_version: super::super::FORMAT_VERSION,
+            pool_id: super::super::new_id(),
+            member_id: super::super::new_id(),
+            member_index: 2,
+            members: vec![super::super::new_id(); 3],
+            k: 2,
+            m: 1,
+            shard_size: 4096,
+            inline_max: 2048,
+            meta_replicas: vec![0, 1, 2],
+            created: 0,
+            domains: Vec::new(),
+            meta_epoch: 0,
+            classes: Vec::new(),
+        };
+        assert!(Superblock::decode(&good.encode()).is_ok());
+        let bad: [fn(&mut Superblock); 7] = [
+            |s| s.k = 0,
+            |s| s.m = 0,
+            |s| s.shard_size = 0,
+            |s| s.shard_size = 4097,
+            |s| s.inline_max = 3 << 20,
+            |s| s.member_index = 3,
+            |s| s.pool_id = "ab".into(),
+        ];
+        for (i, f) in bad.iter().enumerate() {
+            let mut sb = good.clone();
+            f(&mut sb);
+            // checksummed correctly: only the limits can refuse it
+            assert!(Superblock::decode(&sb.encode()).is_err(), "case {i}");
+        }
+    }
+
+    #[test]
     fn stripe_locations_that_do_not_fit_the_pool_are_refused() {
         assert!(stripe_loc(&loc(vec![0, 1, 2], 100), 3, 3, 8192).is_ok());
         assert!(stripe_loc(&loc(vec![0, NO_MEMBER, 2], 100), 3, 3, 8192).is_ok());
