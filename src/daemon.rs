@@ -231,7 +231,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     let fs = opened.fs.clone();
     let flusher = fs.meta.clone().run_flusher(cfg.flush_interval);
     let socket = cfg.socket.clone().unwrap_or_else(|| {
-        control::default_dir().join(format!("{}.sock", &fs.pool.sb.pool_id[..12]))
+        control::default_dir().join(format!(
+            "{}.sock",
+            fs.pool.sb.pool_id.get(..12).unwrap_or("pool")
+        ))
     });
     let maintenance = Arc::new(crate::maintenance::Maintenance::default());
     let _ = maintenance.replicas.set(opened.replicas.clone());
@@ -286,11 +289,9 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName(
-            cfg.fsname
-                .clone()
-                .unwrap_or_else(|| format!("shardfs:{}", &fs.pool.sb.pool_id[..12])),
-        ),
+        fuser::MountOption::FSName(cfg.fsname.clone().unwrap_or_else(|| {
+            format!("shardfs:{}", fs.pool.sb.pool_id.get(..12).unwrap_or("pool"))
+        })),
         fuser::MountOption::Subtype("shardfs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
@@ -324,7 +325,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         mp,
         format!(
             "serving pool {} at {}",
-            &fs.pool.sb.pool_id[..12],
+            fs.pool.sb.pool_id.get(..12).unwrap_or("pool"),
             mp.display()
         ),
     );

@@ -179,6 +179,7 @@ fn main() -> ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    shardfs::guard::panic::install_hook();
     let cli = Cli::parse();
     // every subcommand (mkfs, mount and the daemon's `disk add`, recover)
     // creates member files, or recovered data: the owner's alone

@@ -33,8 +33,26 @@ pub struct Maintenance {
     /// Seconds between namespace catalog writes (when the metadata
     /// changed); 0 disables them.
     pub catalog_interval_secs: std::sync::atomic::AtomicU64,
+    /// What the supervisor saw: restarts after a panic, the last message.
+    pub supervision: std::sync::Mutex<Supervision>,
     stop: AtomicBool,
 }
+
+/// The maintenance worker's panics, as its supervisor counts them (shown
+/// by `shardctl status`).
+#[derive(Debug, Default, Clone)]
+pub struct Supervision {
+    /// Times the worker panicked and was restarted.
+    pub restarts: u64,
+    /// The last panic's message.
+    pub last_panic: Option<String>,
+}
+
+/// First wait before a panicked worker is restarted; doubled per panic in
+/// a row up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait before a restart.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl Default for Maintenance {
     fn default() -> Self {
@@ -47,6 +65,7 @@ impl Default for Maintenance {
             tier_interval_secs: std::sync::atomic::AtomicU64::new(60),
             replicas: Default::default(),
             catalog_interval_secs: std::sync::atomic::AtomicU64::new(600),
+            supervision: Default::default(),
             stop: AtomicBool::new(false),
         }
     }
@@ -73,7 +92,10 @@ pub const FOLD_IDLE: Duration = Duration::from_secs(30);
 /// Most stripes folded per maintenance tick.
 const FOLD_PER_TICK: usize = 64;
 
-/// Start the maintenance thread.
+/// Start the maintenance thread, supervised: a panic in the worker is
+/// logged loudly, counted in [`Maintenance::supervision`] and the worker
+/// restarted (from a fresh first look) after a backoff of 1 s, doubling up
+/// to 60 s while it keeps panicking within a minute of its start.
 pub fn spawn(
     fs: Arc<Fs>,
     m: Arc<Maintenance>,
@@ -83,82 +105,116 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
-            let mut last_scrub = Instant::now();
-            // the first look covers stripes left degraded by the last mount
-            let mut first = true;
-            let mut last_health = Vec::new();
-            let mut ticks = 0u64;
-            let mut catalog = (Instant::now(), 0u64);
-            let mut last_tier = Instant::now();
+            let mut backoff = BACKOFF_MIN;
             while !m.stopped() {
-                ticks += 1;
-                m.repair.wait(tick);
-                if m.stopped() {
-                    break;
+                let started = Instant::now();
+                let r = crate::guard::panic::contain("maintenance worker", || {
+                    run(fs.clone(), m.clone(), tick, scrub_interval)
+                });
+                let Err(msg) = r else { break };
+                // a running task's pass ended with the panic
+                for t in [&m.repair, &m.scrub, &m.rebalance, &m.tier] {
+                    crate::guard::panic::lock_or_recover(&t.progress).running = false;
                 }
-                let requested = m.repair.requested.swap(false, Ordering::SeqCst);
-                if let Err(e) = fs.probe_members() {
-                    log::warn!("member probe: {e}");
+                let restarts = {
+                    let mut s = crate::guard::panic::lock_or_recover(&m.supervision);
+                    s.restarts += 1;
+                    s.last_panic = Some(msg.clone());
+                    s.restarts
+                };
+                if started.elapsed() > BACKOFF_MAX {
+                    backoff = BACKOFF_MIN;
                 }
-                if let Some(r) = m.replicas.get() {
-                    if let Err(e) = heal_metadata(&fs, r) {
-                        log::error!("metadata replicas: {e}");
-                    }
+                log::error!(
+                    "MAINTENANCE WORKER PANICKED ({restarts} restarts so far): {msg}; \
+                     repair, scrub, rebalance and tiering restart in {backoff:?}"
+                );
+                let until = Instant::now() + backoff;
+                while !m.stopped() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                maybe_write_catalog(&fs, &m, &mut catalog);
-                // patched stripes left alone for a while are rewritten
-                // whole, so patch logs empty out and are deleted
-                fs.fold_idle(FOLD_IDLE, FOLD_PER_TICK);
-                // the stripe table is scanned only when something may need
-                // repair: a request, a change of member health, a shard
-                // known bad, a stripe written degraded, or work left over
-                // (work left that could not be done is retried every 12 ticks)
-                let left = m.repair.snapshot().remaining > 0 && ticks.is_multiple_of(12);
-                let health: Vec<_> = fs.pool.members().iter().map(|x| x.health()).collect();
-                let changed = health != last_health;
-                last_health = health;
-                let degraded = fs.pool.take_degraded_writes();
-                let look = std::mem::take(&mut first)
-                    || requested
-                    || left
-                    || changed
-                    || degraded
-                    || fs.pool.bad_count() > 0;
-                if !look {
-                    maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
-                    maybe_rebalance(&fs, &m);
-                    maybe_tier(&fs, &m, &mut last_tier);
-                    continue;
-                }
-                // repair until nothing is left or a pass makes no progress
-                let mut before = u64::MAX;
-                loop {
-                    let need = match fs.repair_plan() {
-                        Ok(p) => p.len() as u64,
-                        Err(e) => {
-                            log::error!("repair plan: {e}");
-                            break;
-                        }
-                    };
-                    if need == 0 || need >= before || m.stopped() {
-                        break;
-                    }
-                    before = need;
-                    log::info!("repair: {need} stripes need work");
-                    match fs.repair_pass(&m.repair) {
-                        Ok(left) => log::info!("repair pass done: {left} stripes left"),
-                        Err(e) => {
-                            log::error!("repair pass: {e}");
-                            break;
-                        }
-                    }
-                }
-                maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
-                maybe_rebalance(&fs, &m);
-                maybe_tier(&fs, &m, &mut last_tier);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         })
         .expect("spawn maintenance thread")
+}
+
+/// The maintenance worker: runs until [`Maintenance::stop`].
+fn run(fs: Arc<Fs>, m: Arc<Maintenance>, tick: Duration, scrub_interval: Duration) {
+    let mut last_scrub = Instant::now();
+    // the first look covers stripes left degraded by the last mount
+    let mut first = true;
+    let mut last_health = Vec::new();
+    let mut ticks = 0u64;
+    let mut catalog = (Instant::now(), 0u64);
+    let mut last_tier = Instant::now();
+    while !m.stopped() {
+        ticks += 1;
+        m.repair.wait(tick);
+        if m.stopped() {
+            break;
+        }
+        let requested = m.repair.requested.swap(false, Ordering::SeqCst);
+        if let Err(e) = fs.probe_members() {
+            log::warn!("member probe: {e}");
+        }
+        if let Some(r) = m.replicas.get() {
+            if let Err(e) = heal_metadata(&fs, r) {
+                log::error!("metadata replicas: {e}");
+            }
+        }
+        maybe_write_catalog(&fs, &m, &mut catalog);
+        // patched stripes left alone for a while are rewritten
+        // whole, so patch logs empty out and are deleted
+        fs.fold_idle(FOLD_IDLE, FOLD_PER_TICK);
+        // the stripe table is scanned only when something may need
+        // repair: a request, a change of member health, a shard
+        // known bad, a stripe written degraded, or work left over
+        // (work left that could not be done is retried every 12 ticks)
+        let left = m.repair.snapshot().remaining > 0 && ticks.is_multiple_of(12);
+        let health: Vec<_> = fs.pool.members().iter().map(|x| x.health()).collect();
+        let changed = health != last_health;
+        last_health = health;
+        let degraded = fs.pool.take_degraded_writes();
+        let look = std::mem::take(&mut first)
+            || requested
+            || left
+            || changed
+            || degraded
+            || fs.pool.bad_count() > 0;
+        if !look {
+            maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
+            maybe_rebalance(&fs, &m);
+            maybe_tier(&fs, &m, &mut last_tier);
+            continue;
+        }
+        // repair until nothing is left or a pass makes no progress
+        let mut before = u64::MAX;
+        loop {
+            let need = match fs.repair_plan() {
+                Ok(p) => p.len() as u64,
+                Err(e) => {
+                    log::error!("repair plan: {e}");
+                    break;
+                }
+            };
+            if need == 0 || need >= before || m.stopped() {
+                break;
+            }
+            before = need;
+            log::info!("repair: {need} stripes need work");
+            match fs.repair_pass(&m.repair) {
+                Ok(left) => log::info!("repair pass done: {left} stripes left"),
+                Err(e) => {
+                    log::error!("repair pass: {e}");
+                    break;
+                }
+            }
+        }
+        maybe_scrub(&fs, &m, &mut last_scrub, scrub_interval);
+        maybe_rebalance(&fs, &m);
+        maybe_tier(&fs, &m, &mut last_tier);
+    }
 }
 
 /// Keep the metadata replica count: a replica on a member that failed, is

@@ -1101,3 +1101,44 @@ fn a_format_version_1_pool_mounts_reads_takes_patches_and_is_upgraded() {
     );
     check_read(&fs, ino, &model, 0, model.len() as u32, 1);
 }
+
+/// Issue 14: a stripe record that decodes but does not fit the pool (a
+/// member index past the member count, too few shards, more bytes than a
+/// stripe) answers a `Corrupt` error (EIO), never an index panic; the
+/// file's other stripes still read.
+#[test]
+fn corrupt_stripe_locations_answer_eio_not_a_panic() {
+    let r = rig();
+    let b = r.bucket("bkt");
+    let data = Rng(7).bytes(4 * STRIPE as usize);
+    let ino = r.put_file(b, "f", &data);
+    let stripes = r.fs.stripes(ino).unwrap();
+    let mut bad_member = stripes[0].1.clone();
+    bad_member.members[0] = MEMBERS as u16 + 3;
+    let mut short = stripes[1].1.clone();
+    short.members.truncate(2);
+    let mut long = stripes[2].1.clone();
+    long.len = STRIPE as u32 + 1;
+    let ops = [(0, bad_member), (1, short), (2, long)]
+        .into_iter()
+        .map(|(s, l)| {
+            shardfs::meta::Op::Put(
+                shardfs::fs::schema::stripe_key(ino, s),
+                shardfs::fs::schema::enc(&l),
+            )
+        })
+        .collect();
+    r.fs.meta.apply(ops, vec![]).unwrap();
+    for s in 0..3u64 {
+        let e =
+            r.fs.read(ino, s * STRIPE, 4096)
+                .expect_err("a corrupt stripe record must not read");
+        assert_eq!(e.errno(), libc::EIO, "stripe {s}: {e}");
+        assert!(e.to_string().contains("stripe location"), "stripe {s}: {e}");
+    }
+    let off = 3 * STRIPE as usize;
+    assert_eq!(
+        r.fs.read(ino, off as u64, 4096).unwrap(),
+        data[off..off + 4096]
+    );
+}

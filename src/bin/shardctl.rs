@@ -353,6 +353,13 @@ fn print_status(s: &Status) {
         "reads      {} bad shards seen, {} stripes rebuilt from parity",
         s.bad_shards, s.reconstructions
     );
+    if s.maintenance_restarts > 0 {
+        println!(
+            "WORKER     maintenance panicked and was restarted {} times; last: {}",
+            s.maintenance_restarts,
+            s.maintenance_last_panic.as_deref().unwrap_or("?")
+        );
+    }
     println!();
     println!(
         "{:>3}  {:<8} {:>10} {:>10} {:>6}  {:<10} PATH",

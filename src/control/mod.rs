@@ -255,6 +255,13 @@ pub struct Status {
     pub usable_bytes: u64,
     /// free usable bytes
     pub usable_free_bytes: u64,
+    /// times the maintenance worker (repair, scrub, rebalance, tiering)
+    /// panicked and was restarted by its supervisor since mount
+    #[serde(default)]
+    pub maintenance_restarts: u64,
+    /// the last such panic's message
+    #[serde(default)]
+    pub maintenance_last_panic: Option<String>,
 }
 
 /// One shard in a locate reply.

@@ -69,7 +69,12 @@ pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
-                        serve(stream, &ctx);
+                        // a panicking handler must not leak the slot: the
+                        // stream is dropped while unwinding, the count
+                        // released after
+                        let _ = crate::guard::panic::contain("control connection", || {
+                            serve(stream, &ctx)
+                        });
                         active.fetch_sub(1, Ordering::SeqCst);
                     });
             }
@@ -134,24 +139,29 @@ fn serve(mut stream: UnixStream, ctx: &Context) {
     }
 }
 
-/// Answer one request line.
-pub fn handle(line: &[u8], ctx: &Context) -> Reply {
-    let v: serde_json::Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return Reply::err(format!("malformed request: {e}")),
-    };
+/// Parse one request line (a control frame): JSON, this protocol
+/// version, a known command. Never panics on any bytes (fuzzed in
+/// `tests/fuzz_decode.rs`).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("malformed request: {e}"))?;
     match v.get("v").and_then(|x| x.as_u64()) {
         Some(v) if v == PROTOCOL_VERSION as u64 => {}
         Some(v) => {
-            return Reply::err(format!(
+            return Err(format!(
                 "protocol version {v} not supported (this daemon speaks {PROTOCOL_VERSION})"
             ))
         }
-        None => return Reply::err("request has no protocol version \"v\""),
+        None => return Err("request has no protocol version \"v\"".into()),
     }
-    let req: Request = match serde_json::from_value(v) {
+    serde_json::from_value(v).map_err(|e| format!("unknown or malformed command: {e}"))
+}
+
+/// Answer one request line.
+pub fn handle(line: &[u8], ctx: &Context) -> Reply {
+    let req = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => return Reply::err(format!("unknown or malformed command: {e}")),
+        Err(e) => return Reply::err(e),
     };
     let result = match req.cmd {
         Command::Status => status(ctx).map(|s| serde_json::to_value(s).expect("json")),
@@ -461,6 +471,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         })
         .collect();
     let (usable, usable_free) = pool.usable_capacity();
+    let sup = crate::guard::panic::lock_or_recover(&ctx.maintenance.supervision).clone();
     Ok(Status {
         pool_id: pool.sb.pool_id.clone(),
         k: pool.sb.k,
@@ -475,6 +486,8 @@ fn status(ctx: &Context) -> Result<Status, String> {
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
         usable_bytes: usable,
         usable_free_bytes: usable_free,
+        maintenance_restarts: sup.restarts,
+        maintenance_last_panic: sup.last_panic,
     })
 }
 

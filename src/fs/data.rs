@@ -56,7 +56,7 @@ enum Piece {
 impl Fs {
     pub(super) fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, stripe))? {
-            Some(b) => Ok(Some(dec_loc(&b)?)),
+            Some(b) => Ok(Some(dec_loc(&self.pool, &b)?)),
             None => Ok(None),
         }
     }
@@ -92,6 +92,15 @@ impl Fs {
     fn inline_data<'a>(&self, g: &'a mut Inner, ino: u64) -> FsResult<&'a mut Vec<u8>> {
         let of = self.ensure_open(g, ino)?;
         if of.inline.is_none() {
+            // an inline file never outgrows inline_max (it becomes striped
+            // first): a larger size is a corrupt record, not an allocation
+            if of.inode.size > self.pool.sb.inline_max as u64 {
+                let e = format!(
+                    "inode {ino}: inline size {} exceeds the pool's inline limit {}",
+                    of.inode.size, self.pool.sb.inline_max
+                );
+                return Err(super::FsError::Corrupt(e));
+            }
             let mut v = self.meta.get(&inline_key(ino))?.unwrap_or_default();
             v.resize(of.inode.size as usize, 0);
             let of = g.open.get_mut(&ino).expect("open");

@@ -167,7 +167,7 @@ impl std::fmt::Debug for Fs {
 fn read_counter(meta: &MetaCache, name: &str, default: u64) -> FsResult<u64> {
     Ok(meta
         .get(&counter_key(name))?
-        .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+        .map(|v| u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])))
         .unwrap_or(default))
 }
 
@@ -244,8 +244,14 @@ impl Fs {
         Ok(fs)
     }
 
+    /// The open-file table. Poison policy (`guard::panic`): taken over
+    /// when poisoned. Its sections are map inserts/removes and counter
+    /// bumps; an open file's dirty stripe is written back (or not) as a
+    /// whole, so a request that panicked with the lock held leaves the
+    /// table as valid as between two requests, and fsync/close of every
+    /// other file must keep working.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::guard::panic::lock_or_recover(&self.inner)
     }
 
     /// Inode record: the open copy if the file is open, else from metadata.
@@ -345,7 +351,7 @@ impl Fs {
                 Some((object, stripe, generation, index)) => {
                     match self.meta.get(&stripe_key(object, stripe))? {
                         Some(b) => {
-                            let loc: StripeLoc = dec_loc(&b)?;
+                            let loc: StripeLoc = dec_loc(&self.pool, &b)?;
                             loc.generation == generation
                                 && loc.members.get(index as usize) == Some(&mi)
                         }
@@ -422,7 +428,7 @@ impl Fs {
             if keep(stripe) {
                 continue;
             }
-            let loc: StripeLoc = dec_loc(&v)?;
+            let loc: StripeLoc = dec_loc(&self.pool, &v)?;
             ops.push(Op::Del(k));
             let pool = self.pool.clone();
             after.push(Box::new(move || pool.delete_stripe(ino, stripe, &loc)));
@@ -458,7 +464,7 @@ impl Fs {
         self.meta
             .range(&sp, &crate::meta::prefix_end(&sp), usize::MAX)?
             .into_iter()
-            .map(|(k, v)| Ok((key_u64_at(&k, 9), dec_loc(&v)?)))
+            .map(|(k, v)| Ok((key_u64_at(&k, 9), dec_loc(&self.pool, &v)?)))
             .collect()
     }
 
@@ -485,7 +491,7 @@ impl Fs {
             }
             for (_, v) in &batch {
                 stripes += 1;
-                let loc: StripeLoc = dec_loc(v)?;
+                let loc: StripeLoc = dec_loc(&self.pool, v)?;
                 let healthy = loc
                     .members
                     .iter()

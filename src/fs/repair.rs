@@ -63,7 +63,10 @@ pub struct Progress {
 }
 
 /// Shared state of one background task (repair or scrub): progress, rate
-/// limit, and a wake-up for the daemon thread.
+/// limit, and a wake-up for the daemon thread. Poison policy
+/// (`guard::panic`): `progress` (counters, shown by status) and `wake_lock`
+/// (no data) are taken over when poisoned, so status keeps answering after
+/// a panicked pass and the restarted worker can run the next.
 #[derive(Debug)]
 pub struct Task {
     /// Progress, updated as the pass goes.
@@ -95,7 +98,7 @@ impl Task {
     /// Ask for a pass now.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        let _g = self.wake_lock.lock().unwrap();
+        let _g = crate::guard::panic::lock_or_recover(&self.wake_lock);
         self.wake.notify_all();
     }
 
@@ -108,22 +111,22 @@ impl Task {
 
     /// Wake the thread waiting on this task without asking for a pass.
     fn request_wake(&self) {
-        let _g = self.wake_lock.lock().unwrap();
+        let _g = crate::guard::panic::lock_or_recover(&self.wake_lock);
         self.wake.notify_all();
     }
 
     /// Wait until a pass is requested or `timeout` passes, leaving the
     /// request set for the caller to take.
     pub fn wait(&self, timeout: Duration) {
-        let g = self.wake_lock.lock().unwrap();
+        let g = crate::guard::panic::lock_or_recover(&self.wake_lock);
         if !self.requested.load(Ordering::SeqCst) {
-            let _ = self.wake.wait_timeout(g, timeout).unwrap();
+            let _ = self.wake.wait_timeout(g, timeout);
         }
     }
 
     /// A snapshot of the progress.
     pub fn snapshot(&self) -> Progress {
-        let mut p = self.progress.lock().unwrap().clone();
+        let mut p = crate::guard::panic::lock_or_recover(&self.progress).clone();
         p.rate_limit = self.rate_limit.load(Ordering::Relaxed);
         p
     }
@@ -140,7 +143,7 @@ impl<'a> Pacer<'a> {
     /// Reset `task`'s progress for a pass over `stripes` stripes of
     /// `stripe_size` bytes, and start pacing.
     pub(super) fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
-        let mut p = task.progress.lock().unwrap();
+        let mut p = crate::guard::panic::lock_or_recover(&task.progress);
         *p = Progress {
             running: true,
             passes: p.passes,
@@ -258,7 +261,7 @@ impl Fs {
             cursor = last.0.clone();
             cursor.push(0);
             for (k, v) in batch {
-                let loc: StripeLoc = dec_loc(&v)?;
+                let loc: StripeLoc = dec_loc(&self.pool, &v)?;
                 f(key_u64_at(&k, 1), key_u64_at(&k, 9), loc);
             }
         }
@@ -446,7 +449,7 @@ impl Fs {
 
     fn stripe_loc_committed(&self, ino: u64, s: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, s))? {
-            Some(b) => Ok(Some(dec_loc(&b)?)),
+            Some(b) => Ok(Some(dec_loc(&self.pool, &b)?)),
             None => Ok(None),
         }
     }
@@ -471,7 +474,7 @@ impl Fs {
                 pacer.account(it.loc.len as u64);
             }
             let counts = self.commit_repairs(batch)?;
-            let mut p = task.progress.lock().unwrap();
+            let mut p = crate::guard::panic::lock_or_recover(&task.progress);
             for (it, n) in chunk.iter().zip(counts) {
                 p.stripes_done += 1;
                 p.bytes_done += ss;
@@ -486,7 +489,7 @@ impl Fs {
         }
         self.finish_drains()?;
         let remaining = self.repair_plan()?.len() as u64;
-        let mut p = task.progress.lock().unwrap();
+        let mut p = crate::guard::panic::lock_or_recover(&task.progress);
         p.running = false;
         p.passes += 1;
         p.eta_secs = None;
@@ -620,7 +623,7 @@ impl Fs {
             pacer.account(
                 loc.len as u64 * (self.pool.k() + self.pool.m()) as u64 / self.pool.k() as u64,
             );
-            let mut p = task.progress.lock().unwrap();
+            let mut p = crate::guard::panic::lock_or_recover(&task.progress);
             p.stripes_done += 1;
             p.bytes_done += ss;
             p.shards += bad;
@@ -629,7 +632,7 @@ impl Fs {
             let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
             p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
         }
-        let mut p = task.progress.lock().unwrap();
+        let mut p = crate::guard::panic::lock_or_recover(&task.progress);
         p.running = false;
         p.passes += 1;
         p.eta_secs = None;

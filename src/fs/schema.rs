@@ -185,9 +185,23 @@ pub fn dec<T: for<'a> Deserialize<'a>>(what: &str, b: &[u8]) -> Result<T, super:
     bincode::deserialize(b).map_err(|e| super::FsError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Decode a stripe location (this format or format version 1's).
-pub fn dec_loc(b: &[u8]) -> Result<crate::pool::StripeLoc, super::FsError> {
-    crate::pool::StripeLoc::decode(b).map_err(super::FsError::Corrupt)
+/// Decode a stripe location (this format or format version 1's) and check
+/// it fits `pool` (`pool::validate::stripe_loc`): a location naming a
+/// member the pool lacks, or the wrong number of shards, is `Corrupt`.
+pub fn dec_loc(
+    pool: &crate::pool::Pool,
+    b: &[u8],
+) -> Result<crate::pool::StripeLoc, super::FsError> {
+    let loc = crate::pool::StripeLoc::decode(b).map_err(super::FsError::Corrupt)?;
+    let sb = &pool.sb;
+    crate::pool::validate::stripe_loc(
+        &loc,
+        sb.k as usize + sb.m as usize,
+        pool.members().len(),
+        sb.shard_size as u64 * sb.k as u64,
+    )
+    .map_err(super::FsError::Corrupt)?;
+    Ok(loc)
 }
 
 /// Trailing u64 of a key.

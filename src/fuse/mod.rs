@@ -37,6 +37,8 @@ pub struct FuseFs {
     backing: Mutex<Backing>,
     /// how reads update access times
     atime: AtimeMode,
+    /// the test-only panic trigger is armed ([`TEST_PANIC_XATTR`])
+    test_panic: bool,
 }
 
 /// Backing ids of passthrough opens. The kernel wants one backing file per
@@ -63,6 +65,7 @@ impl FuseFs {
             want_passthrough: true,
             backing: Mutex::default(),
             atime: AtimeMode::default(),
+            test_panic: test_panic_armed(),
         }
     }
 
@@ -133,6 +136,25 @@ fn errno(e: &FsError) -> Errno {
         _ => log::debug!("error: {e}"),
     }
     Errno::from_i32(e.errno())
+}
+
+/// Run one request handler under [`crate::guard::panic::contain`]: a panic
+/// is logged with the operation's name, and the reply, which the handler
+/// owns, is dropped while unwinding, so fuser answers the kernel EIO; the
+/// worker thread lives on to serve the next request.
+fn contain_request(op: &str, f: impl FnOnce()) {
+    let _ = crate::guard::panic::contain(&format!("fuse request {op} (answered EIO)"), f);
+}
+
+/// The test-only panic trigger: `getxattr` of this name panics when the
+/// daemon was started with `SHARDFS_TEST_PANIC=1` (see docs/security.md;
+/// tests use it to show a panicking request answers EIO). Without the
+/// variable the name is an ordinary, absent xattr.
+const TEST_PANIC_XATTR: &[u8] = b"user.shardfs.test-panic";
+
+/// Whether the test-only panic trigger is armed (read once per mount).
+fn test_panic_armed() -> bool {
+    std::env::var_os("SHARDFS_TEST_PANIC").is_some_and(|v| v == "1")
 }
 
 /// Reply to an empty-reply request with success or the error's errno.
@@ -273,16 +295,20 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let mut t = self.stats.start(Op::Lookup);
-        reply_entry(t.check(self.fs.lookup(parent.0, name.as_bytes())), reply)
+        contain_request("lookup", move || {
+            let mut t = self.stats.start(Op::Lookup);
+            reply_entry(t.check(self.fs.lookup(parent.0, name.as_bytes())), reply)
+        })
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let mut t = self.stats.start(Op::Getattr);
-        match t.check(self.fs.getattr(ino.0)) {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("getattr", move || {
+            let mut t = self.stats.start(Op::Getattr);
+            match t.check(self.fs.getattr(ino.0)) {
+                Ok(a) => reply.attr(&TTL, &attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn setattr(
@@ -303,38 +329,42 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut t = self.stats.start(Op::Setattr);
-        let s = crate::fs::SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: time_or_now(atime),
-            mtime: time_or_now(mtime),
-        };
-        // (HANDLE_KILLPRIV_V2) a truncate by an unprivileged caller clears
-        // set-user/group-id; the kernel's flag for it does not reach us,
-        // so the caller's uid stands in for the missing CAP_FSETID
-        let kill = size.is_some() && mode.is_none() && req.uid() != 0;
-        let r = self.fs.setattr(ino.0, s).and_then(|a| {
-            if kill {
-                self.fs.kill_suidgid(ino.0)?;
-                return self.fs.getattr(ino.0);
+        contain_request("setattr", move || {
+            let mut t = self.stats.start(Op::Setattr);
+            let s = crate::fs::SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: time_or_now(atime),
+                mtime: time_or_now(mtime),
+            };
+            // (HANDLE_KILLPRIV_V2) a truncate by an unprivileged caller clears
+            // set-user/group-id; the kernel's flag for it does not reach us,
+            // so the caller's uid stands in for the missing CAP_FSETID
+            let kill = size.is_some() && mode.is_none() && req.uid() != 0;
+            let r = self.fs.setattr(ino.0, s).and_then(|a| {
+                if kill {
+                    self.fs.kill_suidgid(ino.0)?;
+                    return self.fs.getattr(ino.0);
+                }
+                Ok(a)
+            });
+            match t.check(r) {
+                Ok(a) => reply.attr(&TTL, &attr(&a)),
+                Err(e) => reply.error(errno(&e)),
             }
-            Ok(a)
-        });
-        match t.check(r) {
-            Ok(a) => reply.attr(&TTL, &attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let mut t = self.stats.start(Op::Readlink);
-        match t.check(self.fs.readlink(ino.0)) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("readlink", move || {
+            let mut t = self.stats.start(Op::Readlink);
+            match t.check(self.fs.readlink(ino.0)) {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn mknod(
@@ -347,17 +377,19 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mut t = self.stats.start(Op::Mknod);
-        let Some(k) = node_kind(mode) else {
-            t.fail();
-            return reply.error(Errno::EINVAL);
-        };
-        let mut n = new_node(req, k, mode, umask);
-        n.rdev = rdev;
-        reply_entry(
-            t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
-            reply,
-        )
+        contain_request("mknod", move || {
+            let mut t = self.stats.start(Op::Mknod);
+            let Some(k) = node_kind(mode) else {
+                t.fail();
+                return reply.error(Errno::EINVAL);
+            };
+            let mut n = new_node(req, k, mode, umask);
+            n.rdev = rdev;
+            reply_entry(
+                t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
+                reply,
+            )
+        })
     }
 
     fn mkdir(
@@ -369,22 +401,28 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut t = self.stats.start(Op::Mkdir);
-        let n = new_node(req, Kind::Dir, mode, umask);
-        reply_entry(
-            t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
-            reply,
-        )
+        contain_request("mkdir", move || {
+            let mut t = self.stats.start(Op::Mkdir);
+            let n = new_node(req, Kind::Dir, mode, umask);
+            reply_entry(
+                t.check(self.fs.create_node(parent.0, name.as_bytes(), n)),
+                reply,
+            )
+        })
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut t = self.stats.start(Op::Unlink);
-        reply_empty(t.check(self.fs.unlink(parent.0, name.as_bytes())), reply)
+        contain_request("unlink", move || {
+            let mut t = self.stats.start(Op::Unlink);
+            reply_empty(t.check(self.fs.unlink(parent.0, name.as_bytes())), reply)
+        })
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut t = self.stats.start(Op::Rmdir);
-        reply_empty(t.check(self.fs.rmdir(parent.0, name.as_bytes())), reply)
+        contain_request("rmdir", move || {
+            let mut t = self.stats.start(Op::Rmdir);
+            reply_empty(t.check(self.fs.rmdir(parent.0, name.as_bytes())), reply)
+        })
     }
 
     fn symlink(
@@ -395,18 +433,20 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut timer = self.stats.start(Op::Symlink);
-        let t = target.as_os_str().as_bytes();
-        if t.len() > 4096 {
-            timer.fail();
-            return reply.error(Errno::ENAMETOOLONG);
-        }
-        let mut n = new_node(req, Kind::Symlink, 0o777, 0);
-        n.target = t.to_vec();
-        reply_entry(
-            timer.check(self.fs.create_node(parent.0, link_name.as_bytes(), n)),
-            reply,
-        )
+        contain_request("symlink", move || {
+            let mut timer = self.stats.start(Op::Symlink);
+            let t = target.as_os_str().as_bytes();
+            if t.len() > 4096 {
+                timer.fail();
+                return reply.error(Errno::ENAMETOOLONG);
+            }
+            let mut n = new_node(req, Kind::Symlink, 0o777, 0);
+            n.target = t.to_vec();
+            reply_entry(
+                timer.check(self.fs.create_node(parent.0, link_name.as_bytes(), n)),
+                reply,
+            )
+        })
     }
 
     fn rename(
@@ -419,40 +459,42 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Rename);
-        // as Linux: unknown flags, RENAME_EXCHANGE with RENAME_NOREPLACE,
-        // and RENAME_WHITEOUT (an overlayfs device node, which shardfs
-        // does not make; documented in SEMANTICS.md) are EINVAL
-        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
-        if !RenameFlags::all().contains(flags)
-            || flags.contains(RenameFlags::RENAME_WHITEOUT)
-            || (exchange && flags.contains(RenameFlags::RENAME_NOREPLACE))
-        {
-            t.fail();
-            return reply.error(Errno::EINVAL);
-        }
-        if exchange {
-            return reply_empty(
-                t.check(self.fs.rename_exchange(
+        contain_request("rename", move || {
+            let mut t = self.stats.start(Op::Rename);
+            // as Linux: unknown flags, RENAME_EXCHANGE with RENAME_NOREPLACE,
+            // and RENAME_WHITEOUT (an overlayfs device node, which shardfs
+            // does not make; documented in SEMANTICS.md) are EINVAL
+            let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+            if !RenameFlags::all().contains(flags)
+                || flags.contains(RenameFlags::RENAME_WHITEOUT)
+                || (exchange && flags.contains(RenameFlags::RENAME_NOREPLACE))
+            {
+                t.fail();
+                return reply.error(Errno::EINVAL);
+            }
+            if exchange {
+                return reply_empty(
+                    t.check(self.fs.rename_exchange(
+                        parent.0,
+                        name.as_bytes(),
+                        newparent.0,
+                        newname.as_bytes(),
+                    )),
+                    reply,
+                );
+            }
+            let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            reply_empty(
+                t.check(self.fs.rename(
                     parent.0,
                     name.as_bytes(),
                     newparent.0,
                     newname.as_bytes(),
+                    noreplace,
                 )),
                 reply,
-            );
-        }
-        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        reply_empty(
-            t.check(self.fs.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                noreplace,
-            )),
-            reply,
-        )
+            )
+        })
     }
 
     fn link(
@@ -463,21 +505,25 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mut t = self.stats.start(Op::Link);
-        reply_entry(
-            t.check(self.fs.link(ino.0, newparent.0, newname.as_bytes())),
-            reply,
-        )
+        contain_request("link", move || {
+            let mut t = self.stats.start(Op::Link);
+            reply_entry(
+                t.check(self.fs.link(ino.0, newparent.0, newname.as_bytes())),
+                reply,
+            )
+        })
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mut t = self.stats.start(Op::Open);
-        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        match t.check(self.fs.open_ex(ino.0, writable)) {
-            Ok((fh, None)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Ok((fh, Some(file))) => self.open_passthrough(ino.0, fh, &file, reply),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("open", move || {
+            let mut t = self.stats.start(Op::Open);
+            let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+            match t.check(self.fs.open_ex(ino.0, writable)) {
+                Ok((fh, None)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok((fh, Some(file))) => self.open_passthrough(ino.0, fh, &file, reply),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn read(
@@ -491,17 +537,19 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut t = self.stats.start(Op::Read);
-        match t.check(self.fs.read(ino.0, offset, size.min(MAX_IO))) {
-            Ok(d) => {
-                t.bytes(d.len() as u64);
-                // before the reply: the kernel drops its cached atime when
-                // the read completes, and a stat right after must see it
-                self.accessed(ino.0);
-                reply.data(&d)
+        contain_request("read", move || {
+            let mut t = self.stats.start(Op::Read);
+            match t.check(self.fs.read(ino.0, offset, size.min(MAX_IO))) {
+                Ok(d) => {
+                    t.bytes(d.len() as u64);
+                    // before the reply: the kernel drops its cached atime when
+                    // the read completes, and a stat right after must see it
+                    self.accessed(ino.0);
+                    reply.data(&d)
+                }
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn write(
@@ -516,21 +564,23 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let mut t = self.stats.start(Op::Write);
-        // (HANDLE_KILLPRIV_V2) a writer without CAP_FSETID clears the
-        // set-user-id and set-group-id bits, as a local filesystem does
-        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.fs.kill_suidgid(ino.0) {
-                return reply.error(errno(&e));
+        contain_request("write", move || {
+            let mut t = self.stats.start(Op::Write);
+            // (HANDLE_KILLPRIV_V2) a writer without CAP_FSETID clears the
+            // set-user-id and set-group-id bits, as a local filesystem does
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                if let Err(e) = self.fs.kill_suidgid(ino.0) {
+                    return reply.error(errno(&e));
+                }
             }
-        }
-        match t.check(self.fs.write(ino.0, offset, data)) {
-            Ok(n) => {
-                t.bytes(n as u64);
-                reply.written(n)
+            match t.check(self.fs.write(ino.0, offset, data)) {
+                Ok(n) => {
+                    t.bytes(n as u64);
+                    reply.written(n)
+                }
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn flush(
@@ -541,9 +591,11 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // flush is close(2): data written through this handle becomes durable
-        let mut t = self.stats.start(Op::Flush);
-        reply_empty(t.check(self.fs.flush_handle(fh.0)), reply)
+        contain_request("flush", move || {
+            // flush is close(2): data written through this handle becomes durable
+            let mut t = self.stats.start(Op::Flush);
+            reply_empty(t.check(self.fs.flush_handle(fh.0)), reply)
+        })
     }
 
     fn release(
@@ -556,20 +608,22 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Release);
-        let r = self.fs.release(fh.0);
-        // after `Fs` has released the handle: a concurrent open that `Fs`
-        // still counts this handle for finds the id alive
-        let id = {
-            let mut b = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-            let id = b.by_handle.remove(&fh.0);
-            if id.as_ref().is_some_and(|id| Arc::strong_count(id) == 1) {
-                b.by_inode.remove(&ino.0);
-            }
-            id
-        };
-        drop(id);
-        reply_empty(t.check(r), reply)
+        contain_request("release", move || {
+            let mut t = self.stats.start(Op::Release);
+            let r = self.fs.release(fh.0);
+            // after `Fs` has released the handle: a concurrent open that `Fs`
+            // still counts this handle for finds the id alive
+            let id = {
+                let mut b = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+                let id = b.by_handle.remove(&fh.0);
+                if id.as_ref().is_some_and(|id| Arc::strong_count(id) == 1) {
+                    b.by_inode.remove(&ino.0);
+                }
+                id
+            };
+            drop(id);
+            reply_empty(t.check(r), reply)
+        })
     }
 
     fn fsync(
@@ -580,20 +634,24 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Fsync);
-        reply_empty(t.check(self.fs.fsync(ino.0)), reply)
+        contain_request("fsync", move || {
+            let mut t = self.stats.start(Op::Fsync);
+            reply_empty(t.check(self.fs.fsync(ino.0)), reply)
+        })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let mut t = self.stats.start(Op::Opendir);
-        match t.check(self.fs.getattr(ino.0)) {
-            Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => {
-                t.fail();
-                reply.error(Errno::ENOTDIR)
+        contain_request("opendir", move || {
+            let mut t = self.stats.start(Op::Opendir);
+            match t.check(self.fs.getattr(ino.0)) {
+                Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Ok(_) => {
+                    t.fail();
+                    reply.error(Errno::ENOTDIR)
+                }
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn readdir(
@@ -604,21 +662,23 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let mut t = self.stats.start(Op::Readdir);
-        match t.check(self.fs.readdir(ino.0, offset, 512)) {
-            Ok(entries) => {
-                if offset == 0 {
-                    self.accessed(ino.0);
-                }
-                for (child, next, k, name) in entries {
-                    if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
-                        break;
+        contain_request("readdir", move || {
+            let mut t = self.stats.start(Op::Readdir);
+            match t.check(self.fs.readdir(ino.0, offset, 512)) {
+                Ok(entries) => {
+                    if offset == 0 {
+                        self.accessed(ino.0);
                     }
+                    for (child, next, k, name) in entries {
+                        if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
+                            break;
+                        }
+                    }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn fsyncdir(
@@ -629,27 +689,31 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Fsyncdir);
-        match t.check(self.fs.meta.sync()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e.into())),
-        }
+        contain_request("fsyncdir", move || {
+            let mut t = self.stats.start(Op::Fsyncdir);
+            match t.check(self.fs.meta.sync()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e.into())),
+            }
+        })
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _t = self.stats.start(Op::Statfs);
-        let (total, free, files) = self.fs.statfs();
-        let bs = 4096u64;
-        reply.statfs(
-            total / bs,
-            free / bs,
-            free / bs,
-            files,
-            u32::MAX as u64,
-            bs as u32,
-            NAME_MAX as u32,
-            bs as u32,
-        );
+        contain_request("statfs", move || {
+            let _t = self.stats.start(Op::Statfs);
+            let (total, free, files) = self.fs.statfs();
+            let bs = 4096u64;
+            reply.statfs(
+                total / bs,
+                free / bs,
+                free / bs,
+                files,
+                u32::MAX as u64,
+                bs as u32,
+                NAME_MAX as u32,
+                bs as u32,
+            );
+        })
     }
 
     fn setxattr(
@@ -662,56 +726,72 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Setxattr);
-        let create = flags & libc::XATTR_CREATE != 0;
-        let replace = flags & libc::XATTR_REPLACE != 0;
-        match t.check(
-            self.fs
-                .setxattr(ino.0, name.as_bytes(), value, create, replace),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("setxattr", move || {
+            let mut t = self.stats.start(Op::Setxattr);
+            let create = flags & libc::XATTR_CREATE != 0;
+            let replace = flags & libc::XATTR_REPLACE != 0;
+            match t.check(
+                self.fs
+                    .setxattr(ino.0, name.as_bytes(), value, create, replace),
+            ) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let mut t = self.stats.start(Op::Getxattr);
-        match t.check(self.fs.getxattr(ino.0, name.as_bytes())) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => {
-                t.fail();
-                reply.error(Errno::ERANGE)
+        contain_request("getxattr", move || {
+            if self.test_panic && name.as_bytes() == TEST_PANIC_XATTR {
+                panic!(
+                    "test-only panic trigger (SHARDFS_TEST_PANIC=1) on inode {}",
+                    ino.0
+                );
             }
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(errno(&e)),
-        }
+            let mut t = self.stats.start(Op::Getxattr);
+            match t.check(self.fs.getxattr(ino.0, name.as_bytes())) {
+                Ok(v) if size == 0 => reply.size(v.len() as u32),
+                Ok(v) if v.len() > size as usize => {
+                    t.fail();
+                    reply.error(Errno::ERANGE)
+                }
+                Ok(v) => reply.data(&v),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let mut t = self.stats.start(Op::Listxattr);
-        match t.check(self.fs.listxattr(ino.0)) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => {
-                t.fail();
-                reply.error(Errno::ERANGE)
+        contain_request("listxattr", move || {
+            let mut t = self.stats.start(Op::Listxattr);
+            match t.check(self.fs.listxattr(ino.0)) {
+                Ok(v) if size == 0 => reply.size(v.len() as u32),
+                Ok(v) if v.len() > size as usize => {
+                    t.fail();
+                    reply.error(Errno::ERANGE)
+                }
+                Ok(v) => reply.data(&v),
+                Err(e) => reply.error(errno(&e)),
             }
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(errno(&e)),
-        }
+        })
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut t = self.stats.start(Op::Removexattr);
-        reply_empty(t.check(self.fs.removexattr(ino.0, name.as_bytes())), reply)
+        contain_request("removexattr", move || {
+            let mut t = self.stats.start(Op::Removexattr);
+            reply_empty(t.check(self.fs.removexattr(ino.0, name.as_bytes())), reply)
+        })
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // permissions are enforced by the kernel (default_permissions)
-        let mut t = self.stats.start(Op::Access);
-        match t.check(self.fs.getattr(ino.0)) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("access", move || {
+            // permissions are enforced by the kernel (default_permissions)
+            let mut t = self.stats.start(Op::Access);
+            match t.check(self.fs.getattr(ino.0)) {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn fallocate(
@@ -724,11 +804,13 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let mut t = self.stats.start(Op::Fallocate);
-        reply_empty(
-            t.check(self.fs.fallocate(ino.0, offset, length, mode)),
-            reply,
-        )
+        contain_request("fallocate", move || {
+            let mut t = self.stats.start(Op::Fallocate);
+            reply_empty(
+                t.check(self.fs.fallocate(ino.0, offset, length, mode)),
+                reply,
+            )
+        })
     }
 
     fn create(
@@ -741,22 +823,24 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut t = self.stats.start(Op::Create);
-        let Some(k) = node_kind(mode) else {
-            t.fail();
-            return reply.error(Errno::EINVAL);
-        };
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let n = new_node(req, k, mode, umask);
-        match t.check(self.fs.create_open(parent.0, name.as_bytes(), n, writable)) {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contain_request("create", move || {
+            let mut t = self.stats.start(Op::Create);
+            let Some(k) = node_kind(mode) else {
+                t.fail();
+                return reply.error(Errno::EINVAL);
+            };
+            let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+            let n = new_node(req, k, mode, umask);
+            match t.check(self.fs.create_open(parent.0, name.as_bytes(), n, writable)) {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 }

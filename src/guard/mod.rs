@@ -5,6 +5,7 @@
 
 pub mod lock;
 pub mod modes;
+pub mod panic;
 
 /// The process umask of every `shardfs` subcommand (mkfs, mount, recover):
 /// whatever they create on a member (and the daemon's `disk add`) is the

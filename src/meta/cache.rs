@@ -10,8 +10,17 @@
 //!
 //! Invariant: a batch is never split across two store commits, and batches
 //! are committed in the order they were applied.
+//!
+//! Poison policy (see `guard::panic`): `state` and `flushing` are taken
+//! over when poisoned. Every section under `state` is a set of plain
+//! assignments and map inserts that cannot panic half way (short of an
+//! allocation failure, which aborts); the one step that can panic, the
+//! pre-commit hook and the store commit, runs without `state` held and is
+//! contained: a panic there is a failed commit (read-only until remount),
+//! since the in-flight set may or may not have landed.
 
 use super::{KvPairs, MetaError, MetaStore, Op};
+use crate::guard::panic::{contain, lock_or_recover};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -62,7 +71,7 @@ impl MetaCache {
     /// Value of `key` as of the last applied batch.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let inflight = {
-            let st = self.state.lock().unwrap();
+            let st = lock_or_recover(&self.state);
             if let Some(v) = st.pending.get(key) {
                 return Ok(v.clone());
             }
@@ -81,7 +90,7 @@ impl MetaCache {
         // Snapshot the overlay first, then read the store: a flush that
         // completes in between only copies overlay entries into the store.
         let overlay: Overlay = {
-            let st = self.state.lock().unwrap();
+            let st = lock_or_recover(&self.state);
             let mut o: Overlay = st
                 .inflight
                 .range(start.to_vec()..end.to_vec())
@@ -97,7 +106,7 @@ impl MetaCache {
 
     /// Apply a batch atomically (visible at once, durable at the next flush).
     pub fn apply(&self, ops: Vec<Op>, after: Vec<AfterCommit>) -> Result<(), MetaError> {
-        let mut st = self.state.lock().unwrap();
+        let mut st = lock_or_recover(&self.state);
         if st.failed {
             return Err(MetaError::ReadOnly);
         }
@@ -114,16 +123,16 @@ impl MetaCache {
 
     /// True when batches are waiting to be made durable.
     pub fn dirty(&self) -> bool {
-        let st = self.state.lock().unwrap();
+        let st = lock_or_recover(&self.state);
         st.applied > st.durable
     }
 
     /// Make every batch applied so far durable.
     pub fn sync(&self) -> Result<(), MetaError> {
-        let target = self.state.lock().unwrap().applied;
-        let _g = self.flushing.lock().unwrap();
+        let target = lock_or_recover(&self.state).applied;
+        let _g = lock_or_recover(&self.flushing);
         {
-            let st = self.state.lock().unwrap();
+            let st = lock_or_recover(&self.state);
             if st.failed {
                 return Err(MetaError::ReadOnly);
             }
@@ -136,7 +145,7 @@ impl MetaCache {
 
     fn flush_locked(&self) -> Result<(), MetaError> {
         let (set, after, upto) = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = lock_or_recover(&self.state);
             if st.pending.is_empty() {
                 st.durable = st.applied;
                 return Ok(());
@@ -145,16 +154,24 @@ impl MetaCache {
             st.inflight = set.clone();
             (set, std::mem::take(&mut st.pending_after), st.applied)
         };
-        (self.pre_commit)();
-        let ops: Vec<Op> = set
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => Op::Put(k.clone(), v.clone()),
-                None => Op::Del(k.clone()),
+        let res = contain("metadata commit", || {
+            (self.pre_commit)();
+            let ops: Vec<Op> = set
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => Op::Put(k.clone(), v.clone()),
+                    None => Op::Del(k.clone()),
+                })
+                .collect();
+            self.store.commit(&ops)
+        })
+        .unwrap_or_else(|msg| {
+            Err(MetaError::Store {
+                store: "cache".into(),
+                msg: format!("commit panicked: {msg}"),
             })
-            .collect();
-        let res = self.store.commit(&ops);
-        let mut st = self.state.lock().unwrap();
+        });
+        let mut st = lock_or_recover(&self.state);
         match res {
             Ok(()) => {
                 st.inflight = Arc::new(Overlay::new());
@@ -177,7 +194,7 @@ impl MetaCache {
 
     /// True after a failed commit.
     pub fn failed(&self) -> bool {
-        self.state.lock().unwrap().failed
+        lock_or_recover(&self.state).failed
     }
 
     /// Run the periodic flusher until [`MetaCache::shutdown`].
@@ -186,8 +203,11 @@ impl MetaCache {
             .name("meta-flush".into())
             .spawn(move || loop {
                 {
-                    let st = self.state.lock().unwrap();
-                    let (st, _) = self.wake.wait_timeout(st, every).unwrap();
+                    let st = lock_or_recover(&self.state);
+                    let (st, _) = self
+                        .wake
+                        .wait_timeout(st, every)
+                        .unwrap_or_else(|p| p.into_inner());
                     if st.shutdown {
                         return;
                     }
@@ -201,7 +221,7 @@ impl MetaCache {
 
     /// Stop the flusher (after a final sync by the caller).
     pub fn shutdown(&self) {
-        self.state.lock().unwrap().shutdown = true;
+        lock_or_recover(&self.state).shutdown = true;
         self.wake.notify_all();
     }
 }
@@ -211,6 +231,32 @@ mod tests {
     use super::*;
     use crate::meta::MemStore;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_panicking_commit_makes_the_cache_read_only_and_later_syncs_do_not_panic() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemStore::default());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let a = armed.clone();
+        let c = MetaCache::new(
+            store,
+            Box::new(move || {
+                if a.load(Ordering::SeqCst) {
+                    panic!("pre-commit blew up");
+                }
+            }),
+        );
+        c.apply(vec![put("a", "1")], vec![]).unwrap();
+        assert!(c.sync().is_err(), "a panicked commit is a failed commit");
+        armed.store(false, Ordering::SeqCst);
+        assert!(c.failed());
+        // every later fsync answers an error, never a poison panic
+        assert!(matches!(c.sync(), Err(MetaError::ReadOnly)));
+        assert!(matches!(
+            c.apply(vec![put("b", "2")], vec![]),
+            Err(MetaError::ReadOnly)
+        ));
+        assert_eq!(c.get(b"a").unwrap(), Some(b"1".to_vec()));
+    }
 
     fn put(k: &str, v: &str) -> Op {
         Op::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())

@@ -104,7 +104,11 @@ impl LmdbStore {
                 self.db
                     .get(&wtxn, SEQ_KEY)
                     .map_err(|e| self.err(e))?
-                    .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+                    .map(|v| {
+                        u64::from_be_bytes(
+                            v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
+                        )
+                    })
                     .unwrap_or(0)
                     + 1
             }
@@ -147,7 +151,9 @@ impl MetaStore for LmdbStore {
     fn sequence(&self) -> Result<u64, MetaError> {
         Ok(self
             .get(SEQ_KEY)?
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+            .map(|v| {
+                u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
+            })
             .unwrap_or(0))
     }
 }

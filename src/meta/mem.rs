@@ -55,7 +55,9 @@ impl MetaStore for MemStore {
         }
         let seq = map
             .get(SEQ_KEY)
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
+            .map(|v| {
+                u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
+            })
             .unwrap_or(0);
         map.insert(SEQ_KEY.to_vec(), (seq + 1).to_be_bytes().to_vec());
         Ok(())
@@ -64,7 +66,9 @@ impl MetaStore for MemStore {
     fn sequence(&self) -> Result<u64, MetaError> {
         Ok(self
             .get(SEQ_KEY)?
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
+            .map(|v| {
+                u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
+            })
             .unwrap_or(0))
     }
 }

@@ -308,6 +308,33 @@ impl MetaStore for WalStore {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Issue 14: the WAL record parser over any bytes (a valid log with
+        /// bytes changed, or noise) returns the intact prefix, never panics.
+        #[test]
+        fn wal_parse_never_panics(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let _ = parse(&raw, 1);
+            let mut log = record(1, &[Op::Put(b"k".to_vec(), raw.clone())]);
+            log.extend(record(2, &[Op::Del(b"k".to_vec())]));
+            for (at, v) in edits {
+                let i = at % log.len();
+                log[i] = v;
+            }
+            let got = parse(&log, 1);
+            proptest::prop_assert!(got.len() <= 2);
+        }
+    }
+
     fn put(k: &str, v: &str) -> Op {
         Op::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
     }

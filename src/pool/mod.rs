@@ -11,6 +11,7 @@ pub mod patch;
 pub mod placement;
 mod read;
 mod superblock;
+pub mod validate;
 mod write;
 
 pub(crate) use disk::splice_at;

@@ -94,6 +94,7 @@ impl Superblock {
                 sb.format_version
             ));
         }
+        super::validate::superblock(&sb)?;
         Ok(sb)
     }
 

@@ -21,6 +21,8 @@ pub struct TestMount {
     pub extra_mounts: Vec<PathBuf>,
     /// Extra `shardfs mount` flags.
     pub mount_args: Vec<String>,
+    /// Extra environment of the daemon (e.g. `SHARDFS_TEST_PANIC=1`).
+    pub mount_env: Vec<(String, String)>,
 }
 
 pub fn is_mounted(p: &Path) -> bool {
@@ -110,6 +112,7 @@ impl TestMount {
             log,
             extra_mounts,
             mount_args: Vec::new(),
+            mount_env: Vec::new(),
         };
         t.mount();
         t
@@ -140,6 +143,7 @@ impl TestMount {
             .args(members)
             .arg(&self.mnt)
             .env("RUST_LOG", "info")
+            .envs(self.mount_env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
