@@ -62,12 +62,13 @@ impl Fs {
             let mut by_size: Vec<(usize, u64)> =
                 g.open.iter().map(|(&i, of)| (of.mem(ss), i)).collect();
             by_size.sort_unstable_by(|a, b| b.cmp(a));
-            for (_, victim) in by_size {
+            for (held, victim) in by_size {
                 if total <= budget / 2 {
                     break;
                 }
                 self.write_out(g, victim)?;
-                total = g.open.values().map(|of| of.mem(ss)).sum();
+                let left = g.open.get(&victim).map_or(0, |of| of.mem(ss));
+                total -= held.saturating_sub(left);
             }
             self.pool
                 .stats

@@ -165,6 +165,25 @@ fn reply_empty(r: Result<(), FsError>, reply: ReplyEmpty) {
     }
 }
 
+/// Reply to getxattr/listxattr: the size when asked with 0, ERANGE when
+/// the value does not fit `size`, else the bytes.
+fn reply_xattr(
+    t: &mut crate::metrics::Timer<'_>,
+    r: Result<Vec<u8>, FsError>,
+    size: u32,
+    reply: ReplyXattr,
+) {
+    match t.check(r) {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => {
+            t.fail();
+            reply.error(Errno::ERANGE)
+        }
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 /// Reply with a new or found entry, or the error's errno.
 fn reply_entry(r: Result<Attr, FsError>, reply: ReplyEntry) {
     match r {
@@ -749,30 +768,19 @@ impl Filesystem for FuseFs {
                 );
             }
             let mut t = self.stats.start(Op::Getxattr);
-            match t.check(self.fs.getxattr(ino.0, name.as_bytes())) {
-                Ok(v) if size == 0 => reply.size(v.len() as u32),
-                Ok(v) if v.len() > size as usize => {
-                    t.fail();
-                    reply.error(Errno::ERANGE)
-                }
-                Ok(v) => reply.data(&v),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_xattr(
+                &mut t,
+                self.fs.getxattr(ino.0, name.as_bytes()),
+                size,
+                reply,
+            )
         })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         contain_request("listxattr", move || {
             let mut t = self.stats.start(Op::Listxattr);
-            match t.check(self.fs.listxattr(ino.0)) {
-                Ok(v) if size == 0 => reply.size(v.len() as u32),
-                Ok(v) if v.len() > size as usize => {
-                    t.fail();
-                    reply.error(Errno::ERANGE)
-                }
-                Ok(v) => reply.data(&v),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_xattr(&mut t, self.fs.listxattr(ino.0), size, reply)
         })
     }
 

@@ -79,9 +79,18 @@ impl StripeLoc {
         out
     }
 
-    /// Number of patches (not copies).
+    /// Number of patches (not copies): the copies of a patch are listed
+    /// together (one commit adds them), so each new sequence starts one.
     pub fn patch_count(&self) -> usize {
-        self.patch_groups().len()
+        let mut n = 0;
+        let mut last = None;
+        for p in &self.patches {
+            if last != Some(p.seq) {
+                n += 1;
+                last = Some(p.seq);
+            }
+        }
+        n
     }
 }
 
