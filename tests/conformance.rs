@@ -352,3 +352,28 @@ fn regression_hard_linked_file_moved_twice_keeps_its_shard() {
         Op::Lose(22),
     ]);
 }
+
+/// Found by CI: a small write patched a stripe, a member failed, and repair
+/// reported a stripe that still needed repair after every pass.
+#[test]
+fn regression_repair_after_a_patched_stripe_loses_a_member() {
+    use harness::Num;
+    use harness::Op::*;
+    use harness::Pick::*;
+    regression(vec![
+        Mkdir(New(1, 6)),
+        Mkdir(New(417, 122)),
+        Mkdir(New(804, 0)),
+        Create(New(24368, 0), false),
+        Close(0),
+        Create(New(18203, 68), false),
+        Write(0, Num(5, 0), Num(73, 0), 0),
+        Create(Existing(53211), false),
+        Fsync(0),
+        Write(0, Num(117, 0), Num(0, 1), 0),
+        Close(0),
+        Write(0, Num(40, 17913), Num(0, 8), 0),
+        FailMember(66),
+        Repair,
+    ]);
+}

@@ -43,6 +43,15 @@ impl Fs {
             {
                 self.reap_one(&mut g, ino, s)?;
             }
+            // A whole-stripe buffer of an open file is written out first:
+            // it supersedes the patched stripe (all its shards land on
+            // writable members, so it is also repaired). Left buffered, it
+            // would make the fold below give up every time, and repair of
+            // a stripe that lost a member would wait for the file's close
+            // (the model check found this).
+            if g.open.get(&ino).is_some_and(|of| of.dirty.contains_key(&s)) {
+                self.flush_stripes(&mut g, ino, &[s])?;
+            }
             let Some(loc) = self.stripe_loc(ino, s)? else {
                 drop(g);
                 self.forget_patched(ino, s);
