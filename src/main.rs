@@ -129,6 +129,12 @@ enum Cmd {
         /// read-only opens through FUSE passthrough: on or off.
         #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
         passthrough: bool,
+        /// Write large shard files around the page cache (O_DIRECT), on or
+        /// off. On saves ~1 CPU-s per GiB written but measured slower in
+        /// wall time on the bench machine (docs/PERFORMANCE.md); members
+        /// whose filesystem refuses O_DIRECT fall back by themselves.
+        #[arg(long, default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+        direct_writes: bool,
         /// How reads update access times: relatime (when the atime is not
         /// after the mtime or ctime, or a day old), strictatime (every
         /// read) or noatime (never).
@@ -276,11 +282,13 @@ fn main() -> ExitCode {
             emulate_member,
             metrics_listen,
             passthrough,
+            direct_writes,
             atime,
             replica_verify_secs,
             fsname,
             mut paths,
         } => {
+            shardfs::pool::direct::set_enabled(direct_writes);
             let mountpoint = paths.pop().expect("clap requires 2 paths");
             run_mount(MountConfig {
                 members: paths,

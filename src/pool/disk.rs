@@ -23,6 +23,14 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     /// append when `offset` is the file's length). Durable only after
     /// [`DiskBackend::sync_file`] (and, for a new file, `sync_dir`).
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()>;
+    /// Create or replace `rel` with the concatenation of `parts`, its data
+    /// durable on return (its directory entry still needs `sync_dir`). A
+    /// backend may do this more cheaply than `write_file` + `sync_file`
+    /// (one open; a local disk writes large files around the page cache).
+    fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.write_file(rel, parts)?;
+        self.sync_file(rel)
+    }
     /// Write `rel` atomically and durably (temporary file, fsync, rename, fsync dir).
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()>;
     /// Read all of `rel`.
@@ -53,12 +61,18 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct DirDisk {
     root: PathBuf,
+    /// Large shard files are written with O_DIRECT (see
+    /// [`super::direct`]); cleared when the filesystem refuses it.
+    direct: std::sync::atomic::AtomicBool,
 }
 
 impl DirDisk {
     /// A member rooted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirDisk { root: root.into() }
+        DirDisk {
+            root: root.into(),
+            direct: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -98,6 +112,15 @@ impl DiskBackend for DirDisk {
             at += p.len() as u64;
         }
         Ok(())
+    }
+
+    fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        super::direct::write_synced(
+            &self.path(rel),
+            parts,
+            crate::guard::modes::FILE_MODE,
+            &self.direct,
+        )
     }
 
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {

@@ -345,6 +345,12 @@ impl DiskBackend for Metered {
         g.end(parts.iter().map(|p| p.len() as u64).sum());
         r
     }
+    fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        let g = self.heat.begin();
+        let r = self.inner.write_file_durable(rel, parts);
+        g.end(parts.iter().map(|p| p.len() as u64).sum());
+        r
+    }
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let g = self.heat.begin();
         let r = self.inner.write_at(rel, offset, parts);
@@ -505,6 +511,10 @@ impl DiskBackend for Throttled {
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
         self.serve(parts.iter().map(|p| p.len()).sum());
         self.inner.write_file(rel, parts)
+    }
+    fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.serve(parts.iter().map(|p| p.len()).sum());
+        self.inner.write_file_durable(rel, parts)
     }
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         self.serve(parts.iter().map(|p| p.len()).sum());

@@ -1,6 +1,7 @@
 //! The pool of member disks: superblocks, membership, placement and shard
 //! I/O. The pool knows stripes and shards, never inodes or names.
 
+pub mod direct;
 mod disk;
 mod format;
 pub mod heat;

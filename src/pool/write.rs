@@ -219,9 +219,7 @@ impl Pool {
         m.submit(move |d| {
             let shard = enc.shard(idx);
             let header = ShardHeader::header(id, k, mm, stripe_len, shard);
-            let r = d
-                .write_file(&rel, &[&header, shard])
-                .and_then(|()| d.sync_file(&rel));
+            let r = d.write_file_durable(&rel, &[&header, shard]);
             if r.is_err() {
                 // do not leave a partial shard behind
                 let _ = d.remove_file(&rel);
@@ -278,9 +276,7 @@ impl Pool {
         }
         let r2 = rel.to_string();
         let t = m.submit(move |d| {
-            let r = d
-                .write_file(&r2, &[&header, &payload])
-                .and_then(|()| d.sync_file(&r2));
+            let r = d.write_file_durable(&r2, &[&header, &payload]);
             if r.is_err() {
                 let _ = d.remove_file(&r2);
             }
