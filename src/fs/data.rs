@@ -54,7 +54,7 @@ enum Piece {
 }
 
 impl Fs {
-    pub(super) fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
+    pub(crate) fn stripe_loc(&self, ino: u64, stripe: u64) -> FsResult<Option<StripeLoc>> {
         match self.meta.get(&stripe_key(ino, stripe))? {
             Some(b) => Ok(Some(dec_loc(&self.pool, &b)?)),
             None => Ok(None),
@@ -129,7 +129,7 @@ impl Fs {
 
     /// [`Fs::read`] without counting an access (replica builds and checks
     /// must not heat the object they copy).
-    pub(super) fn read_quiet(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub(crate) fn read_quiet(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         // Shards are read without the lock. A stripe rewritten, moved by
         // repair, truncated away or deleted meanwhile has its old shards
         // removed under us: then the read starts over from the current
@@ -499,7 +499,7 @@ impl Fs {
 
     /// Write out the given dirty stripes and commit their new locations,
     /// together with the inode and the removal of any inline copy.
-    pub(super) fn flush_stripes(&self, g: &mut Inner, ino: u64, stripes: &[u64]) -> FsResult<()> {
+    pub(crate) fn flush_stripes(&self, g: &mut Inner, ino: u64, stripes: &[u64]) -> FsResult<()> {
         self.flush_stripes_with(g, ino, stripes, Vec::new(), Vec::new())
     }
 
@@ -673,7 +673,7 @@ impl Fs {
     /// Wait for the background write of stripe `s` (if any) and commit its
     /// location. Blocks under the filesystem lock: the writer needs only the
     /// pool, never this lock.
-    pub(super) fn reap_one(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
+    pub(crate) fn reap_one(&self, g: &mut Inner, ino: u64, s: u64) -> FsResult<()> {
         let Some(f) = g.open.get_mut(&ino).and_then(|of| of.inflight.remove(&s)) else {
             return Ok(());
         };

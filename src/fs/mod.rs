@@ -10,17 +10,14 @@
 mod budget;
 mod data;
 mod error;
-mod fold;
 mod namespace;
 mod pages;
-mod rebalance;
-mod repair;
-mod replica;
-mod tier;
+pub use crate::maintenance::repair::{Progress, RepairItem, Task, DEFAULT_RATE};
+pub use crate::maintenance::replica::{
+    ReplicaCounts, ReplicaRec, ReplicaState, DEFAULT_VERIFY_SECS, REPLICA_DIR,
+};
+pub use crate::maintenance::tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};
 pub use namespace::{relatime_due, AtimeMode, NewNode, SetAttr};
-pub use repair::{Progress, RepairItem, Task, DEFAULT_RATE};
-pub use replica::{ReplicaCounts, ReplicaRec, ReplicaState, DEFAULT_VERIFY_SECS, REPLICA_DIR};
-pub use tier::{Tier, TierCounts, TierPolicy, TierState, TierStatus};
 pub mod names;
 pub mod schema;
 mod xattr;
@@ -58,52 +55,52 @@ const MAX_PATCHES: usize = 16;
 
 /// State of a file while any handle (or pending writeback) has it open.
 #[derive(Debug)]
-struct OpenFile {
-    refs: u32,
+pub(crate) struct OpenFile {
+    pub(crate) refs: u32,
     /// Authoritative inode while open; `inode.size` is the logical size.
-    inode: Inode,
+    pub(crate) inode: Inode,
     /// Size covered by durable (committed) data and metadata.
-    persisted_size: u64,
+    pub(crate) persisted_size: u64,
     /// Inline content, loaded on first use.
-    inline: Option<Vec<u8>>,
-    inline_dirty: bool,
+    pub(crate) inline: Option<Vec<u8>>,
+    pub(crate) inline_dirty: bool,
     /// Stripe buffers not yet written, each `stripe_size` long.
-    dirty: BTreeMap<u64, Vec<u8>>,
+    pub(crate) dirty: BTreeMap<u64, Vec<u8>>,
     /// Pages written into committed stripes and not yet written out, by
     /// stripe, then page ([`PAGE`] bytes each, clipped to the stripe's
     /// length): small overwrites, written out as patches (`fs::data`). A
     /// stripe has either a buffer in `dirty` or pages here, never both,
     /// and never pages while a write of it is in flight.
-    pages: BTreeMap<u64, BTreeMap<u32, Vec<u8>>>,
+    pub(crate) pages: BTreeMap<u64, BTreeMap<u32, Vec<u8>>>,
     /// Pages in `pages`, all stripes together.
-    page_count: usize,
+    pub(crate) page_count: usize,
     /// Inode fields changed since the last persist.
-    attr_dirty: bool,
+    pub(crate) attr_dirty: bool,
     /// Last stripe read: (stripe, version (see `StripeLoc::version`), data).
-    cache: Option<(u64, u64, Arc<Vec<u8>>)>,
+    pub(crate) cache: Option<(u64, u64, Arc<Vec<u8>>)>,
     /// Full stripes being written in the background, by stripe.
-    inflight: BTreeMap<u64, InFlight>,
+    pub(crate) inflight: BTreeMap<u64, InFlight>,
     /// True once committed stripes past EOF were looked for (see
     /// `Fs::clear_past_eof`); growth in this open session needs no check.
-    eof_checked: bool,
+    pub(crate) eof_checked: bool,
     /// Writable handles.
-    writers: u32,
+    pub(crate) writers: u32,
     /// Handles served by passthrough from the object's replica. While any
     /// is live the object is read-only (ETXTBSY; see `fs::replica`).
-    pt_refs: u32,
+    pub(crate) pt_refs: u32,
     /// The replica file those handles read, and its name: the kernel wants
     /// every open of an inode in passthrough mode on the same backing file.
-    pt_file: Option<(Arc<std::fs::File>, String)>,
+    pub(crate) pt_file: Option<(Arc<std::fs::File>, String)>,
     /// The file in use was found corrupt: new opens fail (EIO) until the
     /// passthrough handles are closed.
-    pt_bad: bool,
+    pub(crate) pt_bad: bool,
 }
 
 /// A stripe handed to a background writer. Its metadata is committed when
 /// the writer is reaped (next write, close, fsync, truncate), in the
 /// caller's order; reads see its bytes meanwhile.
 #[derive(Debug)]
-struct InFlight {
+pub(crate) struct InFlight {
     generation: u64,
     len: usize,
     data: Arc<Vec<u8>>,
@@ -112,26 +109,26 @@ struct InFlight {
 }
 
 #[derive(Debug)]
-struct Handle {
-    ino: u64,
-    writable: bool,
+pub(crate) struct Handle {
+    pub(crate) ino: u64,
+    pub(crate) writable: bool,
     /// Served by passthrough (counted in `OpenFile::pt_refs`).
-    passthrough: bool,
+    pub(crate) passthrough: bool,
 }
 
 #[derive(Debug)]
-struct Inner {
-    open: HashMap<u64, OpenFile>,
-    handles: HashMap<u64, Handle>,
-    next_fh: u64,
-    next_ino: u64,
-    next_gen: u64,
+pub(crate) struct Inner {
+    pub(crate) open: HashMap<u64, OpenFile>,
+    pub(crate) handles: HashMap<u64, Handle>,
+    pub(crate) next_fh: u64,
+    pub(crate) next_ino: u64,
+    pub(crate) next_gen: u64,
     /// Stripe buffers no longer used, kept for reuse: a fresh 4 MiB buffer
     /// costs a thousand page faults and the kernel's zeroing.
-    spare: Vec<Vec<u8>>,
+    pub(crate) spare: Vec<Vec<u8>>,
     /// What open files hold, as far as writes have charged it (an upper
     /// bound until recounted; see `fs::budget`).
-    mem_estimate: usize,
+    pub(crate) mem_estimate: usize,
 }
 
 /// Attributes handed to the FUSE glue.
@@ -151,8 +148,8 @@ pub struct Fs {
     /// Whole-file replicas and passthrough.
     pub replicas: ReplicaState,
     /// Stripes carrying patches, and when each was last patched (for
-    /// folding; see `fs::fold`).
-    patched: Mutex<HashMap<(u64, u64), std::time::Instant>>,
+    /// folding; see `maintenance::fold`).
+    pub(crate) patched: Mutex<HashMap<(u64, u64), std::time::Instant>>,
     /// Bytes open files may buffer in all (see `fs::budget`).
     budget: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
@@ -250,19 +247,19 @@ impl Fs {
     /// whole, so a request that panicked with the lock held leaves the
     /// table as valid as between two requests, and fsync/close of every
     /// other file must keep working.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         crate::guard::panic::lock_or_recover(&self.inner)
     }
 
     /// Inode record: the open copy if the file is open, else from metadata.
-    fn inode(&self, g: &Inner, ino: u64) -> FsResult<Inode> {
+    pub(crate) fn inode(&self, g: &Inner, ino: u64) -> FsResult<Inode> {
         if let Some(of) = g.open.get(&ino) {
             return Ok(of.inode.clone());
         }
         self.load_inode(ino)
     }
 
-    fn load_inode(&self, ino: u64) -> FsResult<Inode> {
+    pub(crate) fn load_inode(&self, ino: u64) -> FsResult<Inode> {
         match self.meta.get(&inode_key(ino))? {
             Some(b) => dec("inode", &b),
             None => Err(FsError::NotFound),

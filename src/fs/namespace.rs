@@ -255,7 +255,7 @@ impl Fs {
         self.open_locked(&mut g, ino, writable)
     }
 
-    pub(super) fn open_locked(&self, g: &mut Inner, ino: u64, writable: bool) -> FsResult<u64> {
+    pub(crate) fn open_locked(&self, g: &mut Inner, ino: u64, writable: bool) -> FsResult<u64> {
         let of = self.ensure_open(g, ino)?;
         if writable && of.pt_refs > 0 {
             // passthrough readers read the replica directly (fs::replica)

@@ -21,8 +21,8 @@
 //! leaves either location whole. New stripes prefer the pool's hot class.
 
 use super::repair::{MoveBatch, Pacer, Task};
-use super::schema::*;
-use super::{Fs, FsError, FsResult};
+use crate::fs::schema::*;
+use crate::fs::{Fs, FsError, FsResult};
 use crate::meta::Op;
 use crate::pool::{Health, StripeLoc, NO_MEMBER};
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ pub struct TierStatus {
     pub last_pass: TierCounts,
     /// Whole-file replicas and passthrough.
     #[serde(default)]
-    pub replicas: super::ReplicaCounts,
+    pub replicas: super::replica::ReplicaCounts,
 }
 
 /// Lock shards of the temperature table.
@@ -348,7 +348,7 @@ impl Fs {
     }
 
     /// Take back the temperatures the last mount saved (at mount).
-    pub(super) fn load_temperatures(&self) -> FsResult<()> {
+    pub(crate) fn load_temperatures(&self) -> FsResult<()> {
         if let Some(v) = self.meta.get(&counter_key("temps"))? {
             match bincode::deserialize::<SavedTemps>(&v) {
                 Ok(saved) => self.tier.restore(saved),
@@ -360,7 +360,7 @@ impl Fs {
     }
 
     /// Load the pool default's hot class into placement (at mount).
-    pub(super) fn load_tier_policy(&self) -> FsResult<()> {
+    pub(crate) fn load_tier_policy(&self) -> FsResult<()> {
         if let Some(v) = self.meta.get(&policy_key(0))? {
             let p: TierPolicy = dec_policy(&v)?;
             self.pool.set_write_class(p.hot_class);

@@ -12,7 +12,7 @@
 //! discarded); the old copy is deleted after the commit.
 
 use super::repair::{MoveBatch, Pacer, Task};
-use super::{Fs, FsResult};
+use crate::fs::{Fs, FsResult};
 use crate::pool::{Health, NO_MEMBER};
 use std::sync::atomic::Ordering;
 
@@ -206,7 +206,7 @@ impl Fs {
         crate::pool::check_new_member_dir(dir, &roots)?;
         locks
             .lock(dir)
-            .map_err(|e| super::FsError::Pool(crate::pool::PoolError::Setup(e)))?;
+            .map_err(|e| crate::fs::FsError::Pool(crate::pool::PoolError::Setup(e)))?;
         let disk = std::sync::Arc::new(crate::pool::DirDisk::new(dir));
         let added = self
             .pool

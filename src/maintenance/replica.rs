@@ -38,8 +38,8 @@
 //!    be a passthrough open of the same backing file, and a passthrough
 //!    writer would bypass the stripes).
 
-use super::schema::*;
-use super::{Fs, FsError, FsResult, Inner};
+use crate::fs::schema::*;
+use crate::fs::{Fs, FsError, FsResult, Inner};
 use crate::meta::Op;
 use crate::pool::Health;
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,7 @@ impl Fs {
     /// map (index, generation, length of every stripe) and the size. Every
     /// write, truncate or rewrite of a stripe gives it a new generation;
     /// moves of shards between members keep it.
-    pub(super) fn data_version(&self, ino: u64, size: u64) -> FsResult<[u8; 32]> {
+    pub(crate) fn data_version(&self, ino: u64, size: u64) -> FsResult<[u8; 32]> {
         let mut h = blake3::Hasher::new();
         h.update(&size.to_le_bytes());
         for (s, loc) in self.stripes(ino)? {
@@ -523,7 +523,7 @@ impl Fs {
     /// record is still that one). The file is deleted once the record's
     /// removal is durable; passthrough opens already holding it keep
     /// reading it (the object is read-only while they are open).
-    pub(super) fn drop_replica_if(&self, ino: u64, expect: Option<&ReplicaRec>) -> FsResult<bool> {
+    pub(crate) fn drop_replica_if(&self, ino: u64, expect: Option<&ReplicaRec>) -> FsResult<bool> {
         let g = self.lock();
         let Some(rec) = self.replica(ino)? else {
             return Ok(false);
@@ -555,7 +555,7 @@ impl Fs {
     /// replica served since its last check, which is older than half the
     /// verify interval, is checked. Returns (built, dropped, bytes read by
     /// a check).
-    pub(super) fn settle_replica(
+    pub(crate) fn settle_replica(
         &self,
         ino: u64,
         want_replica: Option<bool>,
@@ -618,7 +618,7 @@ impl Fs {
     /// Delete replica files that no record names (a crash between a copy
     /// and its record, or between a record's removal and the file's) and
     /// leftover temporary files. Runs at every mount, before serving.
-    pub(super) fn sweep_replicas(&self) -> FsResult<u64> {
+    pub(crate) fn sweep_replicas(&self) -> FsResult<u64> {
         let named: std::collections::HashSet<(u16, String)> = self
             .replica_inodes()?
             .into_iter()

@@ -1,9 +1,22 @@
+//! Background work, kept out of `fs/` (which is POSIX semantics only):
+//! repair and scrub ([`repair`]), rebalance and drain ([`rebalance`]),
+//! tiering ([`tier`]), whole-file replicas ([`replica`]) and folding
+//! patches back into their stripes ([`fold`]) are `impl Fs` blocks that
+//! reach the filesystem's state through its crate-visible internals, and
+//! this module's thread runs them.
+//!
 //! The daemon's maintenance thread: member probes, repair and scrub.
 //!
 //! Every few seconds (or at once when asked through the control socket) it
 //! probes members that errors made suspect or failed, and runs repair
 //! passes while stripes need them. A scrub pass runs when asked, and every
 //! `scrub_interval` (default a week).
+
+pub mod fold;
+pub mod rebalance;
+pub mod repair;
+pub mod replica;
+pub mod tier;
 
 use crate::fs::{Fs, Task};
 use crate::meta::{MetaStore, ReplicatedStore, WalStore};

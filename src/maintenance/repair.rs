@@ -14,8 +14,8 @@
 //! Scrub reads every shard of every stripe, data and parity, verifies its
 //! BLAKE3 checksums, and repairs what is wrong at once.
 
-use super::schema::*;
-use super::{Fs, FsResult};
+use crate::fs::schema::*;
+use crate::fs::{Fs, FsResult};
 use crate::meta::Op;
 use crate::pool::{Health, StripeLoc, NO_MEMBER};
 use serde::Serialize;
@@ -133,7 +133,7 @@ impl Task {
 }
 
 /// Paces work to a byte rate read at every step (so a change applies at once).
-pub(super) struct Pacer<'a> {
+pub(crate) struct Pacer<'a> {
     task: &'a Task,
     start: Instant,
     bytes: u64,
@@ -142,7 +142,7 @@ pub(super) struct Pacer<'a> {
 impl<'a> Pacer<'a> {
     /// Reset `task`'s progress for a pass over `stripes` stripes of
     /// `stripe_size` bytes, and start pacing.
-    pub(super) fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
+    pub(crate) fn start(task: &'a Task, stripes: u64, stripe_size: u64) -> Self {
         let mut p = crate::guard::panic::lock_or_recover(&task.progress);
         *p = Progress {
             running: true,
@@ -160,7 +160,7 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    pub(super) fn account(&mut self, n: u64) {
+    pub(crate) fn account(&mut self, n: u64) {
         self.bytes += n;
         let limit = self.task.rate_limit.load(Ordering::Relaxed);
         if limit == 0 {
@@ -173,7 +173,7 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    pub(super) fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.bytes as f64 / self.start.elapsed().as_secs_f64().max(1e-6)
     }
 }
@@ -195,7 +195,7 @@ pub struct RepairItem {
 /// rebalance, heat rebalance and tier passes, committed in batches with
 /// repair's compare-and-swap commit.
 #[derive(Default)]
-pub(super) struct MoveBatch {
+pub(crate) struct MoveBatch {
     items: Vec<(RepairItem, Vec<(usize, u16)>)>,
     /// Shards committed so far.
     pub moved: u64,
@@ -244,7 +244,7 @@ impl MoveBatch {
     }
 }
 
-pub(super) fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -253,7 +253,7 @@ pub(super) fn now_secs() -> u64 {
 
 impl Fs {
     /// Every committed stripe in key order, in batches (no lock held).
-    pub(super) fn for_each_stripe(&self, mut f: impl FnMut(u64, u64, StripeLoc)) -> FsResult<()> {
+    pub(crate) fn for_each_stripe(&self, mut f: impl FnMut(u64, u64, StripeLoc)) -> FsResult<()> {
         let mut cursor = b"T".to_vec();
         loop {
             let batch = self.meta.range(&cursor, b"U", 1024)?;
@@ -367,7 +367,7 @@ impl Fs {
     /// location is still the one repaired (compare and swap under the
     /// filesystem lock), all in one metadata commit. Copies of stripes that
     /// changed meanwhile are deleted. Returns the shards committed per item.
-    pub(super) fn commit_repairs(
+    pub(crate) fn commit_repairs(
         &self,
         batch: Vec<(RepairItem, Vec<(usize, u16)>)>,
     ) -> FsResult<Vec<usize>> {
@@ -531,9 +531,9 @@ impl Fs {
             .pool
             .members()
             .get(index as usize)
-            .ok_or_else(|| super::FsError::Invalid(format!("no member {index}")))?;
+            .ok_or_else(|| crate::fs::FsError::Invalid(format!("no member {index}")))?;
         if m.disk().is_none() {
-            return Err(super::FsError::Invalid(format!(
+            return Err(crate::fs::FsError::Invalid(format!(
                 "member {index} is missing from this mount"
             )));
         }
@@ -548,7 +548,7 @@ impl Fs {
     }
 
     /// Apply the persisted member states (at mount).
-    pub(super) fn load_member_health(&self) -> FsResult<()> {
+    pub(crate) fn load_member_health(&self) -> FsResult<()> {
         for (k, v) in self.meta.range(b"H", b"I", usize::MAX)? {
             if k.len() != 3 {
                 continue;

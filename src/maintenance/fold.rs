@@ -4,15 +4,15 @@
 //! stripes repair must rebuild (patched stripes never move), and when a
 //! stripe has too many patches (the next flush writes it whole).
 
-use super::schema::*;
-use super::{Fs, FsResult};
+use crate::fs::schema::*;
+use crate::fs::{Fs, FsResult};
 use crate::meta::{AfterCommit, Op};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Fs {
     /// Remember that stripe `s` of `ino` was patched now.
-    pub(super) fn note_patched(&self, ino: u64, s: u64) {
+    pub(crate) fn note_patched(&self, ino: u64, s: u64) {
         self.patched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -139,7 +139,7 @@ impl Fs {
     /// At mount: count the stripe map's references into every member's
     /// patch logs (removing logs nothing references) and note the patched
     /// stripes for folding.
-    pub(super) fn open_patches(&self) -> FsResult<()> {
+    pub(crate) fn open_patches(&self) -> FsResult<()> {
         let mut refs = Vec::new();
         self.for_each_stripe(|ino, s, loc| {
             if !loc.patches.is_empty() {
