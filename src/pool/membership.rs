@@ -177,11 +177,14 @@ impl Pool {
     /// up to date at a later mount.
     pub fn set_meta_replicas(&self, set: Vec<u16>) {
         let _g = self.add_lock.lock().unwrap();
-        {
-            let mut ms = self.meta_set.lock().unwrap();
-            ms.0 += 1;
-            ms.1 = set;
-        }
-        self.write_superblocks(&self.current_superblock());
+        // the superblocks first, then the in-memory set that status shows:
+        // whoever sees the new set finds it on the members too (a test
+        // that read the superblocks right after status changed saw the
+        // old epoch on a loaded machine)
+        let mut sb = self.current_superblock();
+        sb.meta_epoch += 1;
+        sb.meta_replicas = set.clone();
+        self.write_superblocks(&sb);
+        *self.meta_set.lock().unwrap() = (sb.meta_epoch, set);
     }
 }
