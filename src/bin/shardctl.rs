@@ -575,11 +575,13 @@ fn heat_svg(hist: &[shardfs::control::MemberHistory]) -> String {
     out
 }
 
-fn print_locate(l: &Locate) {
-    println!(
-        "{}: inode {}, {}, {} bytes, {}",
-        l.path, l.ino, l.kind, l.size, l.layout
-    );
+fn print_locate(l: &Locate, first_page: bool) {
+    if first_page {
+        println!(
+            "{}: inode {}, {}, {} bytes, {}",
+            l.path, l.ino, l.kind, l.size, l.layout
+        );
+    }
     if l.layout == "inline" {
         println!("data inline in the metadata, replicated on:");
         for r in &l.meta_replicas {
@@ -657,12 +659,43 @@ fn run(cli: Cli) -> Result<(), Ctl> {
             }
         }
         Cmd::Locate { path } => {
-            let v = call(&socket, Command::Locate { path })?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-            } else {
-                let l: Locate = serde_json::from_value(v).map_err(|e| e.to_string())?;
-                print_locate(&l);
+            // page by page: the daemon answers at most LOCATE_PAGE stripes
+            // per request; tables are printed as the pages come, JSON is
+            // one object with every stripe
+            let mut from = 0;
+            let mut all: Option<serde_json::Value> = None;
+            loop {
+                let v = call(
+                    &socket,
+                    Command::Locate {
+                        path: path.clone(),
+                        from,
+                        limit: None,
+                    },
+                )?;
+                let l: Locate = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                if cli.json {
+                    match &mut all {
+                        None => all = Some(v),
+                        Some(a) => {
+                            if let (Some(dst), Some(src)) =
+                                (a["stripes"].as_array_mut(), v["stripes"].as_array())
+                            {
+                                dst.extend(src.iter().cloned());
+                            }
+                        }
+                    }
+                } else {
+                    print_locate(&l, from == 0);
+                }
+                match l.next {
+                    Some(n) if n > from => from = n,
+                    _ => break,
+                }
+            }
+            if let Some(mut a) = all {
+                a["next"] = serde_json::Value::Null;
+                println!("{}", serde_json::to_string_pretty(&a).expect("json"));
             }
         }
         Cmd::Repair { cmd } => match cmd {

@@ -17,6 +17,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest reply a client accepts (a locate of a huge file is long).
 pub const MAX_REPLY: usize = 64 << 20;
+/// Most stripes in one locate reply: a huge file is located in pages
+/// (`from`, `limit`; the reply's `next` is the first stripe of the next
+/// page), so no reply is bigger than a few MiB and no request verifies
+/// more than this many stripes.
+pub const LOCATE_PAGE: u64 = 256;
 /// Directory of control sockets by default, for root.
 pub const DEFAULT_DIR: &str = "/run/shardfs";
 
@@ -53,6 +58,12 @@ pub enum Command {
     Locate {
         /// "bucket/key"
         path: String,
+        /// first stripe index of this page (default 0)
+        #[serde(default)]
+        from: u64,
+        /// stripes in this page (default and most [`LOCATE_PAGE`])
+        #[serde(default)]
+        limit: Option<u64>,
     },
     /// Repair progress, rate and ETA.
     RepairStatus,
@@ -309,6 +320,9 @@ pub struct Locate {
     pub k: u8,
     /// members holding the metadata (and so inline data)
     pub meta_replicas: Vec<String>,
-    /// stripes (empty when inline)
+    /// stripes of this page (empty when inline)
     pub stripes: Vec<StripeStatus>,
+    /// the first stripe index of the next page, if there are more stripes
+    #[serde(default)]
+    pub next: Option<u64>,
 }
