@@ -551,8 +551,13 @@ impl Metrics {
             ),
             (
                 "shardfs_pool_reconstructions_total",
-                "Stripes decoded with parity because a data shard was bad or slow, since mount.",
+                "Stripes decoded with parity because a shard was missing or bad, since mount.",
                 &st.reconstructions,
+            ),
+            (
+                "shardfs_pool_parity_reads_by_choice_total",
+                "Stripes decoded with parity by choice (busy or slow data shards skipped, none missing), since mount.",
+                &st.parity_by_choice,
             ),
             (
                 "shardfs_pool_shards_written_total",

@@ -422,3 +422,87 @@ fn locate_of_a_big_file_comes_in_pages() {
     assert_eq!(out.matches("\nstripe ").count(), 300);
     assert!(out.contains("stripe 299 "));
 }
+
+#[test]
+fn status_tells_parity_by_choice_from_reconstruction_shows_absent_members_and_human_times() {
+    let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..48u64)
+        .map(|i| (format!("bkt/f{i}"), pattern(i, 16_384)))
+        .collect();
+    for (p, d) in &files {
+        std::fs::write(t.p(p), d).unwrap();
+    }
+    let read_all = |t: &TestMount| {
+        for (p, d) in &files {
+            assert!(std::fs::read(t.p(p)).unwrap() == *d, "{p}");
+        }
+    };
+    // member 2 a busy disk (5 IOPS): reads route around it by choice;
+    // nothing is missing or bad
+    t.unmount();
+    t.mount_args = vec![
+        "--emulate-hdd".into(),
+        "2000:500".into(),
+        "--emulate-member".into(),
+        "2=5:50".into(),
+    ];
+    t.mount(); // a fresh mount: no page cache, reads reach the daemon
+    read_all(&t);
+    let v = t.json(&["status"]);
+    assert!(
+        v["parity_by_choice"].as_u64().unwrap() > 0,
+        "no read chose parity: {v}"
+    );
+    assert_eq!(v["reconstructions"], 0, "nothing was missing: {v}");
+    assert_eq!(v["bad_shards"], 0);
+    // member 0 (a metadata replica) gone: reads now reconstruct by need
+    t.unmount();
+    t.mount_args.clear();
+    std::fs::rename(&t.members[0], t.tmp.path().join("disk0.gone")).unwrap();
+    t.mount();
+    read_all(&t);
+    let v = t.json(&["status"]);
+    assert!(v["reconstructions"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["members"][0]["state"], "missing");
+    assert_eq!(v["members"][0]["meta_replica"], "absent", "{v}");
+    assert_eq!(v["members"][1]["meta_replica"], "healthy");
+    let (ok, out, err) = t.ctl(&["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("reconstructed because shards were missing or bad")
+            && out.contains("served from parity by choice"),
+        "{out}"
+    );
+    let row0 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("0  "))
+        .unwrap_or_else(|| panic!("no row for member 0: {out}"));
+    assert!(
+        row0.contains("absent") && !row0.contains("healthy"),
+        "{row0}"
+    );
+    // times for people: a local date, durations as 1h00m, no unix seconds
+    let (ok, _, err) = t.ctl(&["repair", "start"]);
+    assert!(ok, "{err}");
+    let start = std::time::Instant::now();
+    while t.json(&["repair", "status"])["passes"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, out, err) = t.ctl(&["repair", "status"]);
+    assert!(ok, "{err}");
+    let today = sh(t.tmp.path(), "date +%F");
+    assert!(
+        out.contains(&format!("ended {}", today.trim())) && out.contains(" ago)"),
+        "{out}"
+    );
+    assert!(!out.contains("unix time"), "{out}");
+    let (ok, out, err) = t.ctl(&["tier", "status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("cold after 1h00m idle"), "{out}");
+}

@@ -321,6 +321,7 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
     for c in [
         "shardfs_pool_bad_shards",
         "shardfs_pool_reconstructions",
+        "shardfs_pool_parity_reads_by_choice",
         "shardfs_pool_shards_written",
         "shardfs_pool_shards_read",
         "shardfs_pool_hedged_reads",

@@ -198,8 +198,11 @@ pub struct HeatReport {
     pub read_policy: String,
     /// reads hedged since mount
     pub hedges: u64,
-    /// stripes decoded with parity since mount
+    /// stripes decoded with parity since mount because a shard was missing or bad
     pub reconstructions: u64,
+    /// stripes decoded with parity since mount by choice (busy data shards skipped)
+    #[serde(default)]
+    pub parity_by_choice: u64,
     /// members
     pub members: Vec<MemberHeat>,
 }
@@ -260,8 +263,13 @@ pub struct Status {
     pub degraded_stripes: u64,
     /// shards found bad on read since mount
     pub bad_shards: u64,
-    /// stripes rebuilt from parity on read since mount
+    /// stripes decoded with parity on read since mount because a shard was
+    /// missing or bad
     pub reconstructions: u64,
+    /// stripes decoded with parity on read since mount by choice (busy or
+    /// slow data shards skipped; nothing missing)
+    #[serde(default)]
+    pub parity_by_choice: u64,
     /// usable bytes after parity
     pub usable_bytes: u64,
     /// free usable bytes

@@ -474,6 +474,7 @@ fn heat_report(ctx: &Context) -> super::HeatReport {
         read_policy: pool.read_policy().name().into(),
         hedges: pool.stats.hedges.load(Ordering::Relaxed),
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
+        parity_by_choice: pool.stats.parity_by_choice.load(Ordering::Relaxed),
         members: pool
             .members()
             .iter()
@@ -735,7 +736,15 @@ fn status(ctx: &Context) -> Result<Status, String> {
         .map(|m| {
             let (total, free) = m.capacity();
             let state = m.health().name();
-            let meta_replica = if pool.meta_replicas().contains(&m.index) {
+            let absent = matches!(
+                m.health(),
+                crate::pool::Health::Missing | crate::pool::Health::Removed
+            );
+            let meta_replica = if pool.meta_replicas().contains(&m.index) && absent {
+                // not part of the mount (or emptied by a drain): whatever
+                // the replica list says, no metadata is kept there now
+                Some("absent".to_string())
+            } else if pool.meta_replicas().contains(&m.index) {
                 Some(
                     replicas
                         .iter()
@@ -774,6 +783,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         degraded_stripes: degraded,
         bad_shards: pool.stats.bad_shards.load(Ordering::Relaxed),
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
+        parity_by_choice: pool.stats.parity_by_choice.load(Ordering::Relaxed),
         usable_bytes: usable,
         usable_free_bytes: usable_free,
         maintenance_restarts: sup.restarts,
