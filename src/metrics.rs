@@ -18,7 +18,7 @@ use crate::maintenance::Maintenance;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -551,8 +551,13 @@ impl Metrics {
             ),
             (
                 "shardfs_pool_reconstructions_total",
-                "Stripes decoded with parity because a data shard was bad or slow, since mount.",
+                "Stripes decoded with parity because a shard was missing or bad, since mount.",
                 &st.reconstructions,
+            ),
+            (
+                "shardfs_pool_parity_reads_by_choice_total",
+                "Stripes decoded with parity by choice (busy or slow data shards skipped, none missing), since mount.",
+                &st.parity_by_choice,
             ),
             (
                 "shardfs_pool_shards_written_total",
@@ -947,43 +952,133 @@ pub fn bind_http(addr: SocketAddr) -> Result<TcpListener, String> {
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
 
-/// Serve `GET /metrics` with `render()` on `listener`, one connection at a
-/// time, on a thread of its own: 404 for other paths, 405 for other
-/// methods (HEAD is answered as GET without a body).
+/// Connections served at once, each on a thread of its own. At the cap the
+/// connection that has waited longest for its request head is closed to
+/// make room; only when every one is rendering or sending is a new one
+/// answered 503.
+pub const MAX_HTTP_CONNECTIONS: usize = 16;
+/// The whole request head must arrive within this long of the connection.
+pub const HTTP_HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// The whole response must be taken by the client within this long.
+pub const HTTP_WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connections still reading their head, oldest first, with a handle to
+/// close them.
+type HttpWaiting = Arc<Mutex<std::collections::BTreeMap<u64, TcpStream>>>;
+
+/// Serve `GET /metrics` with `render()` on `listener`: 404 for other
+/// paths, 405 for other methods (HEAD is answered as GET without a body).
+/// Each connection has a thread and deadlines of its own (head
+/// [`HTTP_HEAD_DEADLINE`], response [`HTTP_WRITE_DEADLINE`]), so a client
+/// that connects and sends nothing, or reads slowly, never holds up another
+/// scrape; at most [`MAX_HTTP_CONNECTIONS`] are served at once.
 pub fn spawn_http<F>(listener: TcpListener, render: F) -> io::Result<std::thread::JoinHandle<()>>
 where
-    F: Fn() -> String + Send + 'static,
+    F: Fn() -> String + Send + Sync + 'static,
 {
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(render);
+    let active = Arc::new(AtomicUsize::new(0));
+    let waiting: HttpWaiting = Arc::default();
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
+            let mut next_id = 0u64;
             for conn in listener.incoming() {
                 let Ok(stream) = conn else { continue };
-                if let Err(e) = serve_http(stream, &render) {
-                    log::debug!("metrics: connection: {e}");
+                next_id += 1;
+                let id = next_id;
+                if active.load(Ordering::SeqCst) >= MAX_HTTP_CONNECTIONS {
+                    let oldest = crate::guard::panic::lock_or_recover(&waiting).pop_first();
+                    match oldest {
+                        Some((_, s)) => {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        }
+                        None => {
+                            busy(stream);
+                            continue;
+                        }
+                    }
+                }
+                if active.fetch_add(1, Ordering::SeqCst) >= 2 * MAX_HTTP_CONNECTIONS {
+                    // closed connections whose threads have not ended yet
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    busy(stream);
+                    continue;
+                }
+                let render = render.clone();
+                let slots = active.clone();
+                let waiting = waiting.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        let r = crate::guard::panic::contain("metrics connection", || {
+                            serve_http(stream, id, &*render, &waiting)
+                        });
+                        if let Ok(Err(e)) = r {
+                            log::debug!("metrics: connection: {e}");
+                        }
+                        crate::guard::panic::lock_or_recover(&waiting).remove(&id);
+                        slots.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })
 }
 
-fn serve_http(mut s: TcpStream, render: &dyn Fn() -> String) -> io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+/// Answer 503 without waiting on the client.
+fn busy(mut s: TcpStream) {
+    let _ = s.set_nonblocking(true);
+    let _ = s.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+          Content-Length: 29\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+          too many metrics connections\n",
+    );
+}
+
+/// Read the request head before `deadline`; None if it is too large.
+fn read_head(s: &mut TcpStream, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
-        let n = s.read(&mut buf)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_read_timeout(Some(left))?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
-            break;
+            return Ok(Some(head));
         }
         head.extend_from_slice(&buf[..n]);
         if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break;
+            return Ok(Some(head));
         }
         if head.len() > MAX_HEAD {
-            return respond(&mut s, "431 Request Header Fields Too Large", "", "");
+            return Ok(None);
         }
     }
+}
+
+fn serve_http(
+    mut s: TcpStream,
+    id: u64,
+    render: &(dyn Fn() -> String + Send + Sync),
+    waiting: &HttpWaiting,
+) -> io::Result<()> {
+    if let Ok(c) = s.try_clone() {
+        crate::guard::panic::lock_or_recover(waiting).insert(id, c);
+    }
+    let head = read_head(&mut s, Instant::now() + HTTP_HEAD_DEADLINE);
+    crate::guard::panic::lock_or_recover(waiting).remove(&id);
+    let Some(head) = head? else {
+        return respond(&mut s, "431 Request Header Fields Too Large", "", "");
+    };
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.trim_end_matches('\r').split(' ');
@@ -1040,8 +1135,22 @@ fn respond_typed(
     if with_body {
         out.push_str(body);
     }
-    s.write_all(out.as_bytes())?;
-    s.flush()?;
+    // one deadline for the whole response, not one per write
+    let deadline = Instant::now() + HTTP_WRITE_DEADLINE;
+    let mut buf = out.as_bytes();
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_write_timeout(Some(left))?;
+        match s.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     let _ = s.shutdown(std::net::Shutdown::Write);
     Ok(())
 }

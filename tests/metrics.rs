@@ -321,6 +321,7 @@ fn check(f: &BTreeMap<String, Family>, n: usize, read_bytes: u64) {
     for c in [
         "shardfs_pool_bad_shards",
         "shardfs_pool_reconstructions",
+        "shardfs_pool_parity_reads_by_choice",
         "shardfs_pool_shards_written",
         "shardfs_pool_shards_read",
         "shardfs_pool_hedged_reads",
@@ -589,4 +590,63 @@ fn metrics_listen_refuses_other_than_loopback() {
     let (ok, text, err) = t.ctl(&["metrics"]);
     assert!(ok, "{err}");
     parse(&text);
+}
+
+#[test]
+fn slow_http_clients_do_not_stall_concurrent_scrapes() {
+    let mut t = TestMount::new(6, &[]);
+    t.mount_args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+    t.remount();
+    let addr = metrics_addr(&t);
+    // clients that connect and send nothing, or half a request head, or
+    // ask and never read the answer: more than the server's connection cap
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(TcpStream::connect(&addr).unwrap());
+    }
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /metr").unwrap();
+        slow.push(s);
+    }
+    let mut never_reads = TcpStream::connect(&addr).unwrap();
+    never_reads
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // eight scrapes at once all answer, promptly
+    let start = Instant::now();
+    let scrapes: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let r = http(&addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    for s in scrapes {
+        let ((status, _, body), took) = s.join().unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(body.contains("shardfs_pool_info"), "{body}");
+        assert!(took < Duration::from_secs(3), "scrape took {took:?}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // an idle client is closed by the head deadline, not kept forever
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = idle.read_to_end(&mut buf);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "idle connection kept {:?}",
+        t0.elapsed()
+    );
+    drop(slow);
+    drop(never_reads);
+    let (status, _, _) = http(&addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }

@@ -250,7 +250,7 @@ fn print_progress(what: &str, p: &Progress) {
     };
     println!("rate       {}/s (limit {limit})", human(p.rate as u64));
     if let Some(eta) = p.eta_secs {
-        println!("eta        {:.0} s", eta);
+        println!("eta        {}", duration(eta));
     }
     if what == "scrub " {
         println!("bad shards {} found, {} repaired", p.shards, p.repaired);
@@ -270,7 +270,7 @@ fn print_progress(what: &str, p: &Progress) {
         );
     }
     match p.last_pass_end {
-        Some(t) => println!("last pass  ended at {t} (unix time)"),
+        Some(t) => println!("last pass  ended {}", when(t)),
         None => println!("last pass  none finished since mount"),
     }
 }
@@ -315,6 +315,59 @@ fn print_value(v: &serde_json::Value, json: bool) {
     }
 }
 
+/// A duration for people: "45s", "3m12s", "2h05m", "3d04h".
+fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "unknown".into();
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A unix time as local date and time, with how long ago:
+/// "2026-12-03 17:20:01 CET (3m12s ago)".
+fn when(t: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(t);
+    let ago = if now >= t {
+        format!("{} ago", duration((now - t) as f64))
+    } else {
+        format!("in {}", duration((t - now) as f64))
+    };
+    format!("{} ({ago})", local_time(t))
+}
+
+/// "YYYY-MM-DD HH:MM:SS ZONE" in the local time zone (TZ, /etc/localtime).
+fn local_time(t: u64) -> String {
+    let tt = t as libc::time_t;
+    // SAFETY: localtime_r and strftime write into the buffers we own; the
+    // format is NUL-terminated and the output length is bounded.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&tt, &mut tm).is_null() {
+            return format!("unix time {t}");
+        }
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%Y-%m-%d %H:%M:%S %Z".as_ptr(),
+            &tm,
+        );
+        if n == 0 {
+            return format!("unix time {t}");
+        }
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
 fn human(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -350,8 +403,12 @@ fn print_status(s: &Status) {
         s.objects, s.stripes, s.degraded_stripes
     );
     println!(
-        "reads      {} bad shards seen, {} stripes rebuilt from parity",
-        s.bad_shards, s.reconstructions
+        "reads      {} stripes reconstructed because shards were missing or bad ({} bad shards seen)",
+        s.reconstructions, s.bad_shards
+    );
+    println!(
+        "           {} stripes served from parity by choice (busy or slow disks skipped, nothing missing)",
+        s.parity_by_choice
     );
     if s.maintenance_restarts > 0 {
         println!(
@@ -366,12 +423,14 @@ fn print_status(s: &Status) {
         "#", "STATE", "SIZE", "USED", "ERRORS", "METADATA"
     );
     for m in &s.members {
+        let absent = matches!(m.state.as_str(), "missing" | "removed");
+        let size = |b: u64| if absent { "-".to_string() } else { human(b) };
         println!(
             "{:>3}  {:<8} {:>10} {:>10} {:>6}  {:<10} {}",
             m.index,
             m.state,
-            human(m.total_bytes),
-            human(m.used_bytes),
+            size(m.total_bytes),
+            size(m.used_bytes),
             m.errors,
             m.meta_replica.as_deref().unwrap_or("-"),
             m.path
@@ -382,7 +441,7 @@ fn print_status(s: &Status) {
 fn print_tier(v: &serde_json::Value) {
     let pol = |p: &serde_json::Value| {
         format!(
-            "hot on {}{}, cold on {}, hot after {} accesses, cold after {} s idle",
+            "hot on {}{}, cold on {}, hot after {} accesses, cold after {} idle",
             p["hot_class"].as_str().unwrap_or("(none)"),
             if p["hot_replica"].as_bool() == Some(true) {
                 " + replica"
@@ -391,7 +450,7 @@ fn print_tier(v: &serde_json::Value) {
             },
             p["cold_class"].as_str().unwrap_or("(none)"),
             p["promote_reads"],
-            p["demote_after_secs"]
+            duration(p["demote_after_secs"].as_f64().unwrap_or(f64::NAN))
         )
     };
     println!("pool default  {}", pol(&v["default_policy"]));
@@ -454,8 +513,8 @@ fn print_tier(v: &serde_json::Value) {
 
 fn print_heat(r: &shardfs::control::HeatReport) {
     println!(
-        "read policy {}   hedged reads {}   stripes decoded with parity {}",
-        r.read_policy, r.hedges, r.reconstructions
+        "read policy {}   hedged reads {}   parity reads: {} by choice, {} reconstructed (shards missing or bad)",
+        r.read_policy, r.hedges, r.parity_by_choice, r.reconstructions
     );
     println!();
     println!(
@@ -575,11 +634,13 @@ fn heat_svg(hist: &[shardfs::control::MemberHistory]) -> String {
     out
 }
 
-fn print_locate(l: &Locate) {
-    println!(
-        "{}: inode {}, {}, {} bytes, {}",
-        l.path, l.ino, l.kind, l.size, l.layout
-    );
+fn print_locate(l: &Locate, first_page: bool) {
+    if first_page {
+        println!(
+            "{}: inode {}, {}, {} bytes, {}",
+            l.path, l.ino, l.kind, l.size, l.layout
+        );
+    }
     if l.layout == "inline" {
         println!("data inline in the metadata, replicated on:");
         for r in &l.meta_replicas {
@@ -657,12 +718,43 @@ fn run(cli: Cli) -> Result<(), Ctl> {
             }
         }
         Cmd::Locate { path } => {
-            let v = call(&socket, Command::Locate { path })?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-            } else {
-                let l: Locate = serde_json::from_value(v).map_err(|e| e.to_string())?;
-                print_locate(&l);
+            // page by page: the daemon answers at most LOCATE_PAGE stripes
+            // per request; tables are printed as the pages come, JSON is
+            // one object with every stripe
+            let mut from = 0;
+            let mut all: Option<serde_json::Value> = None;
+            loop {
+                let v = call(
+                    &socket,
+                    Command::Locate {
+                        path: path.clone(),
+                        from,
+                        limit: None,
+                    },
+                )?;
+                let l: Locate = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                if cli.json {
+                    match &mut all {
+                        None => all = Some(v),
+                        Some(a) => {
+                            if let (Some(dst), Some(src)) =
+                                (a["stripes"].as_array_mut(), v["stripes"].as_array())
+                            {
+                                dst.extend(src.iter().cloned());
+                            }
+                        }
+                    }
+                } else {
+                    print_locate(&l, from == 0);
+                }
+                match l.next {
+                    Some(n) if n > from => from = n,
+                    _ => break,
+                }
+            }
+            if let Some(mut a) = all {
+                a["next"] = serde_json::Value::Null;
+                println!("{}", serde_json::to_string_pretty(&a).expect("json"));
             }
         }
         Cmd::Repair { cmd } => match cmd {

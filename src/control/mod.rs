@@ -17,6 +17,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Largest reply a client accepts (a locate of a huge file is long).
 pub const MAX_REPLY: usize = 64 << 20;
+/// Most stripes in one locate reply: a huge file is located in pages
+/// (`from`, `limit`; the reply's `next` is the first stripe of the next
+/// page), so no reply is bigger than a few MiB and no request verifies
+/// more than this many stripes.
+pub const LOCATE_PAGE: u64 = 256;
 /// Directory of control sockets by default, for root.
 pub const DEFAULT_DIR: &str = "/run/shardfs";
 
@@ -53,6 +58,12 @@ pub enum Command {
     Locate {
         /// "bucket/key"
         path: String,
+        /// first stripe index of this page (default 0)
+        #[serde(default)]
+        from: u64,
+        /// stripes in this page (default and most [`LOCATE_PAGE`])
+        #[serde(default)]
+        limit: Option<u64>,
     },
     /// Repair progress, rate and ETA.
     RepairStatus,
@@ -187,8 +198,11 @@ pub struct HeatReport {
     pub read_policy: String,
     /// reads hedged since mount
     pub hedges: u64,
-    /// stripes decoded with parity since mount
+    /// stripes decoded with parity since mount because a shard was missing or bad
     pub reconstructions: u64,
+    /// stripes decoded with parity since mount by choice (busy data shards skipped)
+    #[serde(default)]
+    pub parity_by_choice: u64,
     /// members
     pub members: Vec<MemberHeat>,
 }
@@ -249,8 +263,13 @@ pub struct Status {
     pub degraded_stripes: u64,
     /// shards found bad on read since mount
     pub bad_shards: u64,
-    /// stripes rebuilt from parity on read since mount
+    /// stripes decoded with parity on read since mount because a shard was
+    /// missing or bad
     pub reconstructions: u64,
+    /// stripes decoded with parity on read since mount by choice (busy or
+    /// slow data shards skipped; nothing missing)
+    #[serde(default)]
+    pub parity_by_choice: u64,
     /// usable bytes after parity
     pub usable_bytes: u64,
     /// free usable bytes
@@ -309,6 +328,9 @@ pub struct Locate {
     pub k: u8,
     /// members holding the metadata (and so inline data)
     pub meta_replicas: Vec<String>,
-    /// stripes (empty when inline)
+    /// stripes of this page (empty when inline)
     pub stripes: Vec<StripeStatus>,
+    /// the first stripe index of the next page, if there are more stripes
+    #[serde(default)]
+    pub next: Option<u64>,
 }

@@ -2,17 +2,28 @@
 
 use super::*;
 use crate::fs::Fs;
+use crate::guard::panic::lock_or_recover;
 use crate::meta::ReplicatedStore;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Connections served at once; more are refused with an error reply.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once. At the cap, the connection that has waited
+/// longest for its request is closed to make room (a waiting connection
+/// costs nothing to drop); only when every connection is running a command
+/// is a new one refused.
+const MAX_CONNECTIONS: usize = 64;
+/// A whole request frame must arrive within this long of the connection
+/// (or of the previous reply on it): a client that connects and sends
+/// nothing, or half a frame, or a byte a second, is closed then.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// A whole reply must be taken by the client within this long.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the server needs from the daemon.
 pub struct Context {
@@ -35,48 +46,161 @@ impl Context {
     }
 }
 
+/// Connections waiting for a request, oldest first (by id), with a handle
+/// to close them.
+type Waiting = Arc<Mutex<BTreeMap<u64, UnixStream>>>;
+
+/// Check the directory of the control socket: owned by us (or root, for
+/// an explicit `--socket`), not a symlink, and not writable by group or
+/// others (an explicit `--socket` in a sticky directory such as /tmp is
+/// allowed). `strict` is for the default directory (`/run/shardfs`,
+/// `$XDG_RUNTIME_DIR/shardfs`, `/tmp/shardfs-UID`), which another user
+/// could have created first: it must be ours and 0700-like.
+pub fn check_socket_dir(dir: &Path, strict: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if md.file_type().is_symlink() || !md.is_dir() {
+        return Err(format!(
+            "socket directory {} is not a directory (a symlink or a file): refusing to put \
+             the control socket there; remove it or give --socket in a directory of yours",
+            dir.display()
+        ));
+    }
+    let owner_ok = md.uid() == me || (!strict && md.uid() == 0);
+    if !owner_ok {
+        return Err(format!(
+            "socket directory {} belongs to uid {}, not to uid {me}: another user may have \
+             created it to take over the control socket; remove it (or give --socket in a \
+             directory of yours)",
+            dir.display(),
+            md.uid()
+        ));
+    }
+    let mode = md.mode() & 0o7777;
+    let loose = mode & 0o022 != 0;
+    if loose && (strict || mode & 0o1000 == 0) {
+        return Err(format!(
+            "socket directory {} has mode {mode:04o}: group or other users may write it and \
+             replace the control socket; `chmod go-w {}` (or give --socket in a directory \
+             only you can write)",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Make the socket's directory (0700 if created) and check it; check what
+/// is at `path` already: a live daemon's socket is an error, a stale socket
+/// is removed, anything that is not a socket is never touched.
+pub fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+    let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let strict = dir == default_dir();
+        if !dir.exists() {
+            if let Some(up) = dir.parent() {
+                std::fs::create_dir_all(up)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        check_socket_dir(dir, strict).map_err(refuse)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(md) if md.file_type().is_socket() => {
+            // a stale socket from a daemon that died; a live one would answer
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another shardfs daemon", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)
+        }
+        Ok(md) => {
+            let what = if md.file_type().is_symlink() {
+                "a symlink"
+            } else if md.is_dir() {
+                "a directory"
+            } else {
+                "a file"
+            };
+            Err(refuse(format!(
+                "{} exists and is {what}, not a socket: shardfs never deletes it; remove it \
+                 yourself or give another --socket",
+                path.display()
+            )))
+        }
+    }
+}
+
 /// Bind the socket (mode 0600) and serve it on a thread.
 pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        // a stale socket from a daemon that died; a live one would answer
-        if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by another shardfs daemon", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
+    prepare_socket_path(path)?;
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let active = Arc::new(AtomicUsize::new(0));
+    let waiting: Waiting = Arc::default();
+    let mut next_id = 0u64;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(stream) = conn else { continue };
-                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                next_id += 1;
+                let id = next_id;
+                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    // close the connection that has waited longest for its
+                    // request; its thread sees EOF and releases its slot
+                    let oldest = {
+                        let mut w = lock_or_recover(&waiting);
+                        w.pop_first()
+                    };
+                    match oldest {
+                        Some((_, s)) => {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        }
+                        None => {
+                            let mut s = stream;
+                            let _ = s.set_nonblocking(true);
+                            let _ = reply(&mut s, &Reply::err("too many control connections"));
+                            continue;
+                        }
+                    }
+                }
+                if active.fetch_add(1, Ordering::SeqCst) >= 2 * MAX_CONNECTIONS {
+                    // evicted threads have not exited yet
                     active.fetch_sub(1, Ordering::SeqCst);
                     let mut s = stream;
+                    let _ = s.set_nonblocking(true);
                     let _ = reply(&mut s, &Reply::err("too many control connections"));
                     continue;
                 }
                 let ctx = ctx.clone();
-                let active = active.clone();
-                let _ = std::thread::Builder::new()
+                let slots = active.clone();
+                let waiting = waiting.clone();
+                let spawned = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || {
                         // a panicking handler must not leak the slot: the
                         // stream is dropped while unwinding, the count
                         // released after
                         let _ = crate::guard::panic::contain("control connection", || {
-                            serve(stream, &ctx)
+                            serve(stream, id, &ctx, &waiting)
                         });
-                        active.fetch_sub(1, Ordering::SeqCst);
+                        lock_or_recover(&waiting).remove(&id);
+                        slots.fetch_sub(1, Ordering::SeqCst);
                     });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })?;
     Ok(path.to_path_buf())
@@ -85,7 +209,80 @@ pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
 fn reply(s: &mut UnixStream, r: &Reply) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(r).expect("serialisable");
     line.push(b'\n');
-    s.write_all(&line)
+    write_by(s, &line, Instant::now() + REPLY_DEADLINE)
+}
+
+/// Write all of `buf` before `deadline` (one deadline for the whole
+/// reply, not one per write: a client reading a byte at a time is cut off).
+fn write_by(s: &mut UnixStream, mut buf: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        s.set_write_timeout(Some(left))?;
+        match s.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Why no request frame came.
+enum NoFrame {
+    /// the client closed (or reset) the connection
+    Closed,
+    /// the frame did not end within [`MAX_FRAME`] bytes
+    TooLarge,
+    /// the frame was not complete by the deadline
+    Late,
+}
+
+/// Read one request line (without its newline) before `deadline`;
+/// `buf` keeps bytes of the next frame (pipelined requests).
+fn read_frame(
+    s: &mut UnixStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Vec<u8>, NoFrame> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(at) = buf.iter().position(|&b| b == b'\n') {
+            if at > MAX_FRAME {
+                return Err(NoFrame::TooLarge);
+            }
+            let mut line: Vec<u8> = buf.drain(..=at).collect();
+            line.pop();
+            return Ok(line);
+        }
+        if buf.len() > MAX_FRAME {
+            return Err(NoFrame::TooLarge);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(NoFrame::Late);
+        }
+        if s.set_read_timeout(Some(left)).is_err() {
+            return Err(NoFrame::Closed);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(NoFrame::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(NoFrame::Late)
+            }
+            Err(_) => return Err(NoFrame::Closed),
+        }
+    }
 }
 
 fn authorized(s: &UnixStream) -> Result<(), String> {
@@ -102,36 +299,42 @@ fn authorized(s: &UnixStream) -> Result<(), String> {
     }
 }
 
-fn serve(mut stream: UnixStream, ctx: &Context) {
+fn serve(mut stream: UnixStream, id: u64, ctx: &Context, waiting: &Waiting) {
     if let Err(why) = authorized(&stream) {
         log::warn!("control: refused a connection: {why}");
         let _ = reply(&mut stream, &Reply::err(why));
         return;
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half.take(u64::MAX));
+    let mut buf = Vec::new();
     loop {
-        let mut line = Vec::new();
-        // read at most MAX_FRAME + 1 bytes of one line
-        let n = match (&mut reader)
-            .take(MAX_FRAME as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(_) => return, // timeout or reset
-        };
-        if n > MAX_FRAME || (line.last() != Some(&b'\n') && n == MAX_FRAME + 1) {
-            let _ = reply(
-                &mut stream,
-                &Reply::err(format!("request larger than {MAX_FRAME} bytes")),
-            );
-            return;
+        // while it waits for a request the connection may be closed to
+        // make room for another (see MAX_CONNECTIONS)
+        if let Ok(c) = stream.try_clone() {
+            lock_or_recover(waiting).insert(id, c);
         }
+        let frame = read_frame(&mut stream, &mut buf, Instant::now() + REQUEST_DEADLINE);
+        lock_or_recover(waiting).remove(&id);
+        let line = match frame {
+            Ok(line) => line,
+            Err(NoFrame::Closed) => return,
+            Err(NoFrame::TooLarge) => {
+                let _ = reply(
+                    &mut stream,
+                    &Reply::err(format!("request larger than {MAX_FRAME} bytes")),
+                );
+                return;
+            }
+            Err(NoFrame::Late) => {
+                let _ = reply(
+                    &mut stream,
+                    &Reply::err(format!(
+                        "no complete request within {} s: connection closed",
+                        REQUEST_DEADLINE.as_secs()
+                    )),
+                );
+                return;
+            }
+        };
         let r = handle(&line, ctx);
         if reply(&mut stream, &r).is_err() {
             return;
@@ -165,8 +368,8 @@ pub fn handle(line: &[u8], ctx: &Context) -> Reply {
     };
     let result = match req.cmd {
         Command::Status => status(ctx).map(|s| serde_json::to_value(s).expect("json")),
-        Command::Locate { path } => {
-            locate(ctx, &path).map(|l| serde_json::to_value(l).expect("json"))
+        Command::Locate { path, from, limit } => {
+            locate(ctx, &path, from, limit).map(|l| serde_json::to_value(l).expect("json"))
         }
         Command::RepairStatus => Ok(json(ctx.maintenance.repair.snapshot())),
         Command::RepairStart => {
@@ -271,6 +474,7 @@ fn heat_report(ctx: &Context) -> super::HeatReport {
         read_policy: pool.read_policy().name().into(),
         hedges: pool.stats.hedges.load(Ordering::Relaxed),
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
+        parity_by_choice: pool.stats.parity_by_choice.load(Ordering::Relaxed),
         members: pool
             .members()
             .iter()
@@ -343,6 +547,14 @@ fn set_health(
         }
         _ => {}
     }
+    // one admin health change at a time: the checks below and the change
+    // itself happen under this lock, so two `disk fail`s cannot both pass
+    // a check that only one of them may pass
+    let _one = lock_or_recover(&HEALTH_CHANGE);
+    let cur = m.health();
+    if matches!(cur, Health::Removed | Health::Missing) {
+        return Err(format!("member {member} is already {}", cur.name()));
+    }
     // refuse a change that would leave too few members for the code
     let left = pool
         .members()
@@ -356,6 +568,7 @@ fn set_health(
              fewer than k+1 = {need} for writes"
         ));
     }
+    stripes_keep_redundancy(ctx, member, h)?;
     ctx.fs
         .set_member_health(member, h)
         .map_err(|e| e.to_string())?;
@@ -368,6 +581,84 @@ fn set_health(
             h.name()
         ),
     })))
+}
+
+/// Serialises admin member-health changes (`disk fail`, `disk drain`).
+static HEALTH_CHANGE: Mutex<()> = Mutex::new(());
+
+/// Stripe records read per step of the redundancy scan.
+const SCAN_BATCH: usize = 4096;
+
+/// Refuse to take `member` out (`h`: failed or draining) if any committed
+/// stripe would be left with fewer than k+1 shards on readable members
+/// other than it. Counts the stripe records (the `T` table) in batches.
+fn stripes_keep_redundancy(
+    ctx: &Context,
+    member: u16,
+    h: crate::pool::Health,
+) -> Result<(), String> {
+    let pool = &ctx.fs.pool;
+    let k = pool.k();
+    let need = k + 1;
+    let readable: Vec<bool> = pool
+        .members()
+        .iter()
+        .map(|m| m.index != member && m.live_disk().is_some())
+        .collect();
+    let mut cursor = b"T".to_vec();
+    let end = b"U".to_vec();
+    let mut short = 0u64;
+    let mut first: Option<(u64, u64, usize)> = None;
+    loop {
+        let batch = ctx
+            .fs
+            .meta
+            .range(&cursor, &end, SCAN_BATCH)
+            .map_err(|e| format!("reading the stripe map: {e}"))?;
+        let Some((last, _)) = batch.last() else { break };
+        let mut next = last.clone();
+        next.push(0);
+        for (key, v) in &batch {
+            let loc = crate::fs::schema::dec_loc(pool, v).map_err(|e| e.to_string())?;
+            let have = loc
+                .members
+                .iter()
+                .filter(|&&mi| {
+                    mi != crate::pool::NO_MEMBER
+                        && readable.get(mi as usize).copied().unwrap_or(false)
+                })
+                .count();
+            if have < need {
+                short += 1;
+                if first.is_none() && key.len() >= 17 {
+                    first = Some((
+                        crate::fs::schema::key_u64_at(key, 1),
+                        crate::fs::schema::key_u64_at(key, 9),
+                        have,
+                    ));
+                }
+            }
+        }
+        if batch.len() < SCAN_BATCH {
+            break;
+        }
+        cursor = next;
+    }
+    match first {
+        None if short == 0 => Ok(()),
+        None => Err(format!(
+            "refusing to mark member {member} {}: {short} stripe(s) would keep fewer than \
+             k+1 = {need} readable shards; let repair finish first",
+            h.name()
+        )),
+        Some((ino, stripe, have)) => Err(format!(
+            "refusing to mark member {member} {}: {short} stripe(s) would keep fewer than \
+             k+1 = {need} readable shards (object {ino} stripe {stripe} would have {have}); \
+             let repair finish first (`shardctl repair status --wait`) or bring the missing \
+             members back",
+            h.name()
+        )),
+    }
 }
 
 fn durability(ctx: &Context, afr: Option<f64>) -> Result<serde_json::Value, String> {
@@ -445,7 +736,15 @@ fn status(ctx: &Context) -> Result<Status, String> {
         .map(|m| {
             let (total, free) = m.capacity();
             let state = m.health().name();
-            let meta_replica = if pool.meta_replicas().contains(&m.index) {
+            let absent = matches!(
+                m.health(),
+                crate::pool::Health::Missing | crate::pool::Health::Removed
+            );
+            let meta_replica = if pool.meta_replicas().contains(&m.index) && absent {
+                // not part of the mount (or emptied by a drain): whatever
+                // the replica list says, no metadata is kept there now
+                Some("absent".to_string())
+            } else if pool.meta_replicas().contains(&m.index) {
                 Some(
                     replicas
                         .iter()
@@ -484,6 +783,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
         degraded_stripes: degraded,
         bad_shards: pool.stats.bad_shards.load(Ordering::Relaxed),
         reconstructions: pool.stats.reconstructions.load(Ordering::Relaxed),
+        parity_by_choice: pool.stats.parity_by_choice.load(Ordering::Relaxed),
         usable_bytes: usable,
         usable_free_bytes: usable_free,
         maintenance_restarts: sup.restarts,
@@ -491,7 +791,7 @@ fn status(ctx: &Context) -> Result<Status, String> {
     })
 }
 
-fn locate(ctx: &Context, path: &str) -> Result<Locate, String> {
+fn locate(ctx: &Context, path: &str, from: u64, limit: Option<u64>) -> Result<Locate, String> {
     let fs = &ctx.fs;
     if path.len() > 4096 {
         return Err("path too long".into());
@@ -504,9 +804,24 @@ fn locate(ctx: &Context, path: &str) -> Result<Locate, String> {
             .map(|m| m.path().to_string())
             .unwrap_or_default()
     };
+    let limit = limit.unwrap_or(LOCATE_PAGE).clamp(1, LOCATE_PAGE) as usize;
     let mut stripes = Vec::new();
+    let mut next = None;
     if inode.striped {
-        for (s, loc) in fs.stripes(inode.ino).map_err(|e| e.to_string())? {
+        // one page of the stripe map, plus one record to tell if more follow
+        use crate::fs::schema::{dec_loc, key_u64_at, stripe_key, stripe_prefix};
+        let end = crate::meta::prefix_end(&stripe_prefix(inode.ino));
+        let mut recs = fs
+            .meta
+            .range(&stripe_key(inode.ino, from), &end, limit + 1)
+            .map_err(|e| e.to_string())?;
+        if recs.len() > limit {
+            next = recs.get(limit).map(|(k, _)| key_u64_at(k, 9));
+            recs.truncate(limit);
+        }
+        for (key, v) in recs {
+            let s = key_u64_at(&key, 9);
+            let loc = dec_loc(pool, &v).map_err(|e| e.to_string())?;
             let checks = pool.verify_stripe(inode.ino, s, &loc);
             let shards = checks
                 .into_iter()
@@ -545,5 +860,6 @@ fn locate(ctx: &Context, path: &str) -> Result<Locate, String> {
             .map(|(n, ok)| format!("{n} ({})", if ok { "healthy" } else { "failed" }))
             .collect(),
         stripes,
+        next,
     })
 }

@@ -130,8 +130,13 @@ pub enum PoolError {
 pub struct PoolStats {
     /// Shards found missing, unreadable or corrupt on read.
     pub bad_shards: AtomicU64,
-    /// Stripes decoded with parity because a data shard was bad.
+    /// Stripes decoded with parity because a shard was missing (member
+    /// absent or out of service, never written) or bad (unreadable, corrupt,
+    /// timed out).
     pub reconstructions: AtomicU64,
+    /// Stripes decoded with parity by choice: every shard was there, but
+    /// the read skipped busy or slow data shards (heat policy, hedges).
+    pub parity_by_choice: AtomicU64,
     /// Shard files written.
     pub shards_written: AtomicU64,
     /// Shard files read.

@@ -200,7 +200,7 @@ impl Pool {
         from: usize,
         to: usize,
         targets: &[usize],
-    ) -> Vec<Option<Vec<u8>>> {
+    ) -> (Vec<Option<Vec<u8>>>, bool) {
         let k = self.k();
         let n = loc.members.len();
         let payload_len = self.codec.shard_len(loc.len as usize);
@@ -209,6 +209,9 @@ impl Pool {
             .filter(|&i| loc.members[i] != NO_MEMBER)
             .filter(|&i| self.slots[loc.members[i] as usize].live_disk().is_some())
             .collect();
+        // a shard wanted that is missing, or a read that failed: parity is
+        // then used by need, not by choice (status tells them apart)
+        let mut trouble = targets.iter().any(|t| !live.contains(t));
         // the first set to ask, and the order of the rest
         let (mut order, first): (Vec<usize>, Vec<usize>) = match policy {
             ReadPolicy::Naive => {
@@ -354,6 +357,7 @@ impl Pool {
                             pieces[slot] = Some(bytes);
                         }
                         Err(e) => {
+                            trouble = true;
                             let id = self.shard_id(object, stripe, loc.generation, slot);
                             self.shard_failed(mi, &id, &e);
                             top_up(&pieces, &mut pending, &mut order);
@@ -367,6 +371,7 @@ impl Pool {
                     while i < pending.len() {
                         if now >= pending[i].started + timeout {
                             let p = pending.remove(i);
+                            trouble = true;
                             let mi = loc.members[p.slot];
                             let id = self.shard_id(object, stripe, loc.generation, p.slot);
                             self.shard_failed(
@@ -401,7 +406,17 @@ impl Pool {
                 }
             }
         }
-        pieces
+        (pieces, trouble)
+    }
+
+    /// Count a decode that used parity: by need (a shard missing or bad)
+    /// or by choice (data shards skipped as busy or slow).
+    fn count_parity_read(&self, trouble: bool) {
+        if trouble {
+            self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.parity_by_choice.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Read a stripe's `loc.len` bytes, verifying every shard used and
@@ -416,9 +431,10 @@ impl Pool {
         let k = self.k();
         let payload_len = self.codec.shard_len(loc.len as usize);
         let targets: Vec<usize> = (0..k).collect();
-        let mut shards = self.gather(object, stripe, loc, 0, payload_len, &targets);
+        let (mut shards, mut trouble) = self.gather(object, stripe, loc, 0, payload_len, &targets);
         let mut good = shards.iter().filter(|s| s.is_some()).count();
         if good < k {
+            trouble = true;
             good = self.read_out_of_service(object, stripe, loc, &mut shards, good);
         }
         if good < k {
@@ -431,7 +447,7 @@ impl Pool {
             });
         }
         if shards[..k].iter().any(|s| s.is_none()) {
-            self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+            self.count_parity_read(trouble);
             log::debug!("object {object} stripe {stripe}: decoded with parity");
         }
         let mut data =
@@ -529,7 +545,7 @@ impl Pool {
             * BLOCK)
             .min(len);
         let targets: Vec<usize> = segs.iter().map(|s| s.0).collect();
-        let mut pieces = self.gather(object, stripe, loc, from, to, &targets);
+        let (mut pieces, trouble) = self.gather(object, stripe, loc, from, to, &targets);
         if !targets.iter().all(|&t| pieces[t].is_some()) {
             if pieces.iter().filter(|p| p.is_some()).count() >= self.k() {
                 // decode the region's data pieces from any k
@@ -537,7 +553,7 @@ impl Pool {
                     let full = self.read_stripe(object, stripe, loc)?;
                     return Ok(full[start..end].to_vec());
                 }
-                self.stats.reconstructions.fetch_add(1, Ordering::Relaxed);
+                self.count_parity_read(trouble);
             } else {
                 let full = self.read_stripe(object, stripe, loc)?;
                 return Ok(full[start..end].to_vec());
