@@ -104,6 +104,29 @@ impl MetaCache {
         super::merge_range(&overlay, self.store.as_ref(), start, end, limit)
     }
 
+    /// Up to `limit` live keys with `start <= key < end` and their value
+    /// lengths; values in the store are not copied out.
+    pub fn range_sizes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::KeySizes, MetaError> {
+        let overlay: std::collections::BTreeMap<Vec<u8>, Option<usize>> = {
+            let st = lock_or_recover(&self.state);
+            let mut o: std::collections::BTreeMap<Vec<u8>, Option<usize>> = st
+                .inflight
+                .range(start.to_vec()..end.to_vec())
+                .map(|(k, v)| (k.clone(), v.as_ref().map(Vec::len)))
+                .collect();
+            for (k, v) in st.pending.range(start.to_vec()..end.to_vec()) {
+                o.insert(k.clone(), v.as_ref().map(Vec::len));
+            }
+            o
+        };
+        super::merge_sizes(&overlay, self.store.as_ref(), start, end, limit)
+    }
+
     /// Apply a batch atomically (visible at once, durable at the next flush).
     pub fn apply(&self, ops: Vec<Op>, after: Vec<AfterCommit>) -> Result<(), MetaError> {
         let mut st = lock_or_recover(&self.state);
