@@ -546,3 +546,37 @@ fn xattrs_per_inode_are_capped_in_number_and_total_size() {
     names.sort();
     assert_eq!(names, ["user.a", "user.c"]);
 }
+
+fn used_bytes(p: &Path) -> u64 {
+    let p = cstr(p);
+    // SAFETY: an all-zero statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
+    (st.f_blocks - st.f_bfree) * st.f_frsize
+}
+
+#[test]
+fn statfs_counts_inline_files_as_used_and_remembers_them_across_a_remount() {
+    // small tmpfs members: nothing else changes their free space
+    let mut t = TestMount::new_with(6, SMALL, Some(64));
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let before = used_bytes(&t.mnt);
+    let (n, len) = (400usize, 2000usize);
+    for i in 0..n {
+        std::fs::write(t.p(&format!("bkt/f{i}")), pattern(i as u64, len)).unwrap();
+    }
+    let data = (n * len) as u64;
+    // the files are inline: no shard files on the members
+    assert!(t.shard_files().is_empty(), "{:?}", t.shard_files());
+    let after = used_bytes(&t.mnt);
+    assert!(
+        after >= before + data,
+        "used {before} -> {after} after {data} bytes of inline files"
+    );
+    t.remount();
+    assert!(
+        used_bytes(&t.mnt) >= before + data,
+        "inline bytes forgotten at the remount"
+    );
+}
