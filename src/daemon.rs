@@ -38,6 +38,14 @@ impl MetaStore for SharedStore {
     ) -> Result<crate::meta::KvPairs, crate::meta::MetaError> {
         self.0.range(a, b, l)
     }
+    fn range_sizes(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        l: usize,
+    ) -> Result<crate::meta::KeySizes, crate::meta::MetaError> {
+        self.0.range_sizes(a, b, l)
+    }
     fn commit(&self, ops: &[crate::meta::Op]) -> Result<(), crate::meta::MetaError> {
         self.0.commit(ops)
     }

@@ -5,6 +5,7 @@
 //! `fuse` (the only module that names fuser), `control` (admin socket),
 //! `daemon` (wiring a mounted pool together).
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod catalog;
 pub mod control;

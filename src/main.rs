@@ -1,4 +1,5 @@
 //! `shardfs`: create and mount erasure-coded pools.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use clap::{Parser, Subcommand};
 use shardfs::daemon::{run_mount, MountConfig};

@@ -470,3 +470,113 @@ fn open_files_together_stay_within_the_buffer_budget() {
         assert!(got == *d, "bkt/f{i} differs after the remount");
     }
 }
+
+fn cstr(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// setxattr through the mount: 0 or the errno.
+fn set_xattr(p: &Path, name: &str, val: &[u8]) -> i32 {
+    let (p, n) = (cstr(p), std::ffi::CString::new(name).unwrap());
+    // SAFETY: valid NUL-terminated strings and a buffer of `val.len()` bytes.
+    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// listxattr through the mount: the names.
+fn list_xattrs(p: &Path) -> Vec<String> {
+    let p = cstr(p);
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: valid path and a buffer of `buf.len()` bytes.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn xattrs_per_inode_are_capped_in_number_and_total_size() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let f = t.p("bkt/f");
+    std::fs::write(&f, b"x").unwrap();
+    // a value over 64 KiB: E2BIG
+    assert_eq!(set_xattr(&f, "user.big", &vec![1u8; 65537]), libc::E2BIG);
+    // 256 small xattrs fit, the 257th does not
+    for i in 0..256 {
+        assert_eq!(
+            set_xattr(&f, &format!("user.n{i:03}"), b"v"),
+            0,
+            "xattr {i}"
+        );
+    }
+    assert_eq!(set_xattr(&f, "user.one-more", b"v"), libc::ENOSPC);
+    // replacing one that exists is no new xattr
+    assert_eq!(set_xattr(&f, "user.n000", b"changed"), 0);
+    let names = list_xattrs(&f);
+    assert_eq!(names.len(), 256);
+    assert!(names.iter().all(|n| n.starts_with("user.n")), "{names:?}");
+    // total size: 128 KiB of names and values per inode
+    let g = t.p("bkt/g");
+    std::fs::write(&g, b"y").unwrap();
+    let v = vec![7u8; 60_000];
+    assert_eq!(set_xattr(&g, "user.a", &v), 0);
+    assert_eq!(set_xattr(&g, "user.b", &v), 0);
+    assert_eq!(set_xattr(&g, "user.c", &v), libc::ENOSPC);
+    // a value replaced by one of the same size still fits
+    assert_eq!(set_xattr(&g, "user.b", &vec![8u8; 60_000]), 0);
+    // after a removal there is room again
+    let (gp, nb) = (cstr(&g), std::ffi::CString::new("user.b").unwrap());
+    // SAFETY: valid NUL-terminated strings.
+    assert_eq!(unsafe { libc::removexattr(gp.as_ptr(), nb.as_ptr()) }, 0);
+    assert_eq!(set_xattr(&g, "user.c", &v), 0);
+    // the caps hold after a remount, and the values are intact
+    t.remount();
+    assert_eq!(set_xattr(&f, "user.one-more", b"v"), libc::ENOSPC);
+    assert_eq!(set_xattr(&g, "user.d", &v), libc::ENOSPC);
+    assert_eq!(std::fs::read(&g).unwrap(), b"y");
+    let mut names = list_xattrs(&g);
+    names.sort();
+    assert_eq!(names, ["user.a", "user.c"]);
+}
+
+fn used_bytes(p: &Path) -> u64 {
+    let p = cstr(p);
+    // SAFETY: an all-zero statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
+    (st.f_blocks - st.f_bfree) * st.f_frsize
+}
+
+#[test]
+fn statfs_counts_inline_files_as_used_and_remembers_them_across_a_remount() {
+    // small tmpfs members: nothing else changes their free space
+    let mut t = TestMount::new_with(6, SMALL, Some(64));
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let before = used_bytes(&t.mnt);
+    let (n, len) = (400usize, 2000usize);
+    for i in 0..n {
+        std::fs::write(t.p(&format!("bkt/f{i}")), pattern(i as u64, len)).unwrap();
+    }
+    let data = (n * len) as u64;
+    // the files are inline: no shard files on the members
+    assert!(t.shard_files().is_empty(), "{:?}", t.shard_files());
+    let after = used_bytes(&t.mnt);
+    assert!(
+        after >= before + data,
+        "used {before} -> {after} after {data} bytes of inline files"
+    );
+    t.remount();
+    assert!(
+        used_bytes(&t.mnt) >= before + data,
+        "inline bytes forgotten at the remount"
+    );
+}

@@ -1,4 +1,5 @@
 //! `shardctl`: inspect and steer a running pool through its control socket.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use clap::{Parser, Subcommand};
 use shardfs::control::client::{call_typed, find_socket, CallError};

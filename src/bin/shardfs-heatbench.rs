@@ -9,6 +9,7 @@
 //!
 //! Reads go through the filesystem layer (`Fs::read`, what the FUSE glue
 //! calls), below FUSE so that the kernel's page cache stays out of it.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use shardfs::fs::{Kind, NewNode, ROOT_INO};
 use shardfs::pool::heat::{Limits, Throttled};

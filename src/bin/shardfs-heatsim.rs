@@ -6,6 +6,7 @@
 //! of 120 IOPS with shardfs's own `place`, spread over the whole pool or
 //! packed onto a few disks per workload, and compares per-disk load.
 //! Model and results: docs/heat.md.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use clap::Parser;
 use shardfs::heatsim::svg::{Chart, Series};

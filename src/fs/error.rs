@@ -38,6 +38,9 @@ pub enum FsError {
     /// Attribute value too large.
     #[error("attribute value too large")]
     TooBig,
+    /// A per-inode limit is reached (too many or too large xattrs).
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// Not supported by shardfs.
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -77,6 +80,7 @@ impl FsError {
             FsError::NoAttr => libc::ENODATA,
             FsError::Range => libc::ERANGE,
             FsError::TooBig => libc::E2BIG,
+            FsError::NoSpace(_) => libc::ENOSPC,
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::FileTooBig => libc::EFBIG,

@@ -150,6 +150,8 @@ pub struct Fs {
     /// Stripes carrying patches, and when each was last patched (for
     /// folding; see `maintenance::fold`).
     pub(crate) patched: Mutex<HashMap<(u64, u64), std::time::Instant>>,
+    /// When statfs last had the members' space measured.
+    capacity_at: Mutex<Option<std::time::Instant>>,
     /// Bytes open files may buffer in all (see `fs::budget`).
     budget: std::sync::atomic::AtomicUsize,
     inner: Mutex<Inner>,
@@ -182,6 +184,7 @@ impl Fs {
             tier: TierState::default(),
             replicas: ReplicaState::default(),
             patched: Mutex::new(HashMap::new()),
+            capacity_at: Mutex::new(None),
             budget: std::sync::atomic::AtomicUsize::new(budget::DEFAULT_DIRTY_BUDGET),
             inner: Mutex::new(Inner {
                 open: HashMap::new(),
@@ -193,6 +196,8 @@ impl Fs {
                 mem_estimate: 0,
             }),
         };
+        // inline file data, for statfs
+        fs.meta.keep_tally(b"B", counter_key("inline_bytes"))?;
         if fs.meta.get(&inode_key(ROOT_INO))?.is_none() {
             let t = now();
             let root = Inode {
@@ -434,9 +439,19 @@ impl Fs {
         Ok(dropped)
     }
 
-    /// Usable (total, free) bytes and file counts for statfs.
+    /// Usable (total, free) bytes and file counts for statfs. The members'
+    /// space is measured again at most once a second; inline file data
+    /// (kept in the metadata, not in shards) counts as used.
     pub fn statfs(&self) -> (u64, u64, u64) {
+        {
+            let mut at = crate::guard::panic::lock_or_recover(&self.capacity_at);
+            if at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                self.pool.refresh_capacity();
+                *at = Some(std::time::Instant::now());
+            }
+        }
         let (t, f) = self.pool.usable_capacity();
+        let f = f.saturating_sub(self.meta.tally());
         let files = self.lock().next_ino;
         (t, f, files)
     }

@@ -4,8 +4,14 @@ use super::schema::*;
 use super::{Fs, FsError, FsResult};
 use crate::meta::Op;
 
-/// Largest xattr value accepted.
+/// Largest xattr value accepted (Linux's XATTR_SIZE_MAX: E2BIG above).
 pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+/// Most xattrs one inode may carry (ENOSPC past it). ext4 has no count of
+/// its own but its one xattr block bounds it to a few hundred short names.
+pub const XATTR_COUNT_MAX: usize = 256;
+/// Most bytes (names plus values) of all xattrs of one inode (ENOSPC past
+/// it, as ext4 when its xattr space is full): two largest values.
+pub const XATTR_TOTAL_MAX: usize = 128 * 1024;
 
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > 255 {
@@ -42,12 +48,31 @@ impl Fs {
                 "user.* xattrs only on regular files and directories".into(),
             ));
         }
-        let exists = self.meta.get(&xattr_key(ino, name))?.is_some();
+        // the inode's xattrs by name and size, values left in the store
+        let p = xattr_prefix(ino);
+        let present = self
+            .meta
+            .range_sizes(&p, &crate::meta::prefix_end(&p), usize::MAX)?;
+        let exists = present.iter().any(|(k, _)| &k[p.len()..] == name);
         if create && exists {
             return Err(FsError::Exists);
         }
         if replace && !exists {
             return Err(FsError::NoAttr);
+        }
+        let count = present.len() + usize::from(!exists);
+        let total: usize = present
+            .iter()
+            .filter(|(k, _)| &k[p.len()..] != name)
+            .map(|(k, len)| k.len() - p.len() + len)
+            .sum::<usize>()
+            + name.len()
+            + value.len();
+        if count > XATTR_COUNT_MAX || total > XATTR_TOTAL_MAX {
+            return Err(FsError::NoSpace(format!(
+                "inode {ino}: xattrs would be {count} ({total} bytes); at most \
+                 {XATTR_COUNT_MAX} ({XATTR_TOTAL_MAX} bytes) per inode"
+            )));
         }
         inode.ctime = now();
         let mut ops = vec![Op::Put(xattr_key(ino, name), value.to_vec())];
@@ -72,11 +97,12 @@ impl Fs {
         self.inode(&g, ino)?;
         let p = xattr_prefix(ino);
         let mut out = Vec::new();
+        // names only: the values stay in the store
         for (k, _) in self
             .meta
-            .range(&p, &crate::meta::prefix_end(&p), usize::MAX)?
+            .range_sizes(&p, &crate::meta::prefix_end(&p), usize::MAX)?
         {
-            out.extend_from_slice(&k[9..]);
+            out.extend_from_slice(&k[p.len()..]);
             out.push(0);
         }
         Ok(out)

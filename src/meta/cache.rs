@@ -40,6 +40,17 @@ struct State {
     durable: u64,
     failed: bool,
     shutdown: bool,
+    /// Value bytes under one key prefix, kept up to date by every batch.
+    tally: Option<Tally>,
+}
+
+/// Sum of the value lengths of every key under `prefix`, persisted under
+/// `key` in the same batch as each change to it (so it is exact after a
+/// crash too).
+struct Tally {
+    prefix: Vec<u8>,
+    key: Vec<u8>,
+    bytes: u64,
 }
 
 /// The write-back metadata cache.
@@ -104,17 +115,128 @@ impl MetaCache {
         super::merge_range(&overlay, self.store.as_ref(), start, end, limit)
     }
 
+    /// Up to `limit` live keys with `start <= key < end` and their value
+    /// lengths; values in the store are not copied out.
+    pub fn range_sizes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::KeySizes, MetaError> {
+        let overlay: std::collections::BTreeMap<Vec<u8>, Option<usize>> = {
+            let st = lock_or_recover(&self.state);
+            let mut o: std::collections::BTreeMap<Vec<u8>, Option<usize>> = st
+                .inflight
+                .range(start.to_vec()..end.to_vec())
+                .map(|(k, v)| (k.clone(), v.as_ref().map(Vec::len)))
+                .collect();
+            for (k, v) in st.pending.range(start.to_vec()..end.to_vec()) {
+                o.insert(k.clone(), v.as_ref().map(Vec::len));
+            }
+            o
+        };
+        super::merge_sizes(&overlay, self.store.as_ref(), start, end, limit)
+    }
+
+    /// Keep a tally of the value bytes under `prefix` (the filesystem's
+    /// inline file data), persisted under `key` (outside `prefix`) in the
+    /// batch of every change. The tally is read from `key`, or counted
+    /// once from the keys' sizes when absent (a pool made before tallies).
+    /// Call once, before the cache is shared.
+    pub fn keep_tally(&self, prefix: &[u8], key: Vec<u8>) -> Result<(), MetaError> {
+        assert!(
+            !key.starts_with(prefix),
+            "the tally key is outside its prefix"
+        );
+        let stored = self.get(&key)?.map(|v| {
+            u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
+        });
+        let bytes = match stored {
+            Some(b) => b,
+            None => {
+                let end = super::prefix_end(prefix);
+                let mut cursor = prefix.to_vec();
+                let mut sum = 0u64;
+                loop {
+                    let page = self.range_sizes(&cursor, &end, 4096)?;
+                    sum += page.iter().map(|(_, n)| *n as u64).sum::<u64>();
+                    match page.last() {
+                        Some((k, _)) if page.len() == 4096 => {
+                            cursor.clone_from(k);
+                            cursor.push(0);
+                        }
+                        _ => break,
+                    }
+                }
+                sum
+            }
+        };
+        lock_or_recover(&self.state).tally = Some(Tally {
+            prefix: prefix.to_vec(),
+            key: key.clone(),
+            bytes,
+        });
+        if stored.is_none() {
+            self.apply(vec![Op::Put(key, bytes.to_be_bytes().to_vec())], vec![])?;
+        }
+        Ok(())
+    }
+
+    /// The tally of [`MetaCache::keep_tally`] as of the last applied batch
+    /// (0 when none is kept).
+    pub fn tally(&self) -> u64 {
+        lock_or_recover(&self.state)
+            .tally
+            .as_ref()
+            .map_or(0, |t| t.bytes)
+    }
+
+    /// Change of the tally that `ops` make (all lookups before any change,
+    /// so a failed store read leaves the batch unapplied).
+    fn tally_delta(&self, st: &State, ops: &[Op]) -> Result<i128, MetaError> {
+        let Some(t) = &st.tally else { return Ok(0) };
+        let mut seen: std::collections::HashMap<&[u8], usize> = Default::default();
+        let mut delta = 0i128;
+        for op in ops {
+            let (k, new) = match op {
+                Op::Put(k, v) => (k, v.len()),
+                Op::Del(k) => (k, 0),
+            };
+            if !k.starts_with(&t.prefix) {
+                continue;
+            }
+            let old = match seen.get(k.as_slice()) {
+                Some(&n) => n,
+                None => match st.pending.get(k).or_else(|| st.inflight.get(k)) {
+                    Some(v) => v.as_ref().map_or(0, Vec::len),
+                    None => self.store.get(k)?.map_or(0, |v| v.len()),
+                },
+            };
+            delta += new as i128 - old as i128;
+            seen.insert(k.as_slice(), new);
+        }
+        Ok(delta)
+    }
+
     /// Apply a batch atomically (visible at once, durable at the next flush).
     pub fn apply(&self, ops: Vec<Op>, after: Vec<AfterCommit>) -> Result<(), MetaError> {
         let mut st = lock_or_recover(&self.state);
         if st.failed {
             return Err(MetaError::ReadOnly);
         }
+        let delta = self.tally_delta(&st, &ops)?;
         for op in ops {
             match op {
                 Op::Put(k, v) => st.pending.insert(k, Some(v)),
                 Op::Del(k) => st.pending.insert(k, None),
             };
+        }
+        if delta != 0 {
+            if let Some(t) = st.tally.as_mut() {
+                t.bytes = (t.bytes as i128 + delta).clamp(0, u64::MAX as i128) as u64;
+                let (k, v) = (t.key.clone(), t.bytes.to_be_bytes().to_vec());
+                st.pending.insert(k, Some(v));
+            }
         }
         st.pending_after.extend(after);
         st.applied += 1;

@@ -144,6 +144,26 @@ impl MetaStore for LmdbStore {
         Ok(out)
     }
 
+    fn range_sizes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::KeySizes, MetaError> {
+        // the value is a slice of the map: its length costs no copy
+        let rtxn = self.env.read_txn().map_err(|e| self.err(e))?;
+        let r = (Bound::Included(start), Bound::Excluded(end));
+        let mut out = Vec::new();
+        for item in self.db.range(&rtxn, &r).map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.to_vec(), v.len()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
         self.commit_at(ops, None)
     }

@@ -41,6 +41,9 @@ pub enum MetaError {
 /// Key-value pairs returned by range scans.
 pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Keys with the lengths of their values, from [`MetaStore::range_sizes`].
+pub type KeySizes = Vec<(Vec<u8>, usize)>;
+
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -56,6 +59,16 @@ pub trait MetaStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
     /// Up to `limit` pairs with `start <= key < end`, in key order.
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, MetaError>;
+    /// Keys with `start <= key < end` and the length of each value, up to
+    /// `limit`, in key order, without handing the values out (stores that
+    /// can read a length without copying the value say so by overriding).
+    fn range_sizes(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KeySizes, MetaError> {
+        Ok(self
+            .range(start, end, limit)?
+            .into_iter()
+            .map(|(k, v)| (k, v.len()))
+            .collect())
+    }
     /// Apply `ops` atomically; durable when this returns.
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError>;
     /// Number of batches committed over the store's life.
@@ -105,6 +118,43 @@ pub fn merge_range(
     for (k, v) in overlay.range(start.to_vec()..end.to_vec()) {
         if let Some(v) = v {
             out.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(out.into_iter().take(limit).collect())
+}
+
+/// [`merge_range`] for key sizes: up to `limit` live keys of `[start,
+/// end)` with their value lengths, `overlay` (key -> length, `None` for
+/// deleted) laid over `store`; the same snapshot rule applies.
+pub fn merge_sizes(
+    overlay: &std::collections::BTreeMap<Vec<u8>, Option<usize>>,
+    store: &dyn MetaStore,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<KeySizes, MetaError> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, usize> = Default::default();
+    let mut cursor = start.to_vec();
+    let page = limit.clamp(16, 4096);
+    let mut store_count = 0;
+    loop {
+        let batch = store.range_sizes(&cursor, end, page)?;
+        let n = batch.len();
+        for (k, len) in batch {
+            cursor.clone_from(&k);
+            if !overlay.contains_key(&k) {
+                store_count += 1;
+                out.insert(k, len);
+            }
+        }
+        if n < page || store_count >= limit {
+            break;
+        }
+        cursor.push(0);
+    }
+    for (k, v) in overlay.range(start.to_vec()..end.to_vec()) {
+        if let Some(len) = v {
+            out.insert(k.clone(), *len);
         }
     }
     Ok(out.into_iter().take(limit).collect())

@@ -262,6 +262,15 @@ impl MetaStore for ReplicatedStore {
         self.first_healthy(|s| s.range(start, end, limit))
     }
 
+    fn range_sizes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::KeySizes, MetaError> {
+        self.first_healthy(|s| s.range_sizes(start, end, limit))
+    }
+
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
         let _g = self.commit_lock.lock().unwrap();
         let replicas = self.list();

@@ -272,6 +272,22 @@ impl MetaStore for WalStore {
         merge_range(&snapshot, &self.lmdb, start, end, limit)
     }
 
+    fn range_sizes(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::KeySizes, MetaError> {
+        let snapshot: std::collections::BTreeMap<Vec<u8>, Option<usize>> = self
+            .overlay
+            .read()
+            .unwrap()
+            .range(start.to_vec()..end.to_vec())
+            .map(|(k, v)| (k.clone(), v.as_ref().map(Vec::len)))
+            .collect();
+        super::merge_sizes(&snapshot, &self.lmdb, start, end, limit)
+    }
+
     fn commit(&self, ops: &[Op]) -> Result<(), MetaError> {
         let mut log = self.log.lock().unwrap();
         let seq = log.seq + 1;

@@ -31,6 +31,9 @@ pub const ROOT: u64 = 1;
 const NAME_MAX: usize = 255;
 /// Longest xattr value.
 const XATTR_MAX: usize = 64 * 1024;
+/// Most xattrs on one inode, and most bytes of their names plus values.
+const XATTR_COUNT_MAX: usize = 256;
+const XATTR_TOTAL_MAX: usize = 128 * 1024;
 
 /// What an inode is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -568,6 +571,17 @@ impl Model {
         }
         if replace && !exists {
             return Err(libc::ENODATA);
+        }
+        let others = self
+            .node(ino)
+            .xattrs
+            .iter()
+            .filter(|(n, _)| n.as_slice() != name);
+        let count = others.clone().count() + 1;
+        let total: usize =
+            others.map(|(n, v)| n.len() + v.len()).sum::<usize>() + name.len() + value.len();
+        if count > XATTR_COUNT_MAX || total > XATTR_TOTAL_MAX {
+            return Err(libc::ENOSPC);
         }
         self.node_mut(ino)
             .xattrs

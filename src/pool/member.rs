@@ -100,6 +100,9 @@ pub struct Member {
     pub(super) streak_ok: AtomicU64,
     pub(super) free: AtomicU64,
     pub(super) total: AtomicU64,
+    /// The host filesystem the disk is on (st_dev of its root), read when
+    /// the disk is attached: members on one filesystem share its space.
+    fs_dev: OnceLock<Option<u64>>,
 }
 
 impl Member {
@@ -117,6 +120,7 @@ impl Member {
 
     /// Set the slot's disk, measured into the member's heat.
     pub(super) fn attach_disk(&self, d: Arc<dyn DiskBackend>) {
+        let _ = self.fs_dev.set(d.fs_id());
         let metered: Arc<dyn DiskBackend> = Arc::new(heat::Metered::new(d, self.heat.clone()));
         self.disk.set(metered).expect("fresh slot");
         let _ = self.io.set(Workers::start(self.index));
@@ -199,6 +203,7 @@ impl Member {
             streak_ok: AtomicU64::new(0),
             free: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            fs_dev: OnceLock::new(),
         }
     }
 
@@ -317,7 +322,12 @@ impl Member {
         }
     }
 
-    /// (total, free) bytes as last measured.
+    /// The device of the member's host filesystem, if known.
+    pub fn fs_dev(&self) -> Option<u64> {
+        self.fs_dev.get().copied().flatten()
+    }
+
+    /// (total, free) bytes of the member's filesystem at the last refresh.
     pub fn capacity(&self) -> (u64, u64) {
         (
             self.total.load(Ordering::Relaxed),

@@ -395,11 +395,26 @@ impl Pool {
         with_room >= self.k() + self.m()
     }
 
-    /// Usable (total, free) bytes after parity.
+    /// Usable (total, free) bytes after parity. Members on one host
+    /// filesystem (one st_dev) share its space: it is counted once.
     pub fn usable_capacity(&self) -> (u64, u64) {
         let (mut t, mut f) = (0u128, 0u128);
+        let mut shared: std::collections::HashMap<u64, (u64, u64)> = Default::default();
         for m in self.members() {
             let (mt, mf) = m.capacity();
+            match m.fs_dev() {
+                Some(dev) => {
+                    // one filesystem measured at slightly different times
+                    let e = shared.entry(dev).or_default();
+                    *e = (e.0.max(mt), e.1.max(mf));
+                }
+                None => {
+                    t += mt as u128;
+                    f += mf as u128;
+                }
+            }
+        }
+        for (mt, mf) in shared.into_values() {
             t += mt as u128;
             f += mf as u128;
         }
