@@ -62,6 +62,8 @@ impl Health {
 pub const SUSPECT_AFTER: u64 = 3;
 /// Consecutive I/O errors that make a member failed.
 pub const FAIL_AFTER: u64 = 24;
+/// Health changes a member remembers.
+pub const HISTORY: usize = 16;
 /// Consecutive successes that make a suspect member online again.
 pub const CLEAR_AFTER: u64 = 256;
 
@@ -98,6 +100,10 @@ pub struct Member {
     /// Errors since the last success, and successes since the last error.
     pub(super) streak_errors: AtomicU64,
     pub(super) streak_ok: AtomicU64,
+    /// The last health changes (from, to), oldest first, at most
+    /// [`HISTORY`]: a transition is visible after the fact even when the
+    /// state moved on before anyone looked.
+    history: std::sync::Mutex<std::collections::VecDeque<(Health, Health)>>,
     pub(super) free: AtomicU64,
     pub(super) total: AtomicU64,
     /// The host filesystem the disk is on (st_dev of its root), read when
@@ -201,6 +207,7 @@ impl Member {
             errors: AtomicU64::new(0),
             streak_errors: AtomicU64::new(0),
             streak_ok: AtomicU64::new(0),
+            history: std::sync::Mutex::new(std::collections::VecDeque::new()),
             free: AtomicU64::new(0),
             total: AtomicU64::new(0),
             fs_dev: OnceLock::new(),
@@ -293,6 +300,12 @@ impl Member {
             .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok();
         if ok {
+            let mut h = crate::guard::panic::lock_or_recover(&self.history);
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back((from, to));
+            drop(h);
             log::warn!(
                 "member {} ({}): {} -> {}: {why}",
                 self.index,
@@ -302,6 +315,14 @@ impl Member {
             );
         }
         ok
+    }
+
+    /// The last health changes (from, to), oldest first.
+    pub fn health_history(&self) -> Vec<(Health, Health)> {
+        crate::guard::panic::lock_or_recover(&self.history)
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Take the member out now (its superblock is missing or foreign).
