@@ -96,12 +96,51 @@ pub fn merge_range(
     end: &[u8],
     limit: usize,
 ) -> Result<KvPairs, MetaError> {
-    let mut out: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    merge_pages(
+        overlay,
+        |from, n| store.range(from, end, n),
+        start,
+        end,
+        limit,
+    )
+}
+
+/// [`merge_range`] for key sizes: up to `limit` live keys of `[start,
+/// end)` with their value lengths, `overlay` (key -> length, `None` for
+/// deleted) laid over `store`; the same snapshot rule applies.
+pub fn merge_sizes(
+    overlay: &std::collections::BTreeMap<Vec<u8>, Option<usize>>,
+    store: &dyn MetaStore,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<KeySizes, MetaError> {
+    merge_pages(
+        overlay,
+        |from, n| store.range_sizes(from, end, n),
+        start,
+        end,
+        limit,
+    )
+}
+
+/// The merge behind [`merge_range`] and [`merge_sizes`]: `fetch(from, n)`
+/// reads up to `n` store entries from key `from` on (to `end`), page by
+/// page until `limit` store keys not shadowed by the overlay are found;
+/// then the overlay's live entries are laid over them.
+fn merge_pages<V: Clone>(
+    overlay: &std::collections::BTreeMap<Vec<u8>, Option<V>>,
+    fetch: impl Fn(&[u8], usize) -> Result<Vec<(Vec<u8>, V)>, MetaError>,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, V)>, MetaError> {
+    let mut out: std::collections::BTreeMap<Vec<u8>, V> = Default::default();
     let mut cursor = start.to_vec();
     let page = limit.clamp(16, 4096);
     let mut store_count = 0;
     loop {
-        let batch = store.range(&cursor, end, page)?;
+        let batch = fetch(&cursor, page)?;
         let n = batch.len();
         for (k, v) in batch {
             cursor.clone_from(&k);
@@ -118,43 +157,6 @@ pub fn merge_range(
     for (k, v) in overlay.range(start.to_vec()..end.to_vec()) {
         if let Some(v) = v {
             out.insert(k.clone(), v.clone());
-        }
-    }
-    Ok(out.into_iter().take(limit).collect())
-}
-
-/// [`merge_range`] for key sizes: up to `limit` live keys of `[start,
-/// end)` with their value lengths, `overlay` (key -> length, `None` for
-/// deleted) laid over `store`; the same snapshot rule applies.
-pub fn merge_sizes(
-    overlay: &std::collections::BTreeMap<Vec<u8>, Option<usize>>,
-    store: &dyn MetaStore,
-    start: &[u8],
-    end: &[u8],
-    limit: usize,
-) -> Result<KeySizes, MetaError> {
-    let mut out: std::collections::BTreeMap<Vec<u8>, usize> = Default::default();
-    let mut cursor = start.to_vec();
-    let page = limit.clamp(16, 4096);
-    let mut store_count = 0;
-    loop {
-        let batch = store.range_sizes(&cursor, end, page)?;
-        let n = batch.len();
-        for (k, len) in batch {
-            cursor.clone_from(&k);
-            if !overlay.contains_key(&k) {
-                store_count += 1;
-                out.insert(k, len);
-            }
-        }
-        if n < page || store_count >= limit {
-            break;
-        }
-        cursor.push(0);
-    }
-    for (k, v) in overlay.range(start.to_vec()..end.to_vec()) {
-        if let Some(len) = v {
-            out.insert(k.clone(), *len);
         }
     }
     Ok(out.into_iter().take(limit).collect())
