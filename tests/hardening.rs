@@ -580,3 +580,113 @@ fn statfs_counts_inline_files_as_used_and_remembers_them_across_a_remount() {
         "inline bytes forgotten at the remount"
     );
 }
+
+/// Every file under `dir` (following nothing): relative path → content.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .filter(|(_, md)| md.is_file())
+        .map(|(p, _)| {
+            (
+                p.strip_prefix(dir).unwrap().to_path_buf(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Symbolic links planted inside members (every shard folder of one
+/// member pointing outside it, a member's `replicas` folder pointing
+/// outside, a replica-named link to an outside file) are never followed:
+/// the files they point at are neither read, written, nor removed, across
+/// a mount, reads, new writes, a delete and the mount's replica sweep; the
+/// pool reads around the member whose folders are links; entries that are
+/// not the daemon's stay.
+#[test]
+fn symlinks_planted_in_members_never_make_the_daemon_touch_outside_files() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(7, 300_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    t.unmount();
+    let outside = t.tmp.path().join("outside");
+    // member 0: each shard folder moved outside and replaced by a link to it
+    let moved = outside.join("shards0");
+    std::fs::create_dir_all(&moved).unwrap();
+    let shards0 = t.members[0].join("shards");
+    for e in std::fs::read_dir(&shards0).unwrap() {
+        let e = e.unwrap();
+        let to = moved.join(e.file_name());
+        std::fs::rename(e.path(), &to).unwrap();
+        std::os::unix::fs::symlink(&to, e.path()).unwrap();
+    }
+    // member 1: the replica folder is a link to a folder holding a file
+    // named like an unreferenced replica (the sweep would delete it)
+    let rep1 = outside.join("rep1");
+    std::fs::create_dir_all(&rep1).unwrap();
+    std::fs::write(rep1.join("1-abc"), b"victim one").unwrap();
+    let _ = std::fs::remove_dir(t.members[1].join("replicas"));
+    std::os::unix::fs::symlink(&rep1, t.members[1].join("replicas")).unwrap();
+    // member 2: a replica-named link to an outside file, and an admin's note
+    let victim2 = outside.join("victim2");
+    std::fs::write(&victim2, b"victim two").unwrap();
+    let rep2 = t.members[2].join("replicas");
+    std::fs::create_dir_all(&rep2).unwrap();
+    std::os::unix::fs::symlink(&victim2, rep2.join("2-def")).unwrap();
+    std::fs::write(rep2.join("notes.txt"), b"an admin's file").unwrap();
+    let before = snapshot(&outside);
+    assert!(before.len() > 3, "no shard files were moved outside");
+
+    t.mount();
+    assert!(
+        std::fs::read(t.p("bkt/f")).unwrap() == data,
+        "read around member 0"
+    );
+    let data2 = pattern(8, 200_000);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(t.p("bkt/g")).unwrap();
+        f.write_all(&data2).unwrap();
+        f.sync_all().unwrap();
+    }
+    // an overwrite inside a committed stripe, and a delete
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.p("bkt/g"))
+            .unwrap();
+        f.write_all_at(b"patched", 5000).unwrap();
+        f.sync_all().unwrap();
+    }
+    std::fs::remove_file(t.p("bkt/f")).unwrap();
+    let mut want2 = data2.clone();
+    want2[5000..5007].copy_from_slice(b"patched");
+    assert!(std::fs::read(t.p("bkt/g")).unwrap() == want2);
+    t.unmount();
+    t.mount();
+    assert!(
+        std::fs::read(t.p("bkt/g")).unwrap() == want2,
+        "after a remount"
+    );
+    t.unmount();
+
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "a file outside the members changed"
+    );
+    assert!(
+        std::fs::symlink_metadata(rep2.join("2-def")).is_err(),
+        "the sweep left an unreferenced replica-named entry"
+    );
+    assert_eq!(std::fs::read(&victim2).unwrap(), b"victim two");
+    assert_eq!(
+        std::fs::read(rep2.join("notes.txt")).unwrap(),
+        b"an admin's file"
+    );
+    assert!(std::fs::symlink_metadata(t.members[1].join("replicas"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

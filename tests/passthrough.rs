@@ -939,7 +939,7 @@ mod model {
                 }
                 Step::Rot(f) => {
                     if let Some(rec) = self.fs().replica(self.inos[f]).unwrap() {
-                        if let Some(path) = self.fs().replica_path(&rec) {
+                        if let Some(path) = self.fs().replica_path(&rec).map(|p| p.host_path()) {
                             if self.is_held(f) {
                                 return; // the kernel has it open: not a rot we can model
                             }

@@ -393,7 +393,7 @@ impl Fs {
             ops.push(Op::Del(replica_key(ino)));
             if let Some(p) = self.replica_path(&rec) {
                 after.push(Box::new(move || {
-                    let _ = std::fs::remove_file(p);
+                    let _ = p.remove();
                 }));
             }
         }

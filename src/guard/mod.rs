@@ -3,6 +3,7 @@
 //! only one shardfs process at a time may use a member ([`lock`]: an
 //! exclusive flock on `MEMBER/shardfs.lock`). See docs/security.md.
 
+pub mod beneath;
 pub mod lock;
 pub mod modes;
 pub mod panic;

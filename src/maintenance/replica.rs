@@ -47,6 +47,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+
+use crate::guard::beneath::{self, MemberFile};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -157,8 +159,8 @@ enum Usable {
     No,
     /// The record no longer matches the data (or its member is gone).
     Stale,
-    /// Usable: the record and its file's path.
-    Yes(ReplicaRec, PathBuf),
+    /// Usable: the record and its file on the member.
+    Yes(ReplicaRec, MemberFile),
 }
 
 /// Replicas and their bytes, for `shardctl tier status`.
@@ -209,11 +211,20 @@ impl Fs {
         }
     }
 
-    /// Local path of a replica's file, if its member is readable and local.
-    pub fn replica_path(&self, rec: &ReplicaRec) -> Option<PathBuf> {
+    /// A replica's file, if its member is readable and local and the
+    /// record's name is one the daemon makes (a damaged or forged record
+    /// never names another file).
+    pub fn replica_path(&self, rec: &ReplicaRec) -> Option<MemberFile> {
+        if !is_replica_name(&rec.name) {
+            log::warn!(
+                "replica record with a bad file name {:?}: ignored",
+                rec.name
+            );
+            return None;
+        }
         let m = self.pool.members().get(rec.member as usize)?;
         let root = m.live_disk()?.local_root()?;
-        Some(root.join(REPLICA_DIR).join(&rec.name))
+        Some(MemberFile::new(root, format!("{REPLICA_DIR}/{}", rec.name)))
     }
 
     /// True when `ino` has a writer, buffered data or writes in flight.
@@ -290,13 +301,13 @@ impl Fs {
                 Usable::No | Usable::Stale => return ordinary(&mut g),
             };
             if checked.as_ref() == Some(&rec) || self.replicas.fresh(ino, within) {
-                return match File::open(&path) {
+                return match path.open_read() {
                     Ok(f) => {
                         let fh = self.grant_passthrough(&mut g, ino, Arc::new(f), rec.name)?;
                         Ok((fh, of_file(&g, ino)))
                     }
                     Err(e) => {
-                        log::warn!("replica of inode {ino} at {}: {e}", path.display());
+                        log::warn!("replica of inode {ino} at {path}: {e}");
                         ordinary(&mut g)
                     }
                 };
@@ -361,7 +372,7 @@ impl Fs {
 
     /// Check a replica file against its record; a mismatch (or an
     /// unreadable file) drops the replica. True if it verified.
-    fn verify_replica(&self, ino: u64, rec: &ReplicaRec, path: &std::path::Path) -> bool {
+    fn verify_replica(&self, ino: u64, rec: &ReplicaRec, path: &MemberFile) -> bool {
         let ok = match hash_file(path) {
             Ok((len, hash)) => len == rec.size && hash == rec.hash,
             Err(e) => {
@@ -374,8 +385,7 @@ impl Fs {
             return true;
         }
         log::error!(
-            "replica of inode {ino} at {} does not match its checksum: dropped, reads go to the stripes",
-            path.display()
+            "replica of inode {ino} at {path} does not match its checksum: dropped, reads go to the stripes"
         );
         self.replicas.corrupt.fetch_add(1, Ordering::Relaxed);
         if let Some(of) = self.lock().open.get_mut(&ino) {
@@ -405,12 +415,12 @@ impl Fs {
             return Ok(false);
         }
         let version = self.data_version(ino, inode.size)?;
-        let Some((mi, dir)) = self.replica_target(class, inode.size) else {
+        let Some((mi, root)) = self.replica_target(class, inode.size) else {
             return Ok(false);
         };
         let name = format!("{ino:x}-{:x}", rand::random::<u64>());
-        let path = dir.join(&name);
-        let hash = match self.copy_out(ino, inode.size, &dir, &name) {
+        let path = MemberFile::new(&root, format!("{REPLICA_DIR}/{name}"));
+        let hash = match self.copy_out(ino, inode.size, &root, &name) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("replica of inode {ino} on member {mi}: {e}");
@@ -437,7 +447,7 @@ impl Fs {
                 let old_path = old.as_ref().and_then(|o| self.replica_path(o));
                 let after: Vec<crate::meta::AfterCommit> = match old_path {
                     Some(p) => vec![Box::new(move || {
-                        let _ = std::fs::remove_file(p);
+                        let _ = p.remove();
                     })],
                     None => vec![],
                 };
@@ -447,7 +457,7 @@ impl Fs {
             current
         };
         if !committed {
-            let _ = std::fs::remove_file(&path);
+            let _ = path.remove();
             return Ok(false);
         }
         self.meta.sync()?;
@@ -458,7 +468,7 @@ impl Fs {
 
     /// An online member of `class` with a local root and room for `size`
     /// bytes (twice over, plus 64 MiB), the least loaded first; and its
-    /// replica directory (created).
+    /// root, its replica directory created.
     fn replica_target(&self, class: Option<&str>, size: u64) -> Option<(u16, PathBuf)> {
         let m = self
             .pool
@@ -474,26 +484,30 @@ impl Fs {
                 })
             })
             .min_by(|a, b| a.heat.load().total_cmp(&b.heat.load()))?;
-        let dir = m.live_disk()?.local_root()?.join(REPLICA_DIR);
-        if let Err(e) = crate::guard::modes::create_dir_all(&dir) {
-            log::warn!("member {}: {}: {e}", m.index, dir.display());
+        let root = m.live_disk()?.local_root()?;
+        let made = beneath::open_root(root).and_then(|fd| {
+            beneath::create_dir_all(&fd, REPLICA_DIR, crate::guard::modes::DIR_MODE)
+        });
+        if let Err(e) = made {
+            log::warn!("member {}: {}/{REPLICA_DIR}: {e}", m.index, root.display());
             return None;
         }
-        Some((m.index, dir))
+        Some((m.index, root.to_path_buf()))
     }
 
     /// Write the object's bytes (read through the verified stripe path)
-    /// to `dir/name` durably; returns their BLAKE3.
+    /// to `replicas/name` beneath the member `root`, durably; returns their
+    /// BLAKE3.
     fn copy_out(
         &self,
         ino: u64,
         size: u64,
-        dir: &std::path::Path,
+        root: &std::path::Path,
         name: &str,
     ) -> Result<[u8; 32], String> {
-        let tmp = dir.join(format!("{name}.tmp"));
+        let tmp = MemberFile::new(root, format!("{REPLICA_DIR}/{name}.tmp"));
         let result = (|| {
-            let mut f = crate::guard::modes::create_file(&tmp).map_err(|e| io_err("create", e))?;
+            let mut f = tmp.create().map_err(|e| io_err("create", e))?;
             let mut h = blake3::Hasher::new();
             let mut off = 0u64;
             while off < size {
@@ -507,14 +521,16 @@ impl Fs {
                 off += want as u64;
             }
             f.sync_all().map_err(|e| io_err("fsync", e))?;
-            std::fs::rename(&tmp, dir.join(name)).map_err(|e| io_err("rename", e))?;
-            File::open(dir)
+            let fd = beneath::open_root(root).map_err(|e| io_err("open member", e))?;
+            beneath::rename(&fd, &tmp.rel, &format!("{REPLICA_DIR}/{name}"))
+                .map_err(|e| io_err("rename", e))?;
+            beneath::open_file(&fd, REPLICA_DIR, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_err("fsync dir", e))?;
             Ok(*h.finalize().as_bytes())
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = tmp.remove();
         }
         result
     }
@@ -534,7 +550,7 @@ impl Fs {
         let path = self.replica_path(&rec);
         let after: Vec<crate::meta::AfterCommit> = match path {
             Some(p) => vec![Box::new(move || {
-                let _ = std::fs::remove_file(p);
+                let _ = p.remove();
             })],
             None => vec![],
         };
@@ -617,7 +633,9 @@ impl Fs {
 
     /// Delete replica files that no record names (a crash between a copy
     /// and its record, or between a record's removal and the file's) and
-    /// leftover temporary files. Runs at every mount, before serving.
+    /// leftover temporary files. Runs at every mount, before serving. Only
+    /// names the daemon makes are touched (anything else an admin put
+    /// there stays), and only as entries of the member's own directory.
     pub(crate) fn sweep_replicas(&self) -> FsResult<u64> {
         let named: std::collections::HashSet<(u16, String)> = self
             .replica_inodes()?
@@ -629,13 +647,26 @@ impl Fs {
             let Some(root) = m.live_disk().and_then(|d| d.local_root()) else {
                 continue;
             };
-            let dir = root.join(REPLICA_DIR);
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+            let Ok(fd) = beneath::open_root(root) else {
                 continue;
             };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !named.contains(&(m.index, name)) && std::fs::remove_file(e.path()).is_ok() {
+            let Ok(names) = beneath::list_dir(&fd, REPLICA_DIR) else {
+                continue;
+            };
+            for name in names {
+                let ours = is_replica_name(&name)
+                    || name.strip_suffix(".tmp").is_some_and(is_replica_name);
+                if !ours {
+                    log::warn!(
+                        "member {}: {REPLICA_DIR}/{name:?} is not a replica file: left alone",
+                        m.index
+                    );
+                    continue;
+                }
+                if named.contains(&(m.index, name.clone())) {
+                    continue;
+                }
+                if beneath::unlink(&fd, &format!("{REPLICA_DIR}/{name}")).is_ok() {
                     removed += 1;
                 }
             }
@@ -654,9 +685,15 @@ fn of_file(g: &Inner, ino: u64) -> Option<Arc<File>> {
         .and_then(|of| of.pt_file.as_ref().map(|(f, _)| f.clone()))
 }
 
+/// True for the names replica files get: `<ino hex>-<nonce hex>`.
+pub(crate) fn is_replica_name(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.split_once('-').is_some_and(|(a, b)| hex(a) && hex(b))
+}
+
 /// (length, BLAKE3) of a file's content.
-fn hash_file(path: &std::path::Path) -> Result<(u64, [u8; 32]), String> {
-    let mut f = File::open(path).map_err(|e| io_err("open", e))?;
+fn hash_file(path: &MemberFile) -> Result<(u64, [u8; 32]), String> {
+    let mut f = path.open_read().map_err(|e| io_err("open", e))?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;

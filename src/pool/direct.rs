@@ -18,9 +18,9 @@
 //! then on; nothing else changes.
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,20 +107,24 @@ fn unsupported(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINVAL)
 }
 
-/// Create or replace `path` with the concatenation of `parts` (mode
-/// `mode`) and fdatasync it. Uses O_DIRECT for the aligned prefix when
-/// `direct` is set and the file is large enough; clears `direct` when the
-/// filesystem refuses it. Returns with the file's data durable.
+/// Create or replace a file with the concatenation of `parts` and
+/// fdatasync it. `open(flags)` opens the file (with `O_CREAT | O_TRUNC` in
+/// `flags`, beneath the member root), `unlink` removes it after a failed
+/// direct write, `path` names it in logs. Uses O_DIRECT for the aligned
+/// prefix when `direct` is set and the file is large enough; clears
+/// `direct` when the filesystem refuses it. Returns with the file's data
+/// durable.
 pub fn write_synced(
+    open: &dyn Fn(i32) -> io::Result<File>,
+    unlink: &dyn Fn() -> io::Result<()>,
     path: &Path,
     parts: &[&[u8]],
-    mode: u32,
     direct: &AtomicBool,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let prefix = total / ALIGN * ALIGN;
     if enabled() && direct.load(Ordering::Relaxed) && total >= MIN_DIRECT {
-        match write_direct(path, parts, total, prefix, mode) {
+        match write_direct(open, unlink, parts, total, prefix) {
             Ok(f) => return f.sync_data(),
             Err(e) if unsupported(&e) => {
                 log::info!(
@@ -132,12 +136,7 @@ pub fn write_synced(
             Err(e) => return Err(e),
         }
     }
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
+    let f = open(CREATE)?;
     let mut at = 0u64;
     for p in parts {
         f.write_all_at(p, at)?;
@@ -146,22 +145,18 @@ pub fn write_synced(
     f.sync_data()
 }
 
+const CREATE: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+
 /// The O_DIRECT prefix and buffered tail of [`write_synced`]; the open
 /// file is returned for the caller's sync.
 fn write_direct(
-    path: &Path,
+    open: &dyn Fn(i32) -> io::Result<File>,
+    unlink: &dyn Fn() -> io::Result<()>,
     parts: &[&[u8]],
     total: usize,
     prefix: usize,
-    mode: u32,
 ) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)?;
+    let f = open(CREATE | libc::O_DIRECT)?;
     BUF.with(|b| -> io::Result<()> {
         let mut b = b.borrow_mut();
         let buf = b.get(total.next_multiple_of(ALIGN));
@@ -180,7 +175,7 @@ fn write_direct(
         Ok(())
     })
     .inspect_err(|_| {
-        let _ = std::fs::remove_file(path);
+        let _ = unlink();
     })?;
     Ok(f)
 }
@@ -203,6 +198,8 @@ fn clear_direct(f: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn direct_and_buffered_writes_give_the_same_bytes() {
@@ -217,7 +214,17 @@ mod tests {
                 let p = dir.join(format!("f{len}-{direct}"));
                 // an older, longer file is replaced, never left at its tail
                 std::fs::write(&p, vec![9u8; want.len() + 10_000]).unwrap();
-                write_synced(&p, &[&head, &body], 0o600, &flag).unwrap();
+                let open = |flags: i32| {
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(flags & !(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC))
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&p)
+                };
+                let unlink = || std::fs::remove_file(&p);
+                write_synced(&open, &unlink, &p, &[&head, &body], &flag).unwrap();
                 assert_eq!(
                     std::fs::read(&p).unwrap(),
                     want,

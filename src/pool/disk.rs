@@ -1,9 +1,12 @@
 //! The member-disk seam. Everything shardfs stores on a member goes through
 //! [`DiskBackend`]; a remote disk or a fault-injecting disk plugs in here.
 
+use crate::guard::beneath;
+use crate::guard::modes::FILE_MODE;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -75,10 +78,19 @@ impl DirDisk {
         }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
+    /// The member root, opened now (so a directory swapped in at the
+    /// configured path is what the next operation sees, as with paths).
+    fn root(&self) -> io::Result<OwnedFd> {
+        beneath::open_root(&self.root)
+    }
+
+    /// Open `rel` beneath the root, never through a symlink.
+    fn open(&self, rel: &str, flags: i32) -> io::Result<File> {
+        beneath::open_file(&self.root()?, rel, flags, FILE_MODE)
     }
 }
+
+const CREATE: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
 
 impl DiskBackend for DirDisk {
     fn describe(&self) -> String {
@@ -90,7 +102,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
-        let mut f = crate::guard::modes::create_file(&self.path(rel))?;
+        let mut f = self.open(rel, CREATE)?;
         for p in parts {
             f.write_all(p)?;
         }
@@ -99,13 +111,7 @@ impl DiskBackend for DirDisk {
 
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.path(rel))?;
+        let f = self.open(rel, libc::O_WRONLY | libc::O_CREAT)?;
         let mut at = offset;
         for p in parts {
             f.write_all_at(p, at)?;
@@ -115,34 +121,41 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        let root = self.root()?;
         super::direct::write_synced(
-            &self.path(rel),
+            &|flags| beneath::open_file(&root, rel, flags, FILE_MODE),
+            &|| beneath::unlink(&root, rel),
+            &self.root.join(rel),
             parts,
-            crate::guard::modes::FILE_MODE,
             &self.direct,
         )
     }
 
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.path(rel);
-        let tmp = path.with_extension("tmp");
+        let root = self.root()?;
+        let tmp = format!("{rel}.tmp");
         {
-            let mut f = crate::guard::modes::create_file(&tmp)?;
+            let mut f = beneath::open_file(&root, &tmp, CREATE, FILE_MODE)?;
             f.write_all(data)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &path)?;
-        let dir = path.parent().unwrap_or(&self.root);
-        File::open(dir)?.sync_all()
+        beneath::rename(&root, &tmp, rel)?;
+        match rel.rsplit_once('/') {
+            Some((dir, _)) => self.sync_dir(dir),
+            None => File::from(beneath::open_root_dir(&self.root)?).sync_all(),
+        }
     }
 
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.path(rel))
+        let mut f = self.open(rel, libc::O_RDONLY)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)?;
+        Ok(v)
     }
 
     fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let f = File::open(self.path(rel))?;
+        let f = self.open(rel, libc::O_RDONLY)?;
         let mut buf = vec![0u8; len];
         let mut got = 0;
         while got < len {
@@ -157,37 +170,31 @@ impl DiskBackend for DirDisk {
     }
 
     fn remove_file(&self, rel: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(rel)) {
+        match beneath::unlink(&self.root()?, rel) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
     }
 
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(self.path(rel))? {
-            out.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(out)
+        beneath::list_dir(&self.root()?, rel)
     }
 
     fn create_dir_all(&self, rel: &str) -> io::Result<()> {
-        crate::guard::modes::create_dir_all(&self.path(rel))
+        beneath::create_dir_all(&self.root()?, rel, crate::guard::modes::DIR_MODE)
     }
 
     fn sync_file(&self, rel: &str) -> io::Result<()> {
-        OpenOptions::new()
-            .read(true)
-            .open(self.path(rel))?
-            .sync_data()
+        self.open(rel, libc::O_RDONLY)?.sync_data()
     }
 
     fn sync_dir(&self, rel: &str) -> io::Result<()> {
-        File::open(self.path(rel))?.sync_all()
+        self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY)?
+            .sync_all()
     }
 
     fn sync_fs(&self) -> io::Result<()> {
-        let f = File::open(&self.root)?;
+        let f = File::from(beneath::open_root_dir(&self.root)?);
         nix::unistd::syncfs(&f).map_err(io::Error::from)
     }
 
