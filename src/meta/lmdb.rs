@@ -63,7 +63,7 @@ const MAP_ALIGN: usize = 1 << 20;
 enum Attempt {
     /// MDB_MAP_FULL with the map at this size
     MapFull(usize),
-    /// ENOSPC from the host filesystem
+    /// ENOSPC (or EDQUOT) from the host filesystem
     NoSpace(heed::Error),
     /// anything else
     Other(heed::Error),
@@ -73,11 +73,16 @@ impl From<heed::Error> for Attempt {
     fn from(e: heed::Error) -> Self {
         match &e {
             heed::Error::Mdb(heed::MdbError::MapFull) => Attempt::MapFull(0),
-            heed::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => Attempt::NoSpace(e),
-            heed::Error::Mdb(heed::MdbError::Other(c)) if *c == libc::ENOSPC => Attempt::NoSpace(e),
+            heed::Error::Io(io) if io.raw_os_error().is_some_and(no_space) => Attempt::NoSpace(e),
+            heed::Error::Mdb(heed::MdbError::Other(c)) if no_space(*c) => Attempt::NoSpace(e),
             _ => Attempt::Other(e),
         }
     }
+}
+
+/// ENOSPC, or EDQUOT (a full quota: the reserve frees it too).
+fn no_space(errno: i32) -> bool {
+    errno == libc::ENOSPC || errno == libc::EDQUOT
 }
 
 /// Reserve size for a host filesystem of `total` bytes.
