@@ -94,6 +94,8 @@ impl FsError {
             // after a failed metadata commit we refuse writes
             FsError::Meta(MetaError::ReadOnly) => libc::EROFS,
             FsError::Meta(MetaError::Store { .. }) => libc::EIO,
+            // a metadata disk is full (after its reserve was spent)
+            FsError::Meta(MetaError::NoSpace(_)) => libc::ENOSPC,
             FsError::Corrupt(_) => libc::EIO,
         }
     }

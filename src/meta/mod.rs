@@ -33,6 +33,10 @@ pub enum MetaError {
         /// what happened
         msg: String,
     },
+    /// The store's host filesystem (or its map, at its size limit) is full:
+    /// ENOSPC for the writer. The message names the store.
+    #[error("metadata out of space: {0}")]
+    NoSpace(String),
     /// A commit failed earlier; the store refuses writes until remount.
     #[error("metadata is read-only after a failed commit")]
     ReadOnly,

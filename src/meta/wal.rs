@@ -310,7 +310,20 @@ impl MetaStore for WalStore {
         }
         let keys = self.overlay.read().unwrap().len();
         if keys > CHECKPOINT_KEYS || log.last_checkpoint.elapsed() > CHECKPOINT_AGE {
-            self.checkpoint(&mut log)?;
+            match self.checkpoint(&mut log) {
+                // The batch is durable in the log already: a checkpoint that
+                // found the disk full is retried later (at the latest when
+                // the log is full, and that commit fails with ENOSPC before
+                // its append), and this commit is not reported as failed.
+                Err(MetaError::NoSpace(msg)) => {
+                    log::warn!(
+                        "metadata replica {}: checkpoint postponed, disk full: {msg}",
+                        self.dir.display()
+                    );
+                    log.last_checkpoint = Instant::now();
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -421,6 +434,67 @@ mod tests {
         assert_eq!(s.lmdb.get(b"k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(s.lmdb.sequence().unwrap(), 1);
         assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
+        s.close();
+    }
+
+    /// Issue 14: on a full metadata disk a commit whose batch is in the log
+    /// is not reported as failed because the checkpoint after it found no
+    /// room (ENOSPC once the LMDB reserve is spent); the checkpoint is
+    /// taken later, once there is room.
+    #[test]
+    fn a_checkpoint_that_finds_the_disk_full_does_not_fail_a_logged_commit() {
+        use std::process::Command;
+        let mnt = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+            .arg(mnt.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (tests run as root)");
+        struct Umount<'a>(&'a Path);
+        impl Drop for Umount<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+        }
+        let _u = Umount(mnt.path());
+        let fill = || {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(mnt.path().join("filler"))
+                .unwrap();
+            for chunk in [1 << 20, 4096] {
+                let buf = vec![1u8; chunk];
+                while f.write_all(&buf).is_ok() {}
+            }
+        };
+        let big = |b: u8| -> Vec<Op> {
+            (0..32u8)
+                .map(|i| Op::Put(vec![b'k', b, i], vec![b ^ i; 8 << 10]))
+                .collect()
+        };
+        let dir = mnt.path().join("meta");
+        let s = WalStore::open(&dir).unwrap();
+        fill();
+        // this checkpoint spends the LMDB reserve
+        s.log.lock().unwrap().last_checkpoint = Instant::now() - CHECKPOINT_AGE * 2;
+        s.commit(&big(1)).unwrap();
+        assert_eq!(s.log.lock().unwrap().len, 0, "checkpoint taken");
+        fill();
+        // this one finds no room: the logged commit still succeeds
+        s.log.lock().unwrap().last_checkpoint = Instant::now() - CHECKPOINT_AGE * 2;
+        s.commit(&big(2)).unwrap();
+        assert!(s.log.lock().unwrap().len > 0, "checkpoint postponed");
+        assert_eq!(s.get(&[b'k', 2, 5]).unwrap(), Some(vec![2 ^ 5; 8 << 10]));
+        assert_eq!(s.lmdb.get(&[b'k', 2, 5]).unwrap(), None);
+        std::fs::remove_file(mnt.path().join("filler")).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            s.lmdb.get(&[b'k', 2, 5]).unwrap(),
+            Some(vec![2 ^ 5; 8 << 10])
+        );
+        assert_eq!(s.lmdb.sequence().unwrap(), 2);
         s.close();
     }
 }
