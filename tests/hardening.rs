@@ -690,3 +690,46 @@ fn symlinks_planted_in_members_never_make_the_daemon_touch_outside_files() {
         .file_type()
         .is_symlink());
 }
+
+/// A metadata replica whose WAL was replaced by a symlink to an outside
+/// file is refused (named in the log), not opened through the link: the
+/// outside file keeps its bytes, the pool mounts on its other replicas
+/// and every file reads back.
+#[test]
+fn a_symlinked_metadata_file_is_refused_and_the_pool_mounts_on_the_other_replicas() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(9, 100_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    std::fs::write(t.p("bkt/small"), b"inline").unwrap();
+    t.unmount();
+    let meta = t
+        .members
+        .iter()
+        .map(|m| m.join("meta"))
+        .find(|d| d.join("wal").exists())
+        .expect("a metadata replica");
+    let outside = t.tmp.path().join("outside-wal");
+    std::fs::rename(meta.join("wal"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, meta.join("wal")).unwrap();
+    let before = std::fs::read(&outside).unwrap();
+    t.mount();
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
+    assert_eq!(std::fs::read(t.p("bkt/small")).unwrap(), b"inline");
+    std::fs::write(t.p("bkt/new"), b"after").unwrap();
+    t.unmount();
+    let log = t.log_text();
+    assert!(
+        log.contains(&format!(
+            "{} is a symbolic link",
+            meta.join("wal").display()
+        )),
+        "the refusal is not named in the log:\n{log}"
+    );
+    assert!(
+        std::fs::read(&outside).unwrap() == before,
+        "the outside file was written"
+    );
+    t.mount();
+    assert_eq!(std::fs::read(t.p("bkt/new")).unwrap(), b"after");
+}

@@ -256,6 +256,25 @@ pub fn list_dir(root: &OwnedFd, rel: &str) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Refuse a member directory `dir` (below the root) that is a symlink, or
+/// holds one under any of `names`: for stores that open their files by
+/// path (LMDB, the WAL). Checked once, when the store is opened; the
+/// member is 0700 root-only while mounted, so a link planted later needs
+/// root.
+pub fn refuse_links(dir: &Path, names: &[&str]) -> io::Result<()> {
+    let link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let bad = std::iter::once(dir.to_path_buf())
+        .chain(names.iter().map(|n| dir.join(n)))
+        .find(|p| link(p));
+    match bad {
+        Some(p) => Err(io::Error::other(format!(
+            "{} is a symbolic link: shardfs never follows links inside a member; replace it with the real file or directory",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A file inside a member, named by the member root and a path beneath
 /// it: every use resolves it with the rules above, so a link planted at
 /// any step refuses the operation instead of following it.
@@ -384,6 +403,14 @@ mod tests {
             // a directory opened with a (stray) mode is still a plain open
             open(&root, "shards", libc::O_RDONLY | libc::O_DIRECTORY, 0o600).unwrap();
             assert!(!m.path().join("shards/00/b").exists());
+            // stores opened by path refuse a link for their directory or files
+            refuse_links(&m.path().join("shards"), &["00"]).unwrap();
+            let e = refuse_links(&m.path().join("shards"), &["3f"]).unwrap_err();
+            assert!(
+                e.to_string().contains("shards/3f is a symbolic link"),
+                "{e}"
+            );
+            assert!(refuse_links(&m.path().join("shards/3f"), &[]).is_err());
         });
     }
 }

@@ -50,6 +50,9 @@ pub const MAP_SIZE: usize = 64 << 30;
 pub const MAX_MAP_SIZE: usize = 4 << 40;
 /// Reserve file kept in every metadata directory.
 pub const RESERVE_FILE: &str = "reserve.bin";
+/// Files of a metadata replica directory, none of which may be a symlink
+/// (the directory neither): they are opened by path.
+const STORE_FILES: [&str; 5] = ["data.mdb", "lock.mdb", "data.mdb.copy", "wal", RESERVE_FILE];
 /// Size of the reserve file, or 1/64 of the host filesystem if that is
 /// less (small test members).
 pub const RESERVE_BYTES: u64 = 16 << 20;
@@ -162,6 +165,7 @@ impl LmdbStore {
             store: path.display().to_string(),
             msg: e.to_string(),
         };
+        crate::guard::beneath::refuse_links(path, &STORE_FILES).map_err(|e| err(&e))?;
         crate::guard::modes::create_dir_all(path).map_err(|e| err(&e))?;
         let file_len = match std::fs::metadata(path.join("data.mdb")) {
             Ok(m) => usize::try_from(m.len()).unwrap_or(usize::MAX),
@@ -367,6 +371,7 @@ impl LmdbStore {
     /// Write a consistent copy of the store into directory `dest` (for
     /// bringing a lagging replica up to date).
     pub fn copy_to_dir(&self, dest: &Path) -> Result<(), MetaError> {
+        crate::guard::beneath::refuse_links(dest, &STORE_FILES).map_err(|e| self.err(e))?;
         crate::guard::modes::create_dir_all(dest).map_err(|e| self.err(e))?;
         let tmp = dest.join("data.mdb.copy");
         let _ = std::fs::remove_file(&tmp);
