@@ -124,6 +124,11 @@ pub fn open_pool_wrapped_as(
     wrap: crate::pool::DiskWrap,
     holder: Holder,
 ) -> Result<Opened, String> {
+    let (kept, left_out) = crate::pool::sort_member_dirs(dirs);
+    for w in &left_out {
+        log::warn!("DEGRADED: {w}");
+    }
+    let dirs = &kept[..];
     let (sb, members) = open_members_with(dirs, wrap).map_err(|e| e.to_string())?;
     let locks = Arc::new(PoolLocks::lock_all(dirs, holder)?);
     crate::guard::modes::repair_members(dirs);
@@ -315,7 +320,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .passthrough(cfg.passthrough)
         .atime(cfg.atime);
     let mut session = fuser::Session::new(fuse_fs, mp, &config).map_err(|e| {
-        let _ = std::fs::remove_file(&socket);
+        socket.remove();
         mount_error(&e, root, mp)
     })?;
     let mut unmounter = session.unmount_callable();
@@ -327,7 +332,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         fs.pool.sb.m,
         fs.pool.members().len(),
         mp.display(),
-        socket.display()
+        socket.path().display()
     );
     sd_notify::ready_when_serving(
         mp,
@@ -369,7 +374,7 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     }
     fs.meta.shutdown();
     let _ = flusher.join();
-    let _ = std::fs::remove_file(&socket);
+    socket.remove();
     run.map_err(|e| format!("FUSE session: {e}"))?;
     res.map_err(|e| format!("final sync: {e}"))?;
     log::info!("unmounted cleanly");

@@ -227,6 +227,20 @@ fn a_non_socket_at_the_socket_path_is_never_deleted_and_foreign_or_loose_socket_
     t.mount();
     let (ok, _, err) = t.ctl(&["status"]);
     assert!(ok, "{err}");
+    // a file put at the socket path while mounted survives the unmount:
+    // the daemon removes only the very socket it bound
+    std::fs::remove_file(&t.socket).unwrap();
+    std::fs::write(&t.socket, b"put here later").unwrap();
+    t.unmount();
+    assert_eq!(std::fs::read(&t.socket).unwrap(), b"put here later");
+    std::fs::remove_file(&t.socket).unwrap();
+    // and the daemon's own socket is removed at a clean unmount
+    t.mount();
+    t.unmount();
+    assert!(
+        std::fs::symlink_metadata(&t.socket).is_err(),
+        "socket left behind"
+    );
 }
 
 #[test]

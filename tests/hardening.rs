@@ -733,3 +733,83 @@ fn a_symlinked_metadata_file_is_refused_and_the_pool_mounts_on_the_other_replica
     t.mount();
     assert_eq!(std::fs::read(t.p("bkt/new")).unwrap(), b"after");
 }
+
+/// A blank directory at a member's path (a dead drive swapped for a new,
+/// empty one) and a member of another pool at another's: the mount goes
+/// ahead degraded, warns naming each path, never writes to either (no
+/// lock file, no mode change, no shard), and serves and takes data.
+#[test]
+fn blank_and_foreign_member_dirs_mount_degraded_and_are_never_written() {
+    let mut t = TestMount::new(6, SMALL);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(11, 200_000);
+    std::fs::write(t.p("bkt/f"), &data).unwrap();
+    t.unmount();
+    // member 1: the drive was replaced by a blank one
+    std::fs::remove_dir_all(&t.members[1]).unwrap();
+    std::fs::create_dir(&t.members[1]).unwrap();
+    std::fs::set_permissions(&t.members[1], std::fs::Permissions::from_mode(0o755)).unwrap();
+    // member 4: a member of another pool sits at its path
+    let other: Vec<PathBuf> = (0..6)
+        .map(|i| t.tmp.path().join(format!("other{i}")))
+        .collect();
+    let out = Command::new(SHARDFS)
+        .arg("mkfs")
+        .args(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&t.members[4]).unwrap();
+    std::fs::rename(&other[0], &t.members[4]).unwrap();
+    let foreign_before = snapshot(&t.members[4]);
+    let foreign_modes: Vec<u32> = walk(&t.members[4]).iter().map(|(_, m)| m.mode()).collect();
+
+    t.mount();
+    assert!(
+        std::fs::read(t.p("bkt/f")).unwrap() == data,
+        "degraded read"
+    );
+    std::fs::write(t.p("bkt/g"), b"written degraded").unwrap();
+    let (ok, out, err) = t.ctl(&["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("missing") || out.contains("MISSING"), "{out}");
+    t.unmount();
+    let log = t.log_text();
+    for (p, what) in [
+        (&t.members[1], "holds no shardfs superblock"),
+        (&t.members[4], "member of another pool"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("WARN")
+                && l.contains(&p.display().to_string())
+                && l.contains(what)),
+            "no warning naming {}:\n{log}",
+            p.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&t.members[1]).unwrap().count(),
+        0,
+        "the blank directory was written"
+    );
+    assert_eq!(
+        mode(&t.members[1]),
+        0o755,
+        "the blank directory was chmodded"
+    );
+    assert_eq!(
+        snapshot(&t.members[4]),
+        foreign_before,
+        "the foreign member changed"
+    );
+    let modes_after: Vec<u32> = walk(&t.members[4]).iter().map(|(_, m)| m.mode()).collect();
+    assert_eq!(modes_after, foreign_modes);
+    // the pool still has everything on a remount
+    t.mount();
+    assert!(std::fs::read(t.p("bkt/f")).unwrap() == data);
+    assert_eq!(std::fs::read(t.p("bkt/g")).unwrap(), b"written degraded");
+}

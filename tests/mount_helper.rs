@@ -605,9 +605,11 @@ fn bad_options_and_failing_daemons_give_clear_errors_and_mount_nothing() {
     assert_eq!(out.status.code(), Some(32), "{}", text(&out));
     assert!(stderr(&out).contains("matches nothing"), "{}", text(&out));
 
-    // the daemon refuses (an unformatted member): its own error is shown
-    let empty = p.tmp.path().join("empty");
+    // the daemon refuses (a member with a damaged superblock): its own
+    // error is shown
+    let empty = p.tmp.path().join("damaged");
     std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("shardfs.superblock"), b"garbage").unwrap();
     let out = Command::new(HELPER)
         .env("SHARDFS_BIN", SHARDFS)
         .arg(format!("{}:{}", p.spec(), empty.display()))
@@ -618,8 +620,7 @@ fn bad_options_and_failing_daemons_give_clear_errors_and_mount_nothing() {
     assert_eq!(out.status.code(), Some(32), "{}", text(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("exited (status 1) before mounting")
-            && err.contains("is not a formatted shardfs member"),
+        err.contains("exited (status 1) before mounting") && err.contains("superblock is damaged"),
         "{}",
         text(&out)
     );
@@ -831,8 +832,9 @@ fn daemon_reports_a_failed_start_in_status() {
     let sock = p.tmp.path().join("notify.sock");
     let rx = UnixDatagram::bind(&sock).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let empty = p.tmp.path().join("empty");
+    let empty = p.tmp.path().join("damaged");
     std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("shardfs.superblock"), b"garbage").unwrap();
     let out = Command::new(SHARDFS)
         .arg("mount")
         .args(&p.members)
@@ -851,8 +853,7 @@ fn daemon_reports_a_failed_start_in_status() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0], "STATUS=opening the pool\n");
     assert!(
-        seen[1].starts_with("STATUS=failed: ")
-            && seen[1].contains("not a formatted shardfs member"),
+        seen[1].starts_with("STATUS=failed: ") && seen[1].contains("superblock is damaged"),
         "{seen:?}"
     );
     assert!(!seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");

@@ -141,11 +141,48 @@ pub fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The socket this daemon bound: removed at exit only while the path
+/// still names that very socket (same device and inode), so a file, link
+/// or another daemon's socket put there meanwhile is never deleted.
+#[derive(Debug)]
+pub struct BoundSocket {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl BoundSocket {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Remove the socket if the path still names it.
+    pub fn remove(&self) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(md) if md.file_type().is_socket() && (md.dev(), md.ino()) == self.id => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            Ok(_) => log::warn!(
+                "{} is no longer this daemon's socket: left in place",
+                self.path.display()
+            ),
+            Err(_) => {}
+        }
+    }
+}
+
 /// Bind the socket (mode 0600) and serve it on a thread.
-pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
+pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<BoundSocket> {
+    use std::os::unix::fs::MetadataExt;
     prepare_socket_path(path)?;
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let md = std::fs::symlink_metadata(path)?;
+    let bound = BoundSocket {
+        path: path.to_path_buf(),
+        id: (md.dev(), md.ino()),
+    };
     let active = Arc::new(AtomicUsize::new(0));
     let waiting: Waiting = Arc::default();
     let mut next_id = 0u64;
@@ -203,7 +240,7 @@ pub fn spawn(path: &Path, ctx: Arc<Context>) -> std::io::Result<PathBuf> {
                 }
             }
         })?;
-    Ok(path.to_path_buf())
+    Ok(bound)
 }
 
 fn reply(s: &mut UnixStream, r: &Reply) -> std::io::Result<()> {

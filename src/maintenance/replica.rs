@@ -264,8 +264,9 @@ impl Fs {
             return Ok((self.open(ino, writable)?, None));
         }
         let within = self.replicas.verify_secs.load(Ordering::Relaxed) as f64;
-        // the record this call verified; false once a check failed
-        let mut checked: Option<ReplicaRec> = None;
+        // the record this call verified and the descriptor it hashed (the
+        // one handed to the kernel); false once a check failed
+        let mut checked: Option<(ReplicaRec, File)> = None;
         let mut use_replica = true;
         // Every decision is taken and acted on under one hold of the lock,
         // so that no other open can change the inode's mode in between.
@@ -300,8 +301,17 @@ impl Fs {
                 Usable::Yes(rec, path) => (rec, path),
                 Usable::No | Usable::Stale => return ordinary(&mut g),
             };
-            if checked.as_ref() == Some(&rec) || self.replicas.fresh(ino, within) {
-                return match path.open_read() {
+            let verified = match checked.take() {
+                Some((r, f)) if r == rec => Some(Ok(f)),
+                Some(_) => {
+                    // replaced while this open checked the old one: no second check
+                    return ordinary(&mut g);
+                }
+                None if self.replicas.fresh(ino, within) => Some(path.open_read()),
+                None => None,
+            };
+            if let Some(opened) = verified {
+                return match opened {
                     Ok(f) => {
                         let fh = self.grant_passthrough(&mut g, ino, Arc::new(f), rec.name)?;
                         Ok((fh, of_file(&g, ino)))
@@ -312,17 +322,12 @@ impl Fs {
                     }
                 };
             }
-            if checked.is_some() {
-                // replaced while this open checked the old one: no second check
-                return ordinary(&mut g);
-            }
             drop(g);
             // check the content outside the lock, then decide again (a
             // replica replaced meanwhile has another record: no match)
-            if self.verify_replica(ino, &rec, &path) {
-                checked = Some(rec);
-            } else {
-                use_replica = false;
+            match self.verify_replica_file(ino, &rec, &path) {
+                Some(f) => checked = Some((rec, f)),
+                None => use_replica = false,
             }
         }
     }
@@ -373,16 +378,30 @@ impl Fs {
     /// Check a replica file against its record; a mismatch (or an
     /// unreadable file) drops the replica. True if it verified.
     fn verify_replica(&self, ino: u64, rec: &ReplicaRec, path: &MemberFile) -> bool {
-        let ok = match hash_file(path) {
-            Ok((len, hash)) => len == rec.size && hash == rec.hash,
+        self.verify_replica_file(ino, rec, path).is_some()
+    }
+
+    /// [`Self::verify_replica`], returning the very descriptor whose
+    /// content was checked (so the kernel gets the file that verified, not
+    /// whatever the path names a moment later).
+    fn verify_replica_file(&self, ino: u64, rec: &ReplicaRec, path: &MemberFile) -> Option<File> {
+        let checked = path
+            .open_read()
+            .map_err(|e| io_err("open", e))
+            .and_then(|mut f| {
+                let (len, hash) = hash_file(&mut f)?;
+                Ok((len == rec.size && hash == rec.hash).then_some(f))
+            });
+        let ok = match checked {
+            Ok(f) => f,
             Err(e) => {
                 log::warn!("replica of inode {ino}: {e}");
-                false
+                None
             }
         };
-        if ok {
+        if ok.is_some() {
             self.replicas.mark_verified(ino);
-            return true;
+            return ok;
         }
         log::error!(
             "replica of inode {ino} at {path} does not match its checksum: dropped, reads go to the stripes"
@@ -396,7 +415,7 @@ impl Fs {
         if let Err(e) = self.drop_replica_if(ino, Some(rec)) {
             log::warn!("dropping the replica of inode {ino}: {e}");
         }
-        false
+        None
     }
 
     /// Copy `ino` into a new replica on an online local member of `class`
@@ -692,8 +711,7 @@ pub(crate) fn is_replica_name(name: &str) -> bool {
 }
 
 /// (length, BLAKE3) of a file's content.
-fn hash_file(path: &MemberFile) -> Result<(u64, [u8; 32]), String> {
-    let mut f = path.open_read().map_err(|e| io_err("open", e))?;
+fn hash_file(f: &mut File) -> Result<(u64, [u8; 32]), String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;

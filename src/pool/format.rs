@@ -170,6 +170,84 @@ pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::R
     disk.write_atomic(SUPERBLOCK_FILE, &sb.encode())
 }
 
+/// Split the member directories given to a mount into those to open and
+/// those to leave out (with the warning to log): a directory that exists
+/// but holds no superblock (a blank drive swapped in for a dead one, an
+/// unformatted directory an fstab glob matched) and a member of another
+/// pool than the one most of the given directories belong to. Left-out
+/// directories are never locked, walked or written: the pool mounts
+/// degraded without them, as ZFS and mdadm do. Anything else (a missing
+/// path, a damaged superblock, a tie between pools) is kept, so that
+/// opening it fails with its own message.
+pub fn sort_member_dirs(dirs: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    enum Seen {
+        Keep,
+        Blank(usize),
+        Pool(String),
+    }
+    let seen: Vec<Seen> = dirs
+        .iter()
+        .map(|d| {
+            if !d.is_dir() {
+                return Seen::Keep;
+            }
+            match std::fs::read(d.join(SUPERBLOCK_FILE)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let n = std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+                    Seen::Blank(n)
+                }
+                Ok(b) => match Superblock::decode(&b) {
+                    Ok(sb) => Seen::Pool(sb.pool_id),
+                    Err(_) => Seen::Keep,
+                },
+                Err(_) => Seen::Keep,
+            }
+        })
+        .collect();
+    let mut votes: HashMap<&str, usize> = HashMap::new();
+    for s in &seen {
+        if let Seen::Pool(p) = s {
+            *votes.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    let best = votes.values().copied().max().unwrap_or(0);
+    let leaders: Vec<&str> = votes
+        .iter()
+        .filter(|(_, &n)| n == best)
+        .map(|(p, _)| *p)
+        .collect();
+    if best == 0 {
+        // no member of any pool: let the open say so for every directory
+        return (dirs.to_vec(), Vec::new());
+    }
+    let pool = (leaders.len() == 1).then(|| leaders[0].to_string());
+    let mut keep = Vec::new();
+    let mut warnings = Vec::new();
+    for (d, s) in dirs.iter().zip(&seen) {
+        match s {
+            Seen::Blank(n) => warnings.push(format!(
+                "{} holds no shardfs superblock ({}): it is left out and never written;                  the pool mounts degraded without the member that was there. If it is a                  replacement drive, add it with `shardctl disk add {}` once mounted",
+                d.display(),
+                if *n == 0 {
+                    "an empty directory".to_string()
+                } else {
+                    format!("{n} unknown entries")
+                },
+                d.display()
+            )),
+            Seen::Pool(p) if pool.as_deref().is_some_and(|best| best != p) => {
+                warnings.push(format!(
+                    "{} is a member of another pool ({p}, not {}): it is left out and never                      modified; the pool mounts degraded without the member that was there",
+                    d.display(),
+                    pool.as_deref().unwrap_or("")
+                ))
+            }
+            _ => keep.push(d.clone()),
+        }
+    }
+    (keep, warnings)
+}
+
 /// Read the superblocks of `dirs` and check they form one pool. Members of
 /// the pool that were not given are present as offline.
 pub fn open_members(dirs: &[PathBuf]) -> Result<(Superblock, Vec<Member>), PoolError> {

@@ -18,8 +18,8 @@ mod write;
 pub(crate) use disk::splice_at;
 pub use disk::{DirDisk, DiskBackend, MemDisk};
 pub use format::{
-    assemble, assemble_with, check_new_member_dir, mkfs, open_members, open_members_with, DiskWrap,
-    MkfsOptions,
+    assemble, assemble_with, check_new_member_dir, mkfs, open_members, open_members_with,
+    sort_member_dirs, DiskWrap, MkfsOptions,
 };
 pub use member::{Health, Member, CLEAR_AFTER, FAIL_AFTER, MAX_MEMBERS, SUSPECT_AFTER};
 pub use patch::{PatchJob, PatchRef};
