@@ -288,7 +288,8 @@ fn dotdot(dir: &std::path::Path) -> u64 {
 /// follow the names, both inodes get a new ctime, directories a new parent
 /// (readdir's ".."), and the parents' link counts follow the
 /// subdirectories that moved; it survives a remount. Bad flag combinations
-/// and RENAME_WHITEOUT are EINVAL, as on Linux.
+/// (RENAME_EXCHANGE with RENAME_NOREPLACE or RENAME_WHITEOUT) are EINVAL,
+/// as on Linux.
 #[test]
 fn rename_exchange_swaps_files_and_directories_atomically() {
     use std::os::unix::fs::MetadataExt;
@@ -347,7 +348,7 @@ fn rename_exchange_swaps_files_and_directories_atomically() {
         Err(libc::EINVAL)
     );
     assert_eq!(
-        rename2(&t.p("bkt/a"), &t.p("bkt/new"), libc::RENAME_WHITEOUT),
+        rename2(&t.p("bkt/a"), &t.p("bkt/b"), ex | libc::RENAME_WHITEOUT),
         Err(libc::EINVAL)
     );
     assert_eq!(
@@ -697,4 +698,163 @@ fn demo_stop_waits_for_the_daemon_so_the_demo_can_be_removed() {
     assert!(!is_mounted(&mnt));
     fs::remove_dir_all(&demo).expect("rm -rf demo right after stop");
     guard.pid = None;
+}
+
+/// RENAME_WHITEOUT (what overlayfs does to its upper layer): the source
+/// moves and its old name becomes a whiteout, a character device 0:0 with
+/// mode 0, in one step; over an existing target too; it survives a
+/// remount and lists as a character device. A bucket cannot leave a
+/// whiteout at the root (EPERM), and RENAME_NOREPLACE still holds.
+#[test]
+fn rename_whiteout_leaves_a_whiteout_device_at_the_old_name() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut t = TestMount::new(6, &[]);
+    fs::create_dir(t.p("bkt")).unwrap();
+    fs::create_dir(t.p("bkt/d")).unwrap();
+    fs::write(t.p("bkt/a"), b"A").unwrap();
+    fs::write(t.p("bkt/b"), b"B").unwrap();
+    fs::write(t.p("bkt/d/x"), b"X").unwrap();
+    let wo = libc::RENAME_WHITEOUT;
+    let is_whiteout = |p: &std::path::Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        m.file_type().is_char_device() && m.rdev() == 0 && m.mode() & 0o7777 == 0
+    };
+    rename2(&t.p("bkt/a"), &t.p("bkt/moved"), wo).unwrap();
+    assert_eq!(fs::read(t.p("bkt/moved")).unwrap(), b"A");
+    assert!(is_whiteout(&t.p("bkt/a")), "no whiteout at the old name");
+    // over an existing target, and a directory across directories
+    rename2(&t.p("bkt/b"), &t.p("bkt/moved"), wo).unwrap();
+    assert_eq!(fs::read(t.p("bkt/moved")).unwrap(), b"B");
+    assert!(is_whiteout(&t.p("bkt/b")));
+    fs::create_dir(t.p("bkt/e")).unwrap();
+    rename2(&t.p("bkt/d"), &t.p("bkt/e/d"), wo).unwrap();
+    assert_eq!(fs::read(t.p("bkt/e/d/x")).unwrap(), b"X");
+    assert!(is_whiteout(&t.p("bkt/d")));
+    assert_eq!(
+        fs::metadata(t.p("bkt")).unwrap().nlink(),
+        3,
+        "bkt holds e only"
+    );
+    // errors
+    assert_eq!(
+        rename2(
+            &t.p("bkt/moved"),
+            &t.p("bkt/e"),
+            wo | libc::RENAME_NOREPLACE
+        ),
+        Err(libc::EEXIST)
+    );
+    assert_eq!(rename2(&t.p("bkt"), &t.p("bkt2"), wo), Err(libc::EPERM));
+    assert!(t.p("bkt/moved").exists());
+    // listed as a character device, and durable
+    let names: Vec<(String, bool)> = fs::read_dir(t.p("bkt"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let chr = e.file_type().unwrap().is_char_device();
+            (e.file_name().into_string().unwrap(), chr)
+        })
+        .collect();
+    for w in ["a", "b", "d"] {
+        assert!(names.contains(&(w.to_string(), true)), "{w} in {names:?}");
+    }
+    t.remount();
+    for w in ["bkt/a", "bkt/b", "bkt/d"] {
+        assert!(is_whiteout(&t.p(w)), "{w} after a remount");
+    }
+    assert_eq!(fs::read(t.p("bkt/moved")).unwrap(), b"B");
+    assert_eq!(fs::read(t.p("bkt/e/d/x")).unwrap(), b"X");
+    // a whiteout is removed like any name
+    fs::remove_file(t.p("bkt/a")).unwrap();
+    assert!(fs::symlink_metadata(t.p("bkt/a")).is_err());
+}
+
+/// An overlayfs mounted over the test's overlay dir: detached on drop,
+/// even when the test fails.
+struct Overlay(std::path::PathBuf);
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// overlayfs takes a shardfs directory as its upper layer (it needs
+/// RENAME_WHITEOUT, trusted.* xattrs and d_type): changes through the
+/// merged view land in the upper layer as copies, whiteouts (character
+/// devices 0:0) and overlay xattrs, the lower layer is untouched, and the
+/// merged view is the same after both are mounted again.
+#[test]
+fn overlayfs_runs_with_its_upper_layer_on_shardfs() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut t = TestMount::new(6, &[]);
+    let lower = t.tmp.path().join("lower");
+    let merged = t.tmp.path().join("merged");
+    fs::create_dir_all(lower.join("dir")).unwrap();
+    fs::create_dir(&merged).unwrap();
+    fs::write(lower.join("f"), b"lower f").unwrap();
+    fs::write(lower.join("gone"), b"to be deleted").unwrap();
+    fs::write(lower.join("dir/x"), b"lower x").unwrap();
+    for d in ["bkt", "bkt/upper", "bkt/work"] {
+        fs::create_dir(t.p(d)).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        t.p("bkt/upper").display(),
+        t.p("bkt/work").display()
+    );
+    let mount = |opts: &str| {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", opts])
+            .arg(&merged)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "overlay mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Overlay(merged.clone())
+    };
+    let ov = mount(&opts);
+    fs::write(merged.join("f"), b"changed f").unwrap();
+    fs::remove_file(merged.join("gone")).unwrap();
+    fs::write(merged.join("dir/y"), b"new y").unwrap();
+    fs::remove_file(merged.join("dir/x")).unwrap();
+    fs::write(merged.join("new"), b"new file").unwrap();
+    let view = |m: &std::path::Path| {
+        let mut names: Vec<String> = fs::read_dir(m)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(view(&merged), ["dir", "f", "new"]);
+    assert_eq!(view(&merged.join("dir")), ["y"]);
+    assert_eq!(fs::read(merged.join("f")).unwrap(), b"changed f");
+    // the upper layer on shardfs holds the copy-up, the new files and
+    // whiteouts for the deletions
+    assert_eq!(fs::read(t.p("bkt/upper/f")).unwrap(), b"changed f");
+    for w in ["bkt/upper/gone", "bkt/upper/dir/x"] {
+        let m = fs::symlink_metadata(t.p(w)).unwrap();
+        assert!(
+            m.file_type().is_char_device() && m.rdev() == 0,
+            "{w} is no whiteout"
+        );
+    }
+    // the lower layer is untouched
+    assert_eq!(fs::read(lower.join("gone")).unwrap(), b"to be deleted");
+    assert_eq!(fs::read(lower.join("dir/x")).unwrap(), b"lower x");
+    drop(ov);
+    t.remount();
+    let _ov = mount(&opts);
+    assert_eq!(view(&merged), ["dir", "f", "new"]);
+    assert_eq!(view(&merged.join("dir")), ["y"]);
+    assert_eq!(fs::read(merged.join("f")).unwrap(), b"changed f");
+    assert_eq!(fs::read(merged.join("new")).unwrap(), b"new file");
 }

@@ -482,16 +482,61 @@ fn user_xattrs() {
     assert_eq!(set("user.size", b"1", libc::XATTR_REPLACE), libc::ENODATA);
     assert_eq!(set("user.color", b"red", libc::XATTR_REPLACE), 0);
     assert_eq!(get("user.color"), Ok(b"red".to_vec()));
-    assert_eq!(set("trusted.x", b"1", 0), libc::EOPNOTSUPP);
     assert_eq!(get("user.none"), Err(libc::ENODATA));
+    // trusted.* is stored for root (overlayfs keeps its state there)
+    assert_eq!(set("trusted.overlay.opaque", b"y", 0), 0);
+    assert_eq!(get("trusted.overlay.opaque"), Ok(b"y".to_vec()));
+    assert_eq!(set("trusted.", b"1", 0), libc::EOPNOTSUPP);
+    assert_eq!(set("system.shardfs_test", b"1", 0), libc::EOPNOTSUPP);
     let mut list = vec![0u8; 256];
     // SAFETY: valid pointers and lengths.
     let n = unsafe { libc::listxattr(p.as_ptr(), list.as_mut_ptr() as *mut _, list.len()) };
-    assert_eq!(&list[..n as usize], b"user.color\0");
+    assert_eq!(&list[..n as usize], b"trusted.overlay.opaque\0user.color\0");
+    // an unprivileged user sees user.* only, and may neither read nor set
+    // trusted.* (the kernel refuses; shardfs hides the names)
+    let top = t.p("").parent().unwrap().to_path_buf();
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(t.p("bkt/f"), fs::Permissions::from_mode(0o666)).unwrap();
+    let script = format!(
+        "import os, errno\n\
+         p = {:?}\n\
+         print(sorted(os.listxattr(p)))\n\
+         for f in (lambda: os.getxattr(p, 'trusted.overlay.opaque'), \
+                   lambda: os.setxattr(p, 'trusted.mine', b'1')):\n\
+         \x20   try:\n\
+         \x20       f(); print('allowed')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(errno.errorcode[e.errno])\n",
+        t.p("bkt/f").to_str().unwrap()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv and python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "['user.color']\nENODATA\nEPERM\n"
+    );
     let name = CString::new("user.color").unwrap();
     // SAFETY: valid pointers.
     assert_eq!(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }, 0);
     assert_eq!(get("user.color"), Err(libc::ENODATA));
+    let name = CString::new("trusted.overlay.opaque").unwrap();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }, 0);
+    assert_eq!(get("trusted.overlay.opaque"), Err(libc::ENODATA));
 }
 
 #[test]

@@ -466,6 +466,34 @@ impl Fs {
         newname: &[u8],
         noreplace: bool,
     ) -> FsResult<()> {
+        self.rename_with(parent, name, newparent, newname, noreplace, None)
+    }
+
+    /// [`Self::rename`] with RENAME_WHITEOUT: in the same transaction the
+    /// old name becomes a whiteout (a character device 0:0, mode 0, owned
+    /// by `owner`, a (uid, gid)), as overlayfs expects of its upper layer. The
+    /// kernel has checked CAP_MKNOD.
+    pub fn rename_whiteout(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        noreplace: bool,
+        owner: (u32, u32),
+    ) -> FsResult<()> {
+        self.rename_with(parent, name, newparent, newname, noreplace, Some(owner))
+    }
+
+    fn rename_with(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        noreplace: bool,
+        whiteout: Option<(u32, u32)>,
+    ) -> FsResult<()> {
         check_component(name)?;
         let mut g = self.lock();
         let mut p = self.dir(&g, parent)?;
@@ -501,6 +529,11 @@ impl Fs {
             }
         }
         self.check_new_name(newparent, newname, src.kind)?;
+        if whiteout.is_some() && parent == ROOT_INO {
+            return Err(FsError::NotPermitted(
+                "a whiteout cannot take a bucket's place at the root".into(),
+            ));
+        }
         let t = now();
         let mut ops = Vec::new();
         let mut after = Vec::new();
@@ -517,6 +550,46 @@ impl Fs {
         ops.push(Op::Del(cookie_key(parent, src.cookie)));
         p.mtime = t;
         p.ctime = t;
+        if let Some((uid, gid)) = whiteout {
+            // the whiteout takes the old name (its Put follows the Del
+            // above in the same batch, so it is what the batch leaves)
+            let ino = g.next_ino;
+            g.next_ino += 1;
+            let cookie = p.next_cookie;
+            p.next_cookie += 1;
+            let w = Inode {
+                ino,
+                kind: Kind::CharDev,
+                perm: 0,
+                uid,
+                gid,
+                nlink: 1,
+                size: 0,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                crtime: t,
+                rdev: 0,
+                parent,
+                next_cookie: FIRST_COOKIE,
+                striped: false,
+                target: Vec::new(),
+            };
+            ops.push(Op::Put(inode_key(ino), enc(&w)));
+            ops.push(Op::Put(
+                dirent_key(parent, name),
+                enc(&Dirent {
+                    ino,
+                    kind: Kind::CharDev,
+                    cookie,
+                }),
+            ));
+            ops.push(Op::Put(cookie_key(parent, cookie), name.to_vec()));
+            ops.push(Op::Put(
+                counter_key("ino"),
+                g.next_ino.to_be_bytes().to_vec(),
+            ));
+        }
         let same_dir = parent == newparent;
         let is_dir = src.kind == Kind::Dir;
         let replaced_dir = dst.as_ref().is_some_and(|d| d.kind == Kind::Dir);

@@ -1,4 +1,8 @@
-//! Extended attributes: the `user.` namespace only.
+//! Extended attributes: the `user.` and `trusted.` namespaces.
+//!
+//! `trusted.*` is for the administrator (overlayfs keeps its upper-layer
+//! state there): the kernel lets only CAP_SYS_ADMIN set or read it, and
+//! listxattr shows those names to root only, as ext4 does.
 
 use super::schema::*;
 use super::{Fs, FsError, FsResult};
@@ -17,13 +21,19 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > 255 {
         return Err(FsError::NameTooLong);
     }
-    if !name.starts_with(b"user.") || name.len() == 5 {
+    let bare = name == b"user." || name == b"trusted.";
+    if !stored_namespace(name) || bare {
         return Err(FsError::Unsupported(format!(
-            "xattr {:?}: only user.* attributes are stored",
+            "xattr {:?}: only user.* and trusted.* attributes are stored",
             String::from_utf8_lossy(name)
         )));
     }
     Ok(())
+}
+
+/// True for names in a namespace shardfs stores.
+fn stored_namespace(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name.starts_with(b"trusted.")
 }
 
 impl Fs {
@@ -42,7 +52,7 @@ impl Fs {
         }
         let mut g = self.lock();
         let mut inode = self.inode(&g, ino)?;
-        if !matches!(inode.kind, Kind::File | Kind::Dir) {
+        if name.starts_with(b"user.") && !matches!(inode.kind, Kind::File | Kind::Dir) {
             // as Linux: user.* attributes belong to files and directories
             return Err(FsError::NotPermitted(
                 "user.* xattrs only on regular files and directories".into(),
@@ -85,14 +95,20 @@ impl Fs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         let g = self.lock();
         self.inode(&g, ino)?;
-        if !name.starts_with(b"user.") {
+        if !stored_namespace(name) {
             return Err(FsError::NoAttr);
         }
         self.meta.get(&xattr_key(ino, name))?.ok_or(FsError::NoAttr)
     }
 
-    /// listxattr: names, each NUL-terminated.
+    /// listxattr: names, each NUL-terminated (all of them: the view of
+    /// root).
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.listxattr_as(ino, true)
+    }
+
+    /// listxattr for a caller; `trusted.*` names only when `privileged`.
+    pub fn listxattr_as(&self, ino: u64, privileged: bool) -> FsResult<Vec<u8>> {
         let g = self.lock();
         self.inode(&g, ino)?;
         let p = xattr_prefix(ino);
@@ -102,7 +118,11 @@ impl Fs {
             .meta
             .range_sizes(&p, &crate::meta::prefix_end(&p), usize::MAX)?
         {
-            out.extend_from_slice(&k[p.len()..]);
+            let name = &k[p.len()..];
+            if !privileged && name.starts_with(b"trusted.") {
+                continue;
+            }
+            out.extend_from_slice(name);
             out.push(0);
         }
         Ok(out)
@@ -110,7 +130,7 @@ impl Fs {
 
     /// removexattr.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
-        if !name.starts_with(b"user.") {
+        if !stored_namespace(name) {
             return Err(FsError::NoAttr);
         }
         let mut g = self.lock();

@@ -470,7 +470,7 @@ impl Filesystem for FuseFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -480,13 +480,13 @@ impl Filesystem for FuseFs {
     ) {
         contain_request("rename", move || {
             let mut t = self.stats.start(Op::Rename);
-            // as Linux: unknown flags, RENAME_EXCHANGE with RENAME_NOREPLACE,
-            // and RENAME_WHITEOUT (an overlayfs device node, which shardfs
-            // does not make; documented in SEMANTICS.md) are EINVAL
+            // as Linux: unknown flags, and RENAME_EXCHANGE with
+            // RENAME_NOREPLACE or RENAME_WHITEOUT, are EINVAL (the kernel
+            // checks CAP_MKNOD for RENAME_WHITEOUT before asking us)
             let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+            let whiteout = flags.contains(RenameFlags::RENAME_WHITEOUT);
             if !RenameFlags::all().contains(flags)
-                || flags.contains(RenameFlags::RENAME_WHITEOUT)
-                || (exchange && flags.contains(RenameFlags::RENAME_NOREPLACE))
+                || (exchange && (whiteout || flags.contains(RenameFlags::RENAME_NOREPLACE)))
             {
                 t.fail();
                 return reply.error(Errno::EINVAL);
@@ -503,6 +503,19 @@ impl Filesystem for FuseFs {
                 );
             }
             let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            if whiteout {
+                return reply_empty(
+                    t.check(self.fs.rename_whiteout(
+                        parent.0,
+                        name.as_bytes(),
+                        newparent.0,
+                        newname.as_bytes(),
+                        noreplace,
+                        (req.uid(), req.gid()),
+                    )),
+                    reply,
+                );
+            }
             reply_empty(
                 t.check(self.fs.rename(
                     parent.0,
@@ -777,10 +790,11 @@ impl Filesystem for FuseFs {
         })
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         contain_request("listxattr", move || {
             let mut t = self.stats.start(Op::Listxattr);
-            reply_xattr(&mut t, self.fs.listxattr(ino.0), size, reply)
+            let privileged = req.uid() == 0;
+            reply_xattr(&mut t, self.fs.listxattr_as(ino.0, privileged), size, reply)
         })
     }
 
