@@ -556,10 +556,14 @@ impl Model {
         replace: bool,
     ) -> MResult<()> {
         let ino = self.resolve(path)?;
-        if !name.starts_with(b"user.") || name.len() == 5 {
+        let user = name.starts_with(b"user.");
+        let trusted = name.starts_with(b"trusted.");
+        if !(user || trusted) || name == b"user." || name == b"trusted." {
             return Err(libc::EOPNOTSUPP);
         }
-        if matches!(self.node(ino).body, Body::Symlink(_)) {
+        // user.* belongs to files and directories; trusted.* (the
+        // administrator's, overlayfs's) to any kind, as on Linux
+        if user && !matches!(self.node(ino).body, Body::File(..) | Body::Dir(..)) {
             return Err(libc::EPERM); // user.* is for files and directories
         }
         if value.len() > XATTR_MAX {
