@@ -570,6 +570,11 @@ impl Metrics {
                 &st.shards_read,
             ),
             (
+                "shardfs_pool_cached_shard_reads_total",
+                "Shard reads answered from the page cache on the reader's thread, without a worker hand-off.",
+                &st.cached_reads,
+            ),
+            (
                 "shardfs_pool_hedged_reads_total",
                 "Reads that asked more shards because one was slower than its member's p95.",
                 &st.hedges,

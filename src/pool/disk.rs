@@ -40,6 +40,13 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>>;
     /// Read up to `len` bytes of `rel` at `offset` (fewer at end of file).
     fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// `len` bytes of `rel` at `offset` if the backend has them at hand
+    /// without waiting for the device (a local disk: a file its workers
+    /// opened, bytes in the page cache); `None` otherwise. Safe to call off
+    /// the member's workers: it never blocks on the disk.
+    fn read_cached(&self, _rel: &str, _offset: u64, _len: usize) -> Option<Vec<u8>> {
+        None
+    }
     /// Remove `rel`; a missing file is not an error.
     fn remove_file(&self, rel: &str) -> io::Result<()>;
     /// Names in directory `rel` (files only matter to callers).
@@ -67,6 +74,8 @@ pub struct DirDisk {
     /// Large shard files are written with O_DIRECT (see
     /// [`super::direct`]); cleared when the filesystem refuses it.
     direct: std::sync::atomic::AtomicBool,
+    /// Files the workers opened for reading, for [`DiskBackend::read_cached`].
+    fds: super::fdcache::FdCache,
 }
 
 impl DirDisk {
@@ -75,6 +84,7 @@ impl DirDisk {
         DirDisk {
             root: root.into(),
             direct: std::sync::atomic::AtomicBool::new(true),
+            fds: Default::default(),
         }
     }
 
@@ -102,6 +112,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.fds.forget(rel);
         let mut f = self.open(rel, CREATE)?;
         for p in parts {
             f.write_all(p)?;
@@ -111,6 +122,7 @@ impl DiskBackend for DirDisk {
 
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        self.fds.forget(rel);
         let f = self.open(rel, libc::O_WRONLY | libc::O_CREAT)?;
         let mut at = offset;
         for p in parts {
@@ -121,6 +133,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.fds.forget(rel);
         let root = self.root()?;
         super::direct::write_synced(
             &|flags| beneath::open_file(&root, rel, flags, FILE_MODE),
@@ -132,6 +145,7 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        self.fds.forget(rel);
         let root = self.root()?;
         let tmp = format!("{rel}.tmp");
         {
@@ -150,11 +164,14 @@ impl DiskBackend for DirDisk {
         let mut f = self.open(rel, libc::O_RDONLY)?;
         let mut v = Vec::new();
         f.read_to_end(&mut v)?;
+        self.fds.keep(rel, std::sync::Arc::new(f));
         Ok(v)
     }
 
     fn read_range(&self, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
+        // always a fresh open (scrub and repair see what is on disk now);
+        // kept afterwards for read_cached
         let f = self.open(rel, libc::O_RDONLY)?;
         let mut buf = vec![0u8; len];
         let mut got = 0;
@@ -166,10 +183,16 @@ impl DiskBackend for DirDisk {
             got += n;
         }
         buf.truncate(got);
+        self.fds.keep(rel, std::sync::Arc::new(f));
         Ok(buf)
     }
 
+    fn read_cached(&self, rel: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
+        self.fds.read_cached(rel, offset, len)
+    }
+
     fn remove_file(&self, rel: &str) -> io::Result<()> {
+        self.fds.forget(rel);
         match beneath::unlink(&self.root()?, rel) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,

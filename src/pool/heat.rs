@@ -244,6 +244,11 @@ impl Heat {
         self.inflight.load(Ordering::Relaxed)
     }
 
+    /// True when no request of this member's is in flight.
+    pub fn idle(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) == 0
+    }
+
     /// 95th percentile of recent latencies (zero before any request).
     pub fn p95(&self) -> Duration {
         Duration::from_micros(self.state.lock().unwrap().p95_us as u64)
@@ -374,6 +379,10 @@ impl DiskBackend for Metered {
         let r = self.inner.read_range(rel, offset, len);
         g.end(r.as_ref().map(|v| v.len() as u64).unwrap_or(0));
         r
+    }
+    fn read_cached(&self, rel: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
+        // page-cache hits load no disk: not metered
+        self.inner.read_cached(rel, offset, len)
     }
     fn remove_file(&self, rel: &str) -> io::Result<()> {
         let g = self.heat.begin();

@@ -3,6 +3,7 @@
 
 pub mod direct;
 mod disk;
+mod fdcache;
 mod format;
 pub mod heat;
 pub mod io;
@@ -141,6 +142,9 @@ pub struct PoolStats {
     pub shards_written: AtomicU64,
     /// Shard files read.
     pub shards_read: AtomicU64,
+    /// Of those, reads answered from the page cache on the reader's own
+    /// thread (no worker hand-off; see `fdcache`).
+    pub cached_reads: AtomicU64,
     /// Reads that asked more shards because one was slower than its
     /// member's recent p95.
     pub hedges: AtomicU64,

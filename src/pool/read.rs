@@ -62,6 +62,9 @@ const MIN_HEDGE: Duration = Duration::from_millis(1);
 /// recommends.
 const HEDGE_RATE: f64 = 0.05;
 const HEDGE_BURST: f64 = 20.0;
+/// How much slower than the best k an idle target member may look and
+/// still be read directly (see `gather`).
+const IDLE_MARGIN: f64 = 2.0;
 /// Expected-wait penalty of a parity shard (decoding costs CPU).
 const PARITY_PENALTY: f64 = 1.05;
 
@@ -212,6 +215,20 @@ impl Pool {
         // a shard wanted that is missing, or a read that failed: parity is
         // then used by need, not by choice (status tells them apart)
         let mut trouble = targets.iter().any(|t| !live.contains(t));
+        // target blocks all in the page cache: read here, whatever the heat
+        // (a page-cache hit loads no disk, and a decode would read k)
+        if !trouble && !targets.is_empty() {
+            let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
+            for &t in targets {
+                match self.read_cached_piece(object, stripe, loc, t, from, to) {
+                    Some(b) => pieces[t] = Some(b),
+                    None => break,
+                }
+            }
+            if targets.iter().all(|&t| pieces[t].is_some()) {
+                return (pieces, false);
+            }
+        }
         // the first set to ask, and the order of the rest
         let (mut order, first): (Vec<usize>, Vec<usize>) = match policy {
             ReadPolicy::Naive => {
@@ -238,7 +255,16 @@ impl Pool {
                 };
                 let best_k: Vec<usize> = o.iter().take(k).map(|s| s.1).collect();
                 let all_targets_live = targets.iter().all(|t| live.contains(t));
-                let first = if all_targets_live && cost(targets) <= cost(&best_k) {
+                // idle target members are read unless clearly slower: a
+                // decode waits for the slowest of k and loads k-1 more
+                // disks, and service-time noise between equal idle disks
+                // alone sent a third of 4 KiB reads through one (measured)
+                let idle = all_targets_live
+                    && targets
+                        .iter()
+                        .all(|&t| self.slots[loc.members[t] as usize].heat.idle());
+                let margin = if idle { IDLE_MARGIN } else { 1.0 };
+                let first = if all_targets_live && cost(targets) <= margin * cost(&best_k) {
                     targets.to_vec()
                 } else {
                     best_k
@@ -254,50 +280,59 @@ impl Pool {
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
         let (tx, rx) = crossbeam::channel::unbounded::<(usize, Piece)>();
         let mut pending: Vec<Pending> = Vec::new();
-        let launch = |slot: usize, pending: &mut Vec<Pending>| {
-            let mi = loc.members[slot];
-            let m = &self.slots[mi as usize];
-            let Some(disk) = m.live_disk().cloned() else {
-                let _ = tx.send((slot, Err("member offline".into())));
-                return;
-            };
-            let id = self.shard_id(object, stripe, loc.generation, slot);
-            let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
-            self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
-            let job = Job {
-                disk,
-                rel: shard_path(object, stripe, loc.generation, slot as u8),
-                id,
-                stripe_len: loc.len,
-                payload_len,
-                from,
-                to,
-                header,
-            };
-            let tx = tx.clone();
-            let now = Instant::now();
-            let hedge_at = match policy {
-                ReadPolicy::Heat if self.hedging.load(Ordering::Relaxed) => {
-                    now + m.heat.p95().max(MIN_HEDGE)
+        let launch =
+            |slot: usize, pending: &mut Vec<Pending>| {
+                let mi = loc.members[slot];
+                let m = &self.slots[mi as usize];
+                let Some(disk) = m.live_disk().cloned() else {
+                    let _ = tx.send((slot, Err("member offline".into())));
+                    return;
+                };
+                let id = self.shard_id(object, stripe, loc.generation, slot);
+                let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
+                self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+                let job = Job {
+                    disk,
+                    rel: shard_path(object, stripe, loc.generation, slot as u8),
+                    id,
+                    stripe_len: loc.len,
+                    payload_len,
+                    from,
+                    to,
+                    header,
+                };
+                let tx = tx.clone();
+                let now = Instant::now();
+                let hedge_at = match policy {
+                    ReadPolicy::Heat if self.hedging.load(Ordering::Relaxed) => {
+                        now + m.heat.p95().max(MIN_HEDGE)
+                    }
+                    _ => now + self.io_timeout(),
+                };
+                pending.push(Pending {
+                    slot,
+                    started: now,
+                    hedge_at,
+                    slow: false,
+                });
+                // blocks already in the page cache are read on this thread
+                // (see fdcache.rs); anything else goes to the worker
+                if let Some(data) = job.header.as_ref().and_then(|h| {
+                    self.cached_blocks(&*job.disk, &job.rel, h, payload_len, from, to)
+                }) {
+                    let _ = tx.send((slot, Ok((data, None))));
+                    return;
                 }
-                _ => now + self.io_timeout(),
+                // on the member's own workers; a member whose queue is full
+                // (hung) answers at once with an error
+                let tx2 = tx.clone();
+                if let Err(e) = m.submit(move |_| {
+                    let _ = tx2.send((slot, job.run()));
+                    Ok(())
+                }) {
+                    let _ = tx.send((slot, Err(format!("read: {e}"))));
+                }
             };
-            pending.push(Pending {
-                slot,
-                started: now,
-                hedge_at,
-                slow: false,
-            });
-            // on the member's own workers; a member whose queue is full
-            // (hung) answers at once with an error
-            let tx2 = tx.clone();
-            if let Err(e) = m.submit(move |_| {
-                let _ = tx2.send((slot, job.run()));
-                Ok(())
-            }) {
-                let _ = tx.send((slot, Err(format!("read: {e}"))));
-            }
-        };
         for &slot in &first {
             launch(slot, &mut pending);
         }
@@ -407,6 +442,52 @@ impl Pool {
             }
         }
         (pieces, trouble)
+    }
+
+    /// Payload bytes `from..to` of shard `slot` of a stripe, if its header
+    /// is known and its blocks are in the page cache now (never waits for
+    /// the device); verified.
+    fn read_cached_piece(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        slot: usize,
+        from: usize,
+        to: usize,
+    ) -> Option<Vec<u8>> {
+        let mi = loc.members[slot];
+        let m = self.slots.get(mi as usize)?;
+        let disk = m.live_disk()?.clone();
+        let id = self.shard_id(object, stripe, loc.generation, slot);
+        let header = self.headers.lock().unwrap().get(&(mi, id)).cloned()?;
+        let payload_len = self.codec.shard_len(loc.len as usize);
+        let rel = shard_path(object, stripe, loc.generation, slot as u8);
+        let data = self.cached_blocks(&*disk, &rel, &header, payload_len, from, to)?;
+        self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+        Some(data)
+    }
+
+    /// The verified payload blocks `from..to` of `rel` from the page cache
+    /// (see `fdcache`), or `None` (not cached, or not verifying: the
+    /// worker's read then finds and reports what is wrong).
+    fn cached_blocks(
+        &self,
+        disk: &dyn DiskBackend,
+        rel: &str,
+        h: &ShardHeader,
+        payload_len: usize,
+        from: usize,
+        to: usize,
+    ) -> Option<Vec<u8>> {
+        if h.payload_len as usize != payload_len {
+            return None;
+        }
+        let at = (header_len(payload_len) + from) as u64;
+        let data = disk.read_cached(rel, at, to - from)?;
+        h.verify_blocks(from / BLOCK, &data).ok()?;
+        self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
+        Some(data)
     }
 
     /// Count a decode that used parity: by need (a shard missing or bad)
