@@ -590,6 +590,16 @@ impl Metrics {
                 &st.folds,
             ),
             (
+                "shardfs_pool_merged_patches_total",
+                "Stripes whose patches were merged into one patch (they carried the most a stripe takes) since mount.",
+                &st.merged_patches,
+            ),
+            (
+                "shardfs_pool_full_patch_rewrites_total",
+                "Small writes that rewrote their stripe whole because its patches were full and too big to merge, since mount.",
+                &st.full_patch_rewrites,
+            ),
+            (
                 "shardfs_fs_budget_flushes_total",
                 "Times open files' buffers passed the memory budget and the biggest were written out, since mount.",
                 &st.budget_flushes,

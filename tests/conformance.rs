@@ -382,34 +382,44 @@ fn regression_repair_after_a_patched_stripe_loses_a_member() {
 
 /// A data shard's member turns slow after many quick reads: the next read
 /// of that stripe outlasts the member's p95, is hedged (parity asked
-/// too), and returns the right bytes long before the slow read would.
+/// too), and returns the right bytes before the slow read would. (Heat may
+/// route the read around the member instead, when noise on a loaded
+/// machine made it look slower than the others: then it is tried again.)
 #[test]
 fn a_read_that_outlasts_its_members_p95_is_hedged() {
     use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
     let rig = harness::Rig::with_members(8);
     let files = harness::bucket_of_files(rig.fs(), 2, |_| 3 * 8192);
     let fs = rig.fs();
     let (ino, data) = &files[0];
     let (s, loc) = fs.stripes(*ino).unwrap().into_iter().next().unwrap();
-    // quick reads: a low p95 everywhere, and hedge budget (5 % of reads)
-    for _ in 0..100 {
-        let got = fs.pool.read_stripe(*ino, s, &loc).unwrap();
-        assert_eq!(&got[..], &data[..loc.len as usize]);
-    }
-    let before = fs.pool.stats.hedges.load(Ordering::Relaxed);
     let slow = loc.members[0] as usize;
-    rig.disks[slow].slow_ms.store(2_000, Ordering::SeqCst);
-    let t = std::time::Instant::now();
-    let got = fs.pool.read_stripe(*ino, s, &loc).unwrap();
-    let took = t.elapsed();
-    rig.disks[slow].slow_ms.store(0, Ordering::SeqCst);
-    assert_eq!(&got[..], &data[..loc.len as usize]);
-    assert!(
-        fs.pool.stats.hedges.load(Ordering::Relaxed) > before,
-        "no hedge for a read stuck 2 s on member {slow}"
-    );
-    assert!(
-        took < std::time::Duration::from_millis(1_500),
-        "the hedged read still waited for the slow member: {took:?}"
-    );
+    let mut tries = Vec::new();
+    for _ in 0..8 {
+        // quick reads: a low p95 everywhere, and hedge budget (5 % of reads)
+        for _ in 0..100 {
+            let got = fs.pool.read_stripe(*ino, s, &loc).unwrap();
+            assert_eq!(&got[..], &data[..loc.len as usize]);
+        }
+        let before = fs.pool.stats.hedges.load(Ordering::Relaxed);
+        rig.disks[slow].slow_ms.store(1_000, Ordering::SeqCst);
+        let t = Instant::now();
+        let got = fs.pool.read_stripe(*ino, s, &loc).unwrap();
+        let took = t.elapsed();
+        rig.disks[slow].slow_ms.store(0, Ordering::SeqCst);
+        assert_eq!(&got[..], &data[..loc.len as usize]);
+        let hedged = fs.pool.stats.hedges.load(Ordering::Relaxed) > before;
+        if hedged {
+            assert!(
+                took < Duration::from_millis(1_000),
+                "the hedged read still waited for the slow member: {took:?}"
+            );
+            return;
+        }
+        tries.push(took);
+        // let the slow member's latency estimate decay before the next try
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no hedge in 8 tries of a read stuck 1 s on member {slow}: {tries:?}");
 }

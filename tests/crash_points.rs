@@ -11,6 +11,7 @@ mod harness;
 use harness::Pick::Path;
 use harness::{Num, Op, Out, Pair};
 use shardfs::crash::Unsynced;
+use std::sync::atomic::Ordering;
 
 /// Stop after `stop` events of the workload, crash with `policy`, mount
 /// and check. Returns the number of workload events (when it ran to the end).
@@ -231,4 +232,43 @@ fn crash_points_small_overwrites_patches_and_fold() {
             Op::SyncAll,
         ],
     );
+}
+
+/// A stripe takes patches until it holds the most it carries (16); the
+/// next flush merges them and the new bytes into one patch that replaces
+/// them all (the old records are released only once that commit is
+/// durable), and a patch after the merge lays over it. A crash at any
+/// point leaves the stripe wholly at one of the fsynced states.
+#[test]
+fn crash_points_patches_merged_when_a_stripe_is_full() {
+    let mut ops = vec![
+        Op::Create(Path("/bkt/m"), true),
+        Op::Write(0, Num(0, 0), Num(6, 0), 1),
+        Op::Close(0),
+        Op::Open(Path("/bkt/m"), true, false),
+    ];
+    // 18 fsynced small writes into stripe 1, at spread offsets: 16
+    // patches, then a merge, then a patch over the merged one
+    for i in 0..18i16 {
+        ops.push(Op::Write(
+            0,
+            Num(3, (i * 431) % 8000),
+            Num(0, 60),
+            2 + i as u8,
+        ));
+        ops.push(Op::Fsync(0));
+    }
+    ops.push(Op::Close(0));
+    ops.push(Op::SyncAll);
+    // the workload does reach the merge (and then patches again)
+    let mut pair = Pair::new();
+    for op in &ops {
+        let (want, got) = pair.run(op);
+        assert_eq!(want, got, "{op:?}");
+    }
+    let st = &pair.rig.fs().pool.stats;
+    assert_eq!(st.merged_patches.load(Ordering::Relaxed), 1, "one merge");
+    assert_eq!(st.patches.load(Ordering::Relaxed), 18, "18 patches written");
+    drop(pair);
+    enumerate("patches-merged-when-full", &ops);
 }

@@ -15,8 +15,9 @@
 use super::schema::*;
 use super::{Fs, FsResult, Inner, MAX_PATCHES, MAX_STRIPE_PAGES, PAGE};
 use crate::meta::Op;
-use crate::pool::{PatchJob, StripeLoc};
+use crate::pool::{PatchJob, PatchRef, StripeLoc};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 /// Copy the buffered pages' bytes that fall in stripe range
 /// `[from, from + buf.len())` into `buf`.
@@ -63,7 +64,7 @@ impl Fs {
         let Some(loc) = self.stripe_loc(ino, s)? else {
             return Ok(false);
         };
-        if end > loc.len as usize || (have == 0 && loc.patch_count() >= MAX_PATCHES) {
+        if end > loc.len as usize {
             return Ok(false);
         }
         let (first, last) = (in_off / PAGE, (end - 1) / PAGE);
@@ -155,28 +156,51 @@ impl Fs {
         let stripes: Vec<u64> = g.open[&ino].pages.keys().copied().collect();
         let mut jobs = Vec::new();
         let mut whole = Vec::new();
+        // patches a job's merged patch replaces, by job
+        let mut replaced: Vec<Vec<PatchRef>> = Vec::new();
         for s in stripes {
-            match self.stripe_loc(ino, s)? {
-                Some(loc) if loc.patch_count() < MAX_PATCHES => {
-                    let seq = g.next_gen;
-                    g.next_gen += 1;
-                    let len = loc.len as usize;
-                    let writes = g.open[&ino].pages[&s]
-                        .iter()
-                        .map(|(&p, b)| (p as usize * PAGE, b))
-                        .filter(|(pa, _)| *pa < len)
-                        .map(|(pa, b)| (pa, b[..b.len().min(len - pa)].to_vec()))
-                        .collect();
-                    jobs.push(PatchJob {
-                        object: ino,
-                        stripe: s,
-                        loc,
-                        seq,
-                        writes,
-                    });
+            let Some(mut loc) = self.stripe_loc(ino, s)? else {
+                whole.push(s);
+                continue;
+            };
+            let len = loc.len as usize;
+            let pages: Vec<(usize, Vec<u8>)> = g.open[&ino].pages[&s]
+                .iter()
+                .map(|(&p, b)| (p as usize * PAGE, b))
+                .filter(|(pa, _)| *pa < len)
+                .map(|(pa, b)| (pa, b[..b.len().min(len - pa)].to_vec()))
+                .collect();
+            let (writes, old) = if loc.patch_count() < MAX_PATCHES {
+                (pages, Vec::new())
+            } else {
+                // full: one patch holding the old ones merged and the new
+                // pages replaces them all, unless that grows too big (the
+                // stripe is then rewritten whole)
+                match self.pool.merged_patches(ino, s, &loc, MERGED_PATCH_MAX) {
+                    Some(merged) => (
+                        overlay_extents(merged, pages),
+                        std::mem::take(&mut loc.patches),
+                    ),
+                    None => {
+                        self.pool
+                            .stats
+                            .full_patch_rewrites
+                            .fetch_add(1, Ordering::Relaxed);
+                        whole.push(s);
+                        continue;
+                    }
                 }
-                _ => whole.push(s),
-            }
+            };
+            let seq = g.next_gen;
+            g.next_gen += 1;
+            jobs.push(PatchJob {
+                object: ino,
+                stripe: s,
+                loc,
+                seq,
+                writes,
+            });
+            replaced.push(old);
         }
         let results = if jobs.is_empty() {
             Vec::new()
@@ -184,12 +208,24 @@ impl Fs {
             self.pool.patch_stripes(&jobs)
         };
         let mut ops = Vec::new();
+        let mut after: Vec<crate::meta::AfterCommit> = Vec::new();
         let mut covered = 0u64;
-        for (job, res) in jobs.iter().zip(results) {
+        for ((job, res), old) in jobs.iter().zip(results).zip(replaced) {
             let Some(refs) = res else {
                 whole.push(job.stripe);
                 continue;
             };
+            if !old.is_empty() {
+                // the merged patch stands for these once its commit is
+                // durable; till then they stay referenced (a crash keeps
+                // the old location, whose records are all still there)
+                let pool = self.pool.clone();
+                after.push(Box::new(move || pool.release_patches(&old)));
+                self.pool
+                    .stats
+                    .merged_patches
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let mut loc = job.loc.clone();
             loc.patches.extend(refs);
             ops.push(Op::Put(stripe_key(ino, job.stripe), enc(&loc)));
@@ -204,7 +240,7 @@ impl Fs {
             self.note_patched(ino, job.stripe);
         }
         if !ops.is_empty() {
-            self.commit_stripes(g, ino, covered, ops, Vec::new())?;
+            self.commit_stripes(g, ino, covered, ops, after)?;
         }
         if whole.is_empty() {
             return Ok(());
@@ -213,5 +249,60 @@ impl Fs {
             self.pages_to_whole(g, ino, s)?;
         }
         self.flush_stripes(g, ino, &whole)
+    }
+}
+
+/// Most bytes one merged patch may hold (see `flush_pages`); past it the
+/// stripe is rewritten whole. Writes per patch, merges and whole
+/// rewrites together, are least about here for random page updates: a
+/// merge every `MAX_PATCHES` patches costs the merged bytes, a rewrite
+/// every few merges the whole stripe.
+const MERGED_PATCH_MAX: usize = 512 << 10;
+
+/// Lay `pages` (disjoint `(offset, bytes)` extents) over `merged` (the
+/// same): the disjoint, sorted extents covering both, where `pages` win.
+/// Every byte of the result comes from one or the other.
+fn overlay_extents(
+    merged: Vec<(usize, Vec<u8>)>,
+    pages: Vec<(usize, Vec<u8>)>,
+) -> Vec<(usize, Vec<u8>)> {
+    let mut spans: Vec<(usize, usize)> = merged
+        .iter()
+        .chain(pages.iter())
+        .filter(|e| !e.1.is_empty())
+        .map(|(o, b)| (*o, o + b.len()))
+        .collect();
+    crate::pool::patch::merge_spans(&mut spans)
+        .into_iter()
+        .map(|(a, b)| {
+            let mut buf = vec![0u8; b - a];
+            for (o, bytes) in merged.iter().chain(pages.iter()) {
+                let (s, e) = ((*o).max(a), (o + bytes.len()).min(b));
+                if s < e {
+                    buf[s - a..e - a].copy_from_slice(&bytes[s - o..e - o]);
+                }
+            }
+            (a, buf)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::overlay_extents;
+
+    #[test]
+    fn pages_win_over_merged_bytes_and_extents_join() {
+        let merged = vec![(0, vec![1u8; 8]), (20, vec![2u8; 4])];
+        let pages = vec![(4, vec![9u8; 8]), (24, vec![3u8; 2]), (40, vec![4u8; 1])];
+        let out = overlay_extents(merged, pages);
+        assert_eq!(
+            out,
+            vec![
+                (0, vec![1, 1, 1, 1, 9, 9, 9, 9, 9, 9, 9, 9]),
+                (20, vec![2, 2, 2, 2, 3, 3]),
+                (40, vec![4]),
+            ]
+        );
     }
 }

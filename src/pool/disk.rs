@@ -6,7 +6,7 @@ use crate::guard::modes::FILE_MODE;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,6 +32,23 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     /// (one open; a local disk writes large files around the page cache).
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
         self.write_file(rel, parts)?;
+        self.sync_file(rel)
+    }
+    /// [`DiskBackend::write_at`] then [`DiskBackend::sync_file`] (through
+    /// one open on a local disk). `allocate` > 0 first asks for the file's
+    /// blocks out to that many bytes, never touching bytes already there
+    /// (the gap reads as zeros), so that later appends into them change
+    /// neither the file's size nor its block map and sync cheaply. A
+    /// backend may ignore it: it changes no byte a caller reads.
+    fn write_at_durable(
+        &self,
+        rel: &str,
+        offset: u64,
+        parts: &[&[u8]],
+        allocate: u64,
+    ) -> io::Result<()> {
+        let _ = allocate;
+        self.write_at(rel, offset, parts)?;
         self.sync_file(rel)
     }
     /// Write `rel` atomically and durably (temporary file, fsync, rename, fsync dir).
@@ -130,6 +147,39 @@ impl DiskBackend for DirDisk {
             at += p.len() as u64;
         }
         Ok(())
+    }
+
+    fn write_at_durable(
+        &self,
+        rel: &str,
+        offset: u64,
+        parts: &[&[u8]],
+        allocate: u64,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.fds.forget(rel);
+        let f = self.open(rel, libc::O_WRONLY | libc::O_CREAT)?;
+        if allocate > 0 {
+            // mode 0 allocates holes only and may grow the size: written
+            // bytes stay as they are. Filesystems without it just append.
+            // SAFETY: `f` is an open descriptor owned by this frame.
+            let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, allocate as libc::off_t) };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                ) {
+                    return Err(e);
+                }
+            }
+        }
+        let mut at = offset;
+        for p in parts {
+            f.write_all_at(p, at)?;
+            at += p.len() as u64;
+        }
+        f.sync_data()
     }
 
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {

@@ -356,6 +356,18 @@ impl DiskBackend for Metered {
         g.end(parts.iter().map(|p| p.len() as u64).sum());
         r
     }
+    fn write_at_durable(
+        &self,
+        rel: &str,
+        offset: u64,
+        parts: &[&[u8]],
+        allocate: u64,
+    ) -> io::Result<()> {
+        let g = self.heat.begin();
+        let r = self.inner.write_at_durable(rel, offset, parts, allocate);
+        g.end(parts.iter().map(|p| p.len() as u64).sum());
+        r
+    }
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let g = self.heat.begin();
         let r = self.inner.write_at(rel, offset, parts);
@@ -524,6 +536,16 @@ impl DiskBackend for Throttled {
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
         self.serve(parts.iter().map(|p| p.len()).sum());
         self.inner.write_file_durable(rel, parts)
+    }
+    fn write_at_durable(
+        &self,
+        rel: &str,
+        offset: u64,
+        parts: &[&[u8]],
+        allocate: u64,
+    ) -> io::Result<()> {
+        self.serve(parts.iter().map(|p| p.len()).sum());
+        self.inner.write_at_durable(rel, offset, parts, allocate)
     }
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         self.serve(parts.iter().map(|p| p.len()).sum());

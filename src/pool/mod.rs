@@ -152,6 +152,12 @@ pub struct PoolStats {
     pub patches: AtomicU64,
     /// Patched stripes folded back into whole stripes.
     pub folds: AtomicU64,
+    /// Stripes whose patches were merged into one (they had reached the
+    /// most a stripe carries).
+    pub merged_patches: AtomicU64,
+    /// Writes into stripes with full patches whose merge would have been
+    /// too big: the stripe was rewritten whole.
+    pub full_patch_rewrites: AtomicU64,
     /// Times the open files' buffers passed the memory budget and the
     /// biggest were written out (see `fs::budget`).
     pub budget_flushes: AtomicU64,

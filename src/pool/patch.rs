@@ -31,6 +31,14 @@ use std::time::Instant;
 
 /// A patch log is rotated when it reaches this size.
 pub const LOG_MAX: u64 = 64 << 20;
+/// A log's blocks are allocated ahead of its appends in steps of this
+/// size (`fallocate`): an append then lands in blocks the file already
+/// has, within its size, so its fdatasync commits no size or block
+/// allocation change. Measured here with fio (4 KiB writes, fdatasync
+/// each): 2,671 µs per sync growing a file, 519 µs into allocated blocks.
+/// The bytes past the last record are zeros, which hold no record magic
+/// (recovery's scan skips them).
+pub const LOG_ALLOC_STEP: u64 = 4 << 20;
 /// Stripes patched per round of appends (bounds the memory and the queue
 /// depth a flush uses).
 const PATCH_CHUNK: usize = 64;
@@ -92,6 +100,20 @@ impl StripeLoc {
         }
         n
     }
+}
+
+/// Sort `spans` (`[start, end)` ranges) and join the ones that overlap or
+/// touch.
+pub fn merge_spans(spans: &mut [(usize, usize)]) -> Vec<(usize, usize)> {
+    spans.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for &(a, b) in spans.iter() {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// Relative path of patch log `n`.
@@ -163,6 +185,8 @@ impl PatchCache {
 pub(super) struct Logs {
     /// The log appended to, and its size (none yet this session).
     current: Option<(u32, u64)>,
+    /// Bytes of the current log allocated ahead (see [`LOG_ALLOC_STEP`]).
+    allocated: u64,
     /// Next log number to create.
     next: u32,
     /// References (committed, or reserved by an append in progress) per log.
@@ -228,6 +252,7 @@ impl Pool {
                 m.index,
                 Logs {
                     current: None,
+                    allocated: 0,
                     next,
                     live: mine,
                 },
@@ -237,7 +262,7 @@ impl Pool {
 
     /// Reserve room for `lens` records in member `mi`'s current log:
     /// (log, offset of the first, new log?).
-    fn reserve(&self, mi: u16, lens: &[usize]) -> (u32, u64, bool) {
+    fn reserve(&self, mi: u16, lens: &[usize]) -> (u32, u64, bool, u64) {
         let mut all = self.patch_logs.lock().unwrap();
         let logs = all.entry(mi).or_default();
         let total: u64 = lens.iter().map(|&l| l as u64).sum();
@@ -258,14 +283,23 @@ impl Pool {
             let n = logs.next;
             logs.next += 1;
             logs.current = Some((n, 0));
+            logs.allocated = 0;
             new = true;
         }
         let logs = all.entry(mi).or_default();
         let (n, size) = logs.current.as_mut().expect("current log");
         let at = *size;
         *size += total;
+        // allocate the next step ahead when this append passes the end of
+        // what is allocated (0: nothing to allocate)
+        let allocate = if *size > logs.allocated {
+            logs.allocated = size.div_ceil(LOG_ALLOC_STEP) * LOG_ALLOC_STEP;
+            logs.allocated
+        } else {
+            0
+        };
         *logs.live.entry(*n).or_default() += lens.len() as u64;
-        (*n, at, new)
+        (*n, at, new, allocate)
     }
 
     /// Drop references to patch records (their stripe was folded,
@@ -412,7 +446,7 @@ impl Pool {
         let mut started = Vec::new();
         for (mi, list) in per_member {
             let lens: Vec<usize> = list.iter().map(|&(n, r)| records[n].1[r].2.len()).collect();
-            let (log, at, new) = self.reserve(mi, &lens);
+            let (log, at, new, allocate) = self.reserve(mi, &lens);
             let mut bytes = Vec::with_capacity(lens.iter().sum());
             let mut places = Vec::with_capacity(list.len());
             let mut off = at;
@@ -423,10 +457,8 @@ impl Pool {
             }
             let rel = log_path(log);
             let r2 = rel.clone();
-            let t: Result<Ticket<()>, IoFail> = self.slots[mi as usize].submit(move |d| {
-                d.write_at(&r2, at, &[&bytes])?;
-                d.sync_file(&r2)
-            });
+            let t: Result<Ticket<()>, IoFail> = self.slots[mi as usize]
+                .submit(move |d| d.write_at_durable(&r2, at, &[&bytes], allocate));
             started.push((mi, log, new, rel, places, t));
         }
         let mut failed = std::collections::BTreeSet::new();
@@ -465,6 +497,17 @@ impl Pool {
             } else {
                 r.sort_by_key(|p| p.copy);
                 self.stats.patches.fetch_add(1, Ordering::Relaxed);
+                // the record just written is what reads of these places
+                // would verify: cache it (reads, merges and folds of a
+                // freshly patched stripe then read no log)
+                if let Some(rec) = records[n].1.first() {
+                    if let Ok(patch) = Patch::open(&rec.2) {
+                        let patch = Arc::new(patch);
+                        for p in &r {
+                            self.patch_cache.insert(p, patch.clone());
+                        }
+                    }
+                }
                 out[records[n].0] = Some(r);
             }
         }
@@ -505,6 +548,47 @@ impl Pool {
             patch.overlay(from, buf);
         }
         Ok(())
+    }
+
+    /// The bytes a stripe's patches lay over it, merged (later patches
+    /// win): sorted, disjoint `(offset, bytes)` extents covering exactly
+    /// the union of the patches' extents, so that one patch holding them
+    /// stands for all of them. `None` when a patch cannot be read or the
+    /// union is larger than `max` bytes.
+    pub fn merged_patches(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        max: usize,
+    ) -> Option<Vec<(usize, Vec<u8>)>> {
+        let id = self.shard_id(object, stripe, loc.generation, OVERLAY as usize);
+        let mut patches = Vec::new();
+        for (_, copies) in loc.patch_groups() {
+            patches.push(self.read_patch_copies(&id, &copies)?);
+        }
+        let mut spans: Vec<(usize, usize)> = patches
+            .iter()
+            .flat_map(|p| p.extents.iter())
+            .filter(|e| e.1 > 0)
+            .map(|&(o, l)| (o as usize, o as usize + l as usize))
+            .collect();
+        let spans = merge_spans(&mut spans);
+        if spans.iter().map(|s| s.1 - s.0).sum::<usize>() > max {
+            return None;
+        }
+        Some(
+            spans
+                .into_iter()
+                .map(|(a, b)| {
+                    let mut buf = vec![0u8; b - a];
+                    for p in &patches {
+                        p.overlay(a, &mut buf);
+                    }
+                    (a, buf)
+                })
+                .collect(),
+        )
     }
 
     /// One verified copy of a patch: from the cache, or read from the
