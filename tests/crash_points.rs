@@ -234,7 +234,7 @@ fn crash_points_small_overwrites_patches_and_fold() {
     );
 }
 
-/// A stripe takes patches until it holds the most it carries (16); the
+/// A stripe takes patches until it holds the most it carries; the
 /// next flush merges them and the new bytes into one patch that replaces
 /// them all (the old records are released only once that commit is
 /// durable), and a patch after the merge lays over it. A crash at any
@@ -247,9 +247,10 @@ fn crash_points_patches_merged_when_a_stripe_is_full() {
         Op::Close(0),
         Op::Open(Path("/bkt/m"), true, false),
     ];
-    // 18 fsynced small writes into stripe 1, at spread offsets: 16
-    // patches, then a merge, then a patch over the merged one
-    for i in 0..18i16 {
+    // fsynced small writes into stripe 1, at spread offsets: a full set
+    // of patches, then a merge, then a patch over the merged one
+    let n = shardfs::fs::MAX_PATCHES as i16 + 2;
+    for i in 0..n {
         ops.push(Op::Write(
             0,
             Num(3, (i * 431) % 8000),
@@ -268,7 +269,11 @@ fn crash_points_patches_merged_when_a_stripe_is_full() {
     }
     let st = &pair.rig.fs().pool.stats;
     assert_eq!(st.merged_patches.load(Ordering::Relaxed), 1, "one merge");
-    assert_eq!(st.patches.load(Ordering::Relaxed), 18, "18 patches written");
+    assert_eq!(
+        st.patches.load(Ordering::Relaxed),
+        n as u64,
+        "a patch a write"
+    );
     drop(pair);
     enumerate("patches-merged-when-full", &ops);
 }

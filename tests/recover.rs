@@ -452,16 +452,16 @@ fn a_path_longer_than_path_max_leaves_its_object_in_lost_and_found() {
     );
 }
 
-/// Twenty fsynced small overwrites of one stripe: it takes 16 patches,
-/// then they are merged into one patch with the new bytes, and patched
-/// again. Through the mount after a remount, and recovered from the
+/// Fsynced small overwrites of one stripe: it takes a full set of
+/// patches, then they are merged into one patch with the new bytes, and
+/// patched again. Through the mount after a remount, and recovered from the
 /// members alone (metadata gone: the scan finds the merged record beside
 /// the old ones, which it stands for), the file holds every overwrite.
 #[test]
 fn merged_patches_read_back_and_come_back_from_the_members_alone() {
     let mut t = TestMount::new(6, &["--shard-size", "4096", "--inline-max", "2048"]);
     let mut want = striped_file(&t, 60_000);
-    for i in 0..20usize {
+    for i in 0..shardfs::fs::MAX_PATCHES + 4 {
         // stripe 1 (bytes 16 384..32 768), offsets spread over it
         let off = 16_384 + (i * 1_733) % 16_000;
         overwrite(&t, "bkt/f", &mut want, &[(off, 100)]);

@@ -56,6 +56,12 @@ impl Fs {
             || s * ss + end as u64 > of.inode.size
             || (have == 0 && in_off == 0 && end as u64 == ss)
         {
+            log::debug!(
+                "inode {ino} stripe {s}: whole-stripe write (buffered {}, past EOF {}, whole {})",
+                of.dirty.contains_key(&s),
+                s * ss + end as u64 > of.inode.size,
+                have == 0 && in_off == 0 && end as u64 == ss
+            );
             return Ok(false);
         }
         if of.inflight.contains_key(&s) {
@@ -173,14 +179,24 @@ impl Fs {
             let (writes, old) = if loc.patch_count() < MAX_PATCHES {
                 (pages, Vec::new())
             } else {
-                // full: one patch holding the old ones merged and the new
-                // pages replaces them all, unless that grows too big (the
+                // full: one patch holding the newer ones merged and the new
+                // pages replaces them, unless that grows too big (the
                 // stripe is then rewritten whole)
-                match self.pool.merged_patches(ino, s, &loc, MERGED_PATCH_MAX) {
-                    Some(merged) => (
-                        overlay_extents(merged, pages),
-                        std::mem::take(&mut loc.patches),
-                    ),
+                let first = merge_from(&loc, pages.iter().map(|p| p.1.len()).sum());
+                match self
+                    .pool
+                    .merged_patches(ino, s, &loc, first, MERGED_PATCH_MAX)
+                {
+                    Some(merged) => {
+                        let keep: std::collections::HashSet<u64> =
+                            loc.patch_groups().iter().take(first).map(|g| g.0).collect();
+                        let (kept, old): (Vec<PatchRef>, Vec<PatchRef>) =
+                            std::mem::take(&mut loc.patches)
+                                .into_iter()
+                                .partition(|p| keep.contains(&p.seq));
+                        loc.patches = kept;
+                        (overlay_extents(merged, pages), old)
+                    }
                     None => {
                         self.pool
                             .stats
@@ -257,7 +273,33 @@ impl Fs {
 /// rewrites together, are least about here for random page updates: a
 /// merge every `MAX_PATCHES` patches costs the merged bytes, a rewrite
 /// every few merges the whole stripe.
-const MERGED_PATCH_MAX: usize = 512 << 10;
+const MERGED_PATCH_MAX: usize = 1 << 20;
+
+/// Which of a full stripe's patches to merge with `new` bytes: the
+/// newest ones, back to (not including) the first that is bigger than
+/// everything after it together, and at least the newest quarter. Sizes
+/// then grow geometrically from new to old, as in a size-tiered LSM
+/// tree: a byte is merged again a few times, not at every merge, and the
+/// big old merged patches are left alone until the stripe is folded.
+fn merge_from(loc: &StripeLoc, new: usize) -> usize {
+    let sizes: Vec<usize> = loc
+        .patch_groups()
+        .iter()
+        .map(|g| g.1[0].len as usize)
+        .collect();
+    let least = (MAX_PATCHES / 4).max(2).min(sizes.len());
+    let mut first = sizes.len();
+    let mut after = new;
+    while first > 0 {
+        let size = sizes[first - 1];
+        if sizes.len() - first >= least && size > after {
+            break;
+        }
+        after += size;
+        first -= 1;
+    }
+    first
+}
 
 /// Lay `pages` (disjoint `(offset, bytes)` extents) over `merged` (the
 /// same): the disjoint, sorted extents covering both, where `pages` win.
@@ -289,7 +331,56 @@ fn overlay_extents(
 
 #[cfg(test)]
 mod merge_tests {
-    use super::overlay_extents;
+    use super::{merge_from, overlay_extents};
+    use crate::pool::{PatchRef, StripeLoc};
+
+    fn loc_with(sizes: &[u32]) -> StripeLoc {
+        let mut loc = StripeLoc {
+            generation: 1,
+            len: 8192,
+            members: vec![0, 1, 2, 3, 4, 5],
+            patches: Vec::new(),
+        };
+        for (i, &len) in sizes.iter().enumerate() {
+            for copy in 0..3u8 {
+                loc.patches.push(PatchRef {
+                    copy,
+                    member: copy as u16,
+                    seq: 10 + i as u64,
+                    log: 0,
+                    offset: 0,
+                    len,
+                    from: 0,
+                    to: 1,
+                });
+            }
+        }
+        loc
+    }
+
+    #[test]
+    fn merges_take_the_small_newest_patches_and_leave_big_old_ones() {
+        // 16 small ones: all of them (nothing older is bigger)
+        assert_eq!(merge_from(&loc_with(&[4096; 16]), 4096), 0);
+        // a big merged one, then 15 small: the 15 small only
+        let mut s = vec![200_000];
+        s.extend([4096; 15]);
+        assert_eq!(merge_from(&loc_with(&s), 4096), 1);
+        // a merged one no bigger than the small ones after it: taken too
+        let mut s = vec![60_000];
+        s.extend([4096; 15]);
+        assert_eq!(merge_from(&loc_with(&s), 4096), 0);
+        // two big old levels: both left alone
+        let mut s = vec![500_000, 300_000];
+        s.extend([4096; 14]);
+        assert_eq!(merge_from(&loc_with(&s), 4096), 2);
+        // a big newest patch: the newest quarter is taken at least (and
+        // then the small ones before it, being smaller than it)
+        let mut s = vec![900_000];
+        s.extend([4096; 11]);
+        s.extend([200_000; 4]);
+        assert_eq!(merge_from(&loc_with(&s), 4096), 1);
+    }
 
     #[test]
     fn pages_win_over_merged_bytes_and_extents_join() {

@@ -550,21 +550,23 @@ impl Pool {
         Ok(())
     }
 
-    /// The bytes a stripe's patches lay over it, merged (later patches
-    /// win): sorted, disjoint `(offset, bytes)` extents covering exactly
-    /// the union of the patches' extents, so that one patch holding them
-    /// stands for all of them. `None` when a patch cannot be read or the
-    /// union is larger than `max` bytes.
+    /// The bytes the stripe's patches from the `first`-th on lay over it,
+    /// merged (later patches win): sorted, disjoint `(offset, bytes)`
+    /// extents covering exactly the union of those patches' extents, so
+    /// that one patch holding them, committed after the ones before
+    /// `first`, stands for all of them. `None` when a patch cannot be read
+    /// or the union is larger than `max` bytes.
     pub fn merged_patches(
         &self,
         object: u64,
         stripe: u64,
         loc: &StripeLoc,
+        first: usize,
         max: usize,
     ) -> Option<Vec<(usize, Vec<u8>)>> {
         let id = self.shard_id(object, stripe, loc.generation, OVERLAY as usize);
         let mut patches = Vec::new();
-        for (_, copies) in loc.patch_groups() {
+        for (_, copies) in loc.patch_groups().into_iter().skip(first) {
             patches.push(self.read_patch_copies(&id, &copies)?);
         }
         let mut spans: Vec<(usize, usize)> = patches
