@@ -19,6 +19,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// parsed once at start: the size of its largest variant costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a pool over member directories (each on its own drive in production).
@@ -146,6 +148,18 @@ enum Cmd {
         /// check after half of it).
         #[arg(long, default_value_t = shardfs::fs::DEFAULT_VERIFY_SECS)]
         replica_verify_secs: u64,
+        /// Serve the buckets over the S3 API at ADDR (IP:PORT; a loopback
+        /// address unless --s3-allow-remote), signed with the keys of
+        /// --s3-keys (docs/S3.md).
+        #[arg(long, value_name = "ADDR", requires = "s3_keys")]
+        s3_listen: Option<std::net::SocketAddr>,
+        /// The S3 keys file: `ACCESS_KEY SECRET [ro|rw] [BUCKET,...]` a
+        /// line; owned by the daemon's user, mode 0600.
+        #[arg(long, value_name = "FILE", requires = "s3_listen")]
+        s3_keys: Option<PathBuf>,
+        /// Let --s3-listen take a non-loopback address (plain HTTP).
+        #[arg(long, requires = "s3_listen")]
+        s3_allow_remote: bool,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -287,6 +301,9 @@ fn main() -> ExitCode {
             atime,
             replica_verify_secs,
             fsname,
+            s3_listen,
+            s3_keys,
+            s3_allow_remote,
             mut paths,
         } => {
             shardfs::pool::direct::set_enabled(direct_writes);
@@ -314,6 +331,11 @@ fn main() -> ExitCode {
                 atime,
                 replica_verify_secs,
                 fsname,
+                s3: s3_listen.zip(s3_keys).map(|(listen, keys)| shardfs::s3::S3Options {
+                    listen,
+                    keys,
+                    allow_remote: s3_allow_remote,
+                }),
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])
