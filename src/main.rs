@@ -160,6 +160,10 @@ enum Cmd {
         /// Let --s3-listen take a non-loopback address (plain HTTP).
         #[arg(long, requires = "s3_listen")]
         s3_allow_remote: bool,
+        /// Seconds after which an unfinished S3 multipart upload is removed
+        /// with its parts (checked at start and hourly).
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        s3_upload_expiry_secs: u64,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -304,6 +308,7 @@ fn main() -> ExitCode {
             s3_listen,
             s3_keys,
             s3_allow_remote,
+            s3_upload_expiry_secs,
             mut paths,
         } => {
             shardfs::pool::direct::set_enabled(direct_writes);
@@ -335,6 +340,7 @@ fn main() -> ExitCode {
                     listen,
                     keys,
                     allow_remote: s3_allow_remote,
+                    upload_expiry: Duration::from_secs(s3_upload_expiry_secs),
                 }),
             })
             .inspect_err(|e| {

@@ -578,3 +578,128 @@ fn mount_helper_takes_s3_options() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn mp(ep: &str, args: &[&str]) -> String {
+    let mut a = vec![
+        script("mp.py").to_string_lossy().into_owned(),
+        ep.to_string(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (ok, out) = python(&a);
+    assert!(ok, "mp.py {args:?}: {out}");
+    out.trim().to_string()
+}
+
+#[test]
+fn multipart_uploads_outlive_a_restart_and_expire() {
+    let (mut t, ep) = s3_mount();
+    let id = mp(&ep, &["start", "parts", "big/obj"]);
+    let e1 = mp(&ep, &["part", "parts", "big/obj", &id, "1", "5242880", "1"]);
+    // parts live outside the bucket: nothing in it yet
+    assert!(!t.p("parts/big").exists());
+    t.remount();
+    let ep = endpoint(&t);
+    assert_eq!(
+        mp(&ep, &["uploads", "parts"]),
+        id,
+        "the upload survives a restart"
+    );
+    let e2 = mp(&ep, &["part", "parts", "big/obj", &id, "2", "1000", "2"]);
+    let etag = mp(
+        &ep,
+        &[
+            "complete",
+            "parts",
+            "big/obj",
+            &id,
+            &format!("1:{e1}"),
+            &format!("2:{e2}"),
+        ],
+    );
+    assert!(etag.ends_with("-2\""), "{etag}");
+    let data = std::fs::read(t.p("parts/big/obj")).unwrap();
+    assert_eq!(data.len(), 5242880 + 1000);
+    let want: Vec<u8> = (0..5242880usize)
+        .map(|i| ((i * 17 + 1) % 253) as u8)
+        .chain((0..1000usize).map(|i| ((i * 17 + 2) % 253) as u8))
+        .collect();
+    assert!(data == want, "completed object differs from its parts");
+    assert_eq!(mp(&ep, &["uploads", "parts"]), "");
+    // an upload older than --s3-upload-expiry-secs goes with its parts
+    t.mount_args
+        .extend(["--s3-upload-expiry-secs".to_string(), "2".to_string()]);
+    t.remount();
+    let ep = endpoint(&t);
+    let old = mp(&ep, &["start", "parts", "stale"]);
+    mp(&ep, &["part", "parts", "stale", &old, "1", "100000", "3"]);
+    let start = Instant::now();
+    while !mp(&ep, &["uploads", "parts"]).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "upload not expired:\n{}",
+            t.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        t.log_text()
+            .contains("S3: removed 1 multipart uploads older than 2s"),
+        "{}",
+        t.log_text()
+    );
+}
+
+#[test]
+fn aws_cli_multipart_copy() {
+    let (t, ep) = s3_mount();
+    let (ok, _, err) = aws(&t, &ep, &["s3", "mb", "s3://mp-cli"]);
+    assert!(ok, "{err}");
+    let local = t.tmp.path().join("big.bin");
+    std::fs::write(&local, pattern(9, 20 * 1024 * 1024 + 3)).unwrap();
+    // aws-cli goes multipart above its threshold: 8 MiB parts here
+    let cfg = t.tmp.path().join("aws-mp-config");
+    std::fs::write(
+        &cfg,
+        "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  multipart_threshold = 8MB\n  multipart_chunksize = 8MB\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&ep)
+            .args(args)
+            .env("AWS_CONFIG_FILE", &cfg)
+            .env("AWS_SHARED_CREDENTIALS_FILE", t.tmp.path().join("none"))
+            .env("AWS_ACCESS_KEY_ID", "AKIAFULL")
+            .env("AWS_SECRET_ACCESS_KEY", "secret-full-0001")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["s3", "cp", local.to_str().unwrap(), "s3://mp-cli/big.bin"]);
+    assert_eq!(md5_of(&t.p("mp-cli/big.bin")), md5_of(&local));
+    let head = run(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "mp-cli",
+        "--key",
+        "big.bin",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert!(
+        v["ETag"].as_str().unwrap().ends_with("-3\""),
+        "three parts: {head}"
+    );
+    let back = t.tmp.path().join("back.bin");
+    run(&["s3", "cp", "s3://mp-cli/big.bin", back.to_str().unwrap()]);
+    assert_eq!(md5_of(&back), md5_of(&local));
+    let ups = run(&["s3api", "list-multipart-uploads", "--bucket", "mp-cli"]);
+    assert!(!ups.contains("UploadId"), "{ups}");
+}

@@ -182,6 +182,8 @@ const READ_OPS: &[&str] = &[
     "ListObjectsV2",
     "GetObject",
     "HeadObject",
+    "ListParts",
+    "ListMultipartUploads",
 ];
 
 /// Rights per request: no anonymous requests, read-only keys only read,

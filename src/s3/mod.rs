@@ -10,6 +10,7 @@
 //! whole story.
 
 pub mod keys;
+pub mod multipart;
 pub mod service;
 pub mod store;
 
@@ -30,6 +31,8 @@ pub struct S3Options {
     pub keys: PathBuf,
     /// accept a non-loopback listen address (plain HTTP: put TLS in front)
     pub allow_remote: bool,
+    /// multipart uploads older than this are removed
+    pub upload_expiry: Duration,
 }
 
 /// Connections served at once; more wait in the listen queue.
@@ -51,6 +54,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Prepared {
     listener: std::net::TcpListener,
     keys: Arc<keys::Keys>,
+    upload_expiry: Duration,
 }
 
 impl Prepared {
@@ -75,7 +79,11 @@ pub fn prepare(o: &S3Options) -> Result<Prepared, String> {
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("--s3-listen {}: {e}", o.listen))?;
-    Ok(Prepared { listener, keys })
+    Ok(Prepared {
+        listener,
+        keys,
+        upload_expiry: o.upload_expiry,
+    })
 }
 
 /// The running endpoint.
@@ -143,6 +151,7 @@ pub fn start(
         Ok(n) => log::info!("S3: removed {n} staged uploads left by the last stop"),
         Err(e) => log::warn!("S3: staging directory not swept: {e:?}"),
     }
+    let expiry = p.upload_expiry;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(32)
@@ -155,7 +164,12 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("s3".into())
         .spawn(move || {
-            rt.block_on(serve(listener, svc, rx));
+            rt.block_on(async move {
+                // expire old multipart uploads now and then, beside serving
+                let expirer = tokio::spawn(expire(store, expiry));
+                serve(listener, svc, rx).await;
+                expirer.abort();
+            });
             rt.shutdown_timeout(Duration::from_secs(1));
         })
         .map_err(|e| format!("S3 thread: {e}"))?;
@@ -165,6 +179,55 @@ pub fn start(
         thread: Some(thread),
         addr,
     })
+}
+
+/// s3s's service, closing the connection after an error answered to a
+/// request whose body may not have been read: the unread bytes would
+/// otherwise be taken for the next request on the connection.
+#[derive(Clone)]
+struct CloseOnError(s3s::service::S3Service);
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for CloseOnError {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let has_body = req.headers().contains_key(hyper::header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        let fut = hyper::service::Service::call(&self.0, req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// How often old multipart uploads are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+async fn expire(store: Arc<store::Store>, max_age: Duration) {
+    loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.expire_uploads(max_age)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => log::info!("S3: removed {n} multipart uploads older than {max_age:?}"),
+            Ok(Err(e)) => log::warn!("S3: multipart uploads not expired: {e:?}"),
+            Err(e) => log::warn!("S3: multipart expiry: {e}"),
+        }
+        tokio::time::sleep(EXPIRE_EVERY.min(max_age.max(Duration::from_secs(1)))).await;
+    }
 }
 
 async fn serve(
@@ -207,7 +270,7 @@ async fn serve(
             .max_headers(MAX_HEADERS)
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT);
-        let conn = graceful.watch(b.serve_connection(io, svc.clone()));
+        let conn = graceful.watch(b.serve_connection(io, CloseOnError(svc.clone())));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 log::debug!("S3 connection: {e}");

@@ -68,6 +68,20 @@ fn s3err(e: ObjError) -> S3Error {
             BadDigest,
             "The Content-MD5 you specified did not match what we received."
         ),
+        ObjError::NoSuchUpload => s3_error!(
+            NoSuchUpload,
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+        ),
+        ObjError::InvalidPart(m) => S3Error::with_message(C::InvalidPart, m),
+        ObjError::InvalidPartOrder => s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order. Parts must be ordered by part number."
+        ),
+        ObjError::EntityTooSmall => s3_error!(
+            EntityTooSmall,
+            "Your proposed upload is smaller than the minimum allowed object size (5 MiB for each part but the last)."
+        ),
+        ObjError::Invalid(m) => S3Error::with_message(C::InvalidArgument, m),
         ObjError::Fs(e) => fs_err(e),
     }
 }
@@ -883,6 +897,213 @@ impl S3 for Service {
             delimiter: input.delimiter.map(enc),
             next_marker,
             encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let meta = request_meta(
+            [
+                ("content-type", input.content_type.as_ref()),
+                ("content-encoding", input.content_encoding.as_ref()),
+                ("content-disposition", input.content_disposition.as_ref()),
+                ("content-language", input.content_language.as_ref()),
+                ("cache-control", input.cache_control.as_ref()),
+            ],
+            input.metadata.as_ref(),
+        )?;
+        let store = self.store.clone();
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let id = blocking(move || store.create_upload(&bucket, &key, &meta)).await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if input.content_length.is_some_and(|n| n as u64 > MAX_PUT) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size."
+            ));
+        }
+        let content_md5 = match &input.content_md5 {
+            Some(s) => Some(base64_decode(s).filter(|d| d.len() == 16).ok_or_else(|| {
+                s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid.")
+            })?),
+            None => None,
+        };
+        let store = self.store.clone();
+        let n = input.part_number;
+        let (id, bucket, key) = (input.upload_id, input.bucket, input.key);
+        let st = blocking(move || store.begin_part(&id, &bucket, &key, n)).await?;
+        let st = stream_into(st, input.body, MAX_PUT).await?;
+        if input
+            .content_length
+            .is_some_and(|len| st.written != len as u64)
+        {
+            return Err(s3_error!(
+                IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP header."
+            ));
+        }
+        let store = self.store.clone();
+        let etag = blocking(move || store.commit_part(st, n, content_md5.as_deref())).await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(strong(&etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let parts: Vec<(i32, String)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.part_number.unwrap_or(0),
+                    p.e_tag.map(|e| e.value().to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let store = self.store.clone();
+        let (id, bucket, key) = (input.upload_id, input.bucket.clone(), input.key.clone());
+        let (etag, _) = blocking(move || store.complete_upload(&id, &bucket, &key, &parts)).await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(strong(&etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        let store = self.store.clone();
+        blocking(move || store.abort_upload(&input.upload_id, &input.bucket, &input.key)).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let max = match input.max_parts {
+            None => 1000,
+            Some(n) if n < 0 => {
+                return Err(s3_error!(InvalidArgument, "max-parts must not be negative"))
+            }
+            Some(n) => (n as usize).min(1000),
+        };
+        let marker = input.part_number_marker.unwrap_or(0);
+        let store = self.store.clone();
+        let (id, bucket, key) = (
+            input.upload_id.clone(),
+            input.bucket.clone(),
+            input.key.clone(),
+        );
+        let all = blocking(move || store.list_parts(&id, &bucket, &key)).await?;
+        let after: Vec<_> = all.into_iter().filter(|p| p.number > marker).collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next = truncated.then(|| page.last().map(|p| p.number)).flatten();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: input.part_number_marker,
+            is_truncated: Some(truncated),
+            next_part_number_marker: next,
+            parts: Some(
+                page.into_iter()
+                    .map(|p| Part {
+                        e_tag: Some(strong(&p.etag)),
+                        last_modified: Some(stamp(p.mtime)),
+                        part_number: Some(p.number),
+                        size: Some(p.size as i64),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let url = url_wanted(&input.encoding_type)?;
+        let max = match input.max_uploads {
+            None => 1000,
+            Some(n) if n < 0 => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-uploads must not be negative"
+                ))
+            }
+            Some(n) => (n as usize).min(1000),
+        };
+        let store = self.store.clone();
+        let bucket = input.bucket.clone();
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let all = blocking(move || store.uploads(&bucket, &prefix)).await?;
+        let km = input.key_marker.clone().unwrap_or_default();
+        let im = input.upload_id_marker.clone().unwrap_or_default();
+        let after: Vec<_> = all
+            .into_iter()
+            .filter(|u| km.is_empty() || u.key > km || (u.key == km && !im.is_empty() && u.id > im))
+            .collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let last = page.last().cloned();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix.as_deref().map(enc),
+            key_marker: input.key_marker.as_deref().map(enc),
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: truncated
+                .then(|| last.as_ref().map(|u| enc(&u.key)))
+                .flatten(),
+            next_upload_id_marker: truncated.then(|| last.map(|u| u.id)).flatten(),
+            encoding_type: input.encoding_type,
+            uploads: Some(
+                page.into_iter()
+                    .map(|u| MultipartUpload {
+                        key: Some(enc(&u.key)),
+                        upload_id: Some(u.id),
+                        initiated: Some(stamp(u.initiated)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }))
     }

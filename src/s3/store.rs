@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Internal record of an object's ETag (see [`Store::etag`]).
-const ETAG_ATTR: &str = "s3.etag";
+pub(super) const ETAG_ATTR: &str = "s3.etag";
 /// Internal mark of a directory an S3 write made (it goes when emptied by
 /// S3 deletes); directories made by mkdir carry none.
 const IMPLICIT_ATTR: &str = "s3.implicit";
@@ -62,6 +62,16 @@ pub enum ObjError {
     MetadataTooLarge,
     /// the body's MD5 is not the Content-MD5 sent
     BadDigest,
+    /// no such multipart upload
+    NoSuchUpload,
+    /// a part named in Complete is missing or has another ETag
+    InvalidPart(String),
+    /// the parts of Complete are not in ascending order
+    InvalidPartOrder,
+    /// a part other than the last is under 5 MiB
+    EntityTooSmall,
+    /// a malformed request
+    Invalid(String),
     /// anything else from the filesystem
     Fs(FsError),
 }
@@ -120,7 +130,7 @@ pub fn parse_key(key: &str) -> ObjResult<KeyPath> {
 }
 
 /// Content headers and user metadata stored with an object.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ObjMeta {
     /// (header name as in `user.s3.NAME`, value): content-type,
     /// content-encoding, content-disposition, content-language,
@@ -140,7 +150,7 @@ pub const HEADERS: &[&str] = &[
 ];
 
 impl ObjMeta {
-    fn user_size(&self) -> usize {
+    pub(super) fn user_size(&self) -> usize {
         self.user.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 }
@@ -193,19 +203,19 @@ pub struct ListReq {
 /// [`Store::commit`], it is closed and removed.
 #[derive(Debug)]
 pub struct Staged {
-    fs: Arc<Fs>,
+    pub(super) fs: Arc<Fs>,
     /// its inode
     pub ino: u64,
-    fh: Option<u64>,
-    dir: u64,
-    name: Vec<u8>,
+    pub(super) fh: Option<u64>,
+    pub(super) dir: u64,
+    pub(super) name: Vec<u8>,
     /// where the key goes
-    bucket: u64,
-    key: KeyPath,
+    pub(super) bucket: u64,
+    pub(super) key: KeyPath,
     /// bytes written so far
     pub written: u64,
-    md5: Md5,
-    done: bool,
+    pub(super) md5: Md5,
+    pub(super) done: bool,
 }
 
 impl Staged {
@@ -262,7 +272,7 @@ fn owner() -> (u32, u32) {
     )
 }
 
-fn node(kind: Kind, perm: u16) -> NewNode {
+pub(super) fn node(kind: Kind, perm: u16) -> NewNode {
     let (uid, gid) = owner();
     NewNode {
         kind,
@@ -274,7 +284,7 @@ fn node(kind: Kind, perm: u16) -> NewNode {
     }
 }
 
-fn etag_record(md5: &str, i: &Inode) -> Vec<u8> {
+pub(super) fn etag_record(md5: &str, i: &Inode) -> Vec<u8> {
     format!(
         "{md5} {} {} {} {} {}",
         i.size, i.mtime.0, i.mtime.1, i.ctime.0, i.ctime.1
@@ -295,7 +305,15 @@ fn etag_valid(rec: &[u8], i: &Inode) -> Option<String> {
         i.ctime.0,
         i.ctime.1 as i64,
     ];
-    (nums == want && md5.len() == 32).then_some(md5)
+    let plain = md5
+        .get(..32)
+        .is_some_and(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+    let suffix = md5.get(32..).is_some_and(|r| {
+        r.is_empty()
+            || r.strip_prefix('-')
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+    });
+    (nums == want && plain && suffix).then_some(md5)
 }
 
 /// Lowercase hex of bytes.
@@ -321,26 +339,49 @@ impl Store {
     pub fn sweep_staging(&self) -> ObjResult<usize> {
         let dir = self.fs.s3_staging_dir()?;
         let mut n = 0;
-        for (name, kind, _) in self.entries(dir)? {
-            let r = if kind == Kind::Dir {
-                self.fs.rmdir(dir, &name)
-            } else {
-                self.fs.unlink(dir, &name)
-            };
-            match r {
-                Ok(()) => n += 1,
-                Err(e) => log::warn!(
-                    "S3 staging entry {} not removed: {e}",
-                    String::from_utf8_lossy(&name)
-                ),
+        for (name, kind, ino) in self.entries(dir)? {
+            if kind == Kind::Dir && name.starts_with(super::multipart::UPLOAD_PREFIX.as_bytes()) {
+                // a multipart upload outlives restarts; its unfinished parts do not
+                n += self.sweep_upload_temps(ino)?;
+                continue;
+            }
+            if self.remove_entry(dir, &name, kind) {
+                n += 1;
             }
         }
         self.fs.meta.sync().map_err(FsError::from)?;
         Ok(n)
     }
 
+    /// Remove `name` (a file, or a directory with its files) from `dir`.
+    pub(super) fn remove_entry(&self, dir: u64, name: &[u8], kind: Kind) -> bool {
+        let r = if kind == Kind::Dir {
+            match self.fs.lookup(dir, name) {
+                Ok(a) => {
+                    for (n, k, _) in self.entries(a.ino).unwrap_or_default() {
+                        self.remove_entry(a.ino, &n, k);
+                    }
+                    self.fs.rmdir(dir, name)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.fs.unlink(dir, name)
+        };
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "S3 staging entry {} not removed: {e}",
+                    String::from_utf8_lossy(name)
+                );
+                false
+            }
+        }
+    }
+
     /// Every entry of a directory (name, kind, inode), in no order.
-    fn entries(&self, dir: u64) -> ObjResult<Vec<(Vec<u8>, Kind, u64)>> {
+    pub(super) fn entries(&self, dir: u64) -> ObjResult<Vec<(Vec<u8>, Kind, u64)>> {
         let mut out = Vec::new();
         let mut off = 0;
         loop {
@@ -418,7 +459,7 @@ impl Store {
     }
 
     /// Walk `comps` below `dir`: the attributes of each component found.
-    fn walk(&self, dir: u64, comps: &[Vec<u8>]) -> ObjResult<Vec<Attr>> {
+    pub(super) fn walk(&self, dir: u64, comps: &[Vec<u8>]) -> ObjResult<Vec<Attr>> {
         let mut out = Vec::new();
         let mut cur = dir;
         for c in comps {
@@ -531,7 +572,7 @@ impl Store {
     }
 
     /// Replace the stored metadata of `ino` by `m`.
-    fn set_meta(&self, ino: u64, m: &ObjMeta) -> ObjResult<()> {
+    pub(super) fn set_meta(&self, ino: u64, m: &ObjMeta) -> ObjResult<()> {
         let old = self.meta_of(ino)?;
         for k in old.headers.keys() {
             if !m.headers.contains_key(k) {
@@ -571,7 +612,7 @@ impl Store {
     /// Check that `key` can go into `bucket` as an object now: the bucket
     /// exists, and no component of the key is an object and the key itself
     /// no directory.
-    fn check_target(&self, bucket: u64, key: &str, kp: &KeyPath) -> ObjResult<()> {
+    pub(super) fn check_target(&self, bucket: u64, key: &str, kp: &KeyPath) -> ObjResult<()> {
         let found = self.walk(bucket, &kp.comps)?;
         for (i, a) in found.iter().enumerate() {
             let last = i + 1 == kp.comps.len();
@@ -673,10 +714,23 @@ impl Store {
     /// first; `noreplace` is If-None-Match: *. Returns (ETag, size).
     pub fn commit(
         &self,
+        st: Staged,
+        m: &ObjMeta,
+        content_md5: Option<&[u8]>,
+        noreplace: bool,
+    ) -> ObjResult<(String, u64)> {
+        self.commit_as(st, m, content_md5, noreplace, None)
+    }
+
+    /// [`Self::commit`], recording `etag` (the multipart form) instead of
+    /// the body's MD5.
+    pub fn commit_as(
+        &self,
         mut st: Staged,
         m: &ObjMeta,
         content_md5: Option<&[u8]>,
         noreplace: bool,
+        etag: Option<String>,
     ) -> ObjResult<(String, u64)> {
         let md5 = std::mem::take(&mut st.md5).finalize();
         if let Some(want) = content_md5 {
@@ -687,7 +741,7 @@ impl Store {
         if m.user_size() > MAX_USER_META {
             return Err(ObjError::MetadataTooLarge);
         }
-        let md5 = hex(&md5);
+        let md5 = etag.unwrap_or_else(|| hex(&md5));
         self.set_meta(st.ino, m)?;
         self.fs.fsync(st.ino)?;
         if let Some(fh) = st.fh.take() {

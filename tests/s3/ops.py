@@ -323,6 +323,70 @@ s3.delete_bucket(Bucket="gone")
 ok("delete_bucket", "gone" not in [b["Name"] for b in s3.list_buckets()["Buckets"]] and not os.path.exists(f"{MNT}/gone"))
 err("delete_bucket missing", "NoSuchBucket", 404, s3.delete_bucket, Bucket="gone")
 
+# ---- multipart ------------------------------------------------------------------------
+def mp_etag(parts):
+    return '"' + hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + f'-{len(parts)}"'
+
+mp = s3.create_multipart_upload(Bucket="alpha", Key="mp/obj.bin", ContentType="application/x-mp", Metadata={"m": "1"})
+uid = mp["UploadId"]
+ok("create_multipart_upload", mp["Key"] == "mp/obj.bin" and len(uid) == 32, mp)
+ok("an upload makes nothing in the bucket", not os.path.exists(f"{MNT}/alpha/mp") and not any(n.startswith(".") for n in os.listdir(MNT)), os.listdir(MNT))
+p1, p2, p3 = pattern(5 << 20, 11), pattern((5 << 20) + 7, 12), b"tail"
+U = lambda n, b: s3.upload_part(Bucket="alpha", Key="mp/obj.bin", UploadId=uid, PartNumber=n, Body=b)["ETag"]
+ok("upload_part ETag", U(1, p1) == md5(p1))
+U(2, b"to be replaced")
+ok("upload_part again replaces the part", U(2, p2) == md5(p2))
+U(3, p3)
+ups = s3.list_multipart_uploads(Bucket="alpha")["Uploads"]
+ok("list_multipart_uploads", [(u["Key"], u["UploadId"]) for u in ups] == [("mp/obj.bin", uid)], ups)
+ok("list_multipart_uploads prefix", not s3.list_multipart_uploads(Bucket="alpha", Prefix="zzz").get("Uploads"))
+ok("uploads listed per bucket", not s3.list_multipart_uploads(Bucket="beta").get("Uploads"))
+parts = s3.list_parts(Bucket="alpha", Key="mp/obj.bin", UploadId=uid)["Parts"]
+ok("list_parts", [(p["PartNumber"], p["Size"], p["ETag"]) for p in parts] == [(1, len(p1), md5(p1)), (2, len(p2), md5(p2)), (3, 4, md5(p3))], parts)
+r = s3.list_parts(Bucket="alpha", Key="mp/obj.bin", UploadId=uid, MaxParts=2)
+ok("list_parts max-parts", r["IsTruncated"] and r["NextPartNumberMarker"] == 2 and len(r["Parts"]) == 2, r)
+r = s3.list_parts(Bucket="alpha", Key="mp/obj.bin", UploadId=uid, PartNumberMarker=2)
+ok("list_parts part-number-marker", [p["PartNumber"] for p in r["Parts"]] == [3], r)
+C = lambda parts, key="mp/obj.bin", u=None: s3.complete_multipart_upload(Bucket="alpha", Key=key, UploadId=u or uid, MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
+err("complete with a wrong ETag", "InvalidPart", 400, C, [(1, md5(p1)), (2, md5(b"x")), (3, md5(p3))])
+err("complete with a missing part", "InvalidPart", 400, C, [(1, md5(p1)), (4, md5(p3))])
+err("complete out of order", "InvalidPartOrder", 400, C, [(2, md5(p2)), (1, md5(p1))])
+err("upload_part of part 0", "InvalidArgument", 400, U, 0, b"x")
+err("upload_part to an unknown upload", "NoSuchUpload", 404, s3.upload_part, Bucket="alpha", Key="mp/obj.bin", UploadId="0" * 32, PartNumber=1, Body=b"x")
+err("upload_part with another key", "NoSuchUpload", 404, s3.upload_part, Bucket="alpha", Key="other", UploadId=uid, PartNumber=1, Body=b"x")
+small = s3.create_multipart_upload(Bucket="alpha", Key="mp/small")["UploadId"]
+es = [s3.upload_part(Bucket="alpha", Key="mp/small", UploadId=small, PartNumber=n, Body=b"tiny")["ETag"] for n in (1, 2)]
+err("complete with a small part", "EntityTooSmall", 400, C, [(1, es[0]), (2, es[1])], "mp/small", small)
+r = C([(1, md5(p1)), (2, md5(p2)), (3, md5(p3))])
+ok("complete_multipart_upload ETag", r["ETag"] == mp_etag([p1, p2, p3]), r["ETag"])
+g = s3.get_object(Bucket="alpha", Key="mp/obj.bin")
+ok("completed object", g["Body"].read() == p1 + p2 + p3 and g["ETag"] == mp_etag([p1, p2, p3]))
+ok("completed object keeps the upload's metadata", g["ContentType"] == "application/x-mp" and g["Metadata"] == {"m": "1"}, g)
+ok("completed object through the mount", open(f"{MNT}/alpha/mp/obj.bin", "rb").read() == p1 + p2 + p3)
+ok("listing shows the multipart ETag", s3.list_objects_v2(Bucket="alpha", Prefix="mp/obj")["Contents"][0]["ETag"] == mp_etag([p1, p2, p3]))
+ok("completed upload is gone", [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="alpha").get("Uploads", [])] == [small])
+err("complete twice", "NoSuchUpload", 404, C, [(1, md5(p1))])
+s3.abort_multipart_upload(Bucket="alpha", Key="mp/small", UploadId=small)
+ok("abort_multipart_upload", not s3.list_multipart_uploads(Bucket="alpha").get("Uploads"))
+err("list_parts of an aborted upload", "NoSuchUpload", 404, s3.list_parts, Bucket="alpha", Key="mp/small", UploadId=small)
+err("abort of an aborted upload", "NoSuchUpload", 404, s3.abort_multipart_upload, Bucket="alpha", Key="mp/small", UploadId=small)
+err("multipart onto a prefix", "KeyConflict", 409, s3.create_multipart_upload, Bucket="alpha", Key="mp")
+with open(f"{MNT}/alpha/mp/obj.bin", "ab") as f:
+    f.write(b"!")
+ok("FUSE write to a multipart object: plain MD5 again", s3.head_object(Bucket="alpha", Key="mp/obj.bin")["ETag"] == md5(p1 + p2 + p3 + b"!"))
+# boto3's managed transfer: multipart above the threshold
+from boto3.s3.transfer import TransferConfig
+src = os.path.join(os.path.dirname(MNT), "transfer.bin")
+blob = pattern(13 << 20, 21)
+open(src, "wb").write(blob)
+tc = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=4)
+s3.upload_file(src, "beta", "transfer/blob", Config=tc)
+h = s3.head_object(Bucket="beta", Key="transfer/blob")
+ok("upload_file in parts", h["ContentLength"] == len(blob) and h["ETag"].endswith('-3"'), h)
+dst = src + ".back"
+s3.download_file("beta", "transfer/blob", dst, Config=tc)
+ok("download_file in ranges", open(dst, "rb").read() == blob and open(f"{MNT}/beta/transfer/blob", "rb").read() == blob)
+
 # ---- keys and signatures ----------------------------------------------------------------
 err("bad signature", "SignatureDoesNotMatch", 403, client(secret="wrong-secret-000").list_buckets)
 err("unknown access key", "InvalidAccessKeyId", 403, client(access="AKIANOBODY").list_buckets)
@@ -334,6 +398,8 @@ ok("read-only key reads", ro.get_object(Bucket="alpha", Key="fresh")["Body"].rea
 err("read-only key refused on PUT", "AccessDenied", 403, ro.put_object, Bucket="alpha", Key="ro-put", Body=b"1")
 err("read-only key refused on DELETE", "AccessDenied", 403, ro.delete_object, Bucket="alpha", Key="fresh")
 err("read-only key refused on CreateBucket", "AccessDenied", 403, ro.create_bucket, Bucket="ro-bucket")
+err("read-only key refused on multipart", "AccessDenied", 403, ro.create_multipart_upload, Bucket="alpha", Key="ro-mp")
+ok("read-only key lists uploads", ro.list_multipart_uploads(Bucket="alpha")["ResponseMetadata"]["HTTPStatusCode"] == 200)
 ok("read-only refusal changed nothing", not os.path.exists(f"{MNT}/alpha/ro-put") and os.path.exists(f"{MNT}/alpha/fresh"))
 lim = client("AKIABETA", "secret-beta-0001")
 ok("bucket-limited key sees its buckets", [b["Name"] for b in lim.list_buckets()["Buckets"]] == ["beta"])
