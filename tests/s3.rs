@@ -37,13 +37,19 @@ fn endpoint(t: &TestMount) -> String {
     let start = Instant::now();
     loop {
         let log = t.log_text();
-        if let Some(l) = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("S3 endpoint at http://"))
-        {
-            let url = l.split("S3 endpoint at ").nth(1).unwrap();
-            return url.split_whitespace().next().unwrap().to_string();
+        let lines: Vec<&str> = log.lines().collect();
+        // the endpoint of this mount: logged after its session was made
+        let mounting = lines
+            .iter()
+            .rposition(|l| l.contains("fuser::session] Mounting"));
+        let ep = lines
+            .iter()
+            .rposition(|l| l.contains("S3 endpoint at http://"));
+        if let (Some(m), Some(e)) = (mounting, ep) {
+            if e > m {
+                let url = lines[e].split("S3 endpoint at ").nth(1).unwrap();
+                return url.split_whitespace().next().unwrap().to_string();
+            }
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),

@@ -173,6 +173,9 @@ impl S3Auth for Auth {
     }
 }
 
+/// Longest validity of a presigned URL (7 days, as S3).
+const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
+
 /// Operations a read-only key may run.
 const READ_OPS: &[&str] = &[
     "ListBuckets",
@@ -203,6 +206,30 @@ impl S3Access for Access {
         let Some(grant) = self.0.grant(&cred.access_key) else {
             return Err(s3_error!(InvalidAccessKeyId));
         };
+        // presigned URLs live a week at most, as S3's: SigV4 gives the
+        // validity, SigV2 the time it ends
+        let param = |name: &str| {
+            cx.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+                    .map(|v| v.parse::<u64>().unwrap_or(u64::MAX))
+            })
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let v2_left = param("AWSAccessKeyId")
+            .and(param("Expires"))
+            .map(|end| end.saturating_sub(now));
+        if param("X-Amz-Expires")
+            .or(v2_left)
+            .is_some_and(|e| e > MAX_PRESIGN_SECS)
+        {
+            return Err(s3_error!(
+                AuthorizationQueryParametersError,
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+            ));
+        }
         let op = cx.s3_op().name();
         if grant.read_only && !READ_OPS.contains(&op) {
             return Err(s3_error!(AccessDenied, "this access key is read-only"));

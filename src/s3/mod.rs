@@ -45,6 +45,8 @@ const MAX_HEADERS: usize = 100;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest XML request body (DeleteObjects of 1000 keys of 1 KiB fits).
 const MAX_XML_BODY: usize = 4 << 20;
+/// Bytes of an oversized XML body read (and dropped) before the answer.
+const MAX_DRAINED: usize = 64 << 20;
 /// How long in-flight requests may finish at unmount.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -200,6 +202,46 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for CloseOnE
                 .headers()
                 .get(hyper::header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0");
+        // an XML body over the bound: s3s 0.14.1 answers it InternalError,
+        // S3 answers MaxMessageLengthExceeded (every POST S3 operation we
+        // serve takes XML: DeleteObjects, multipart create and complete)
+        let too_big = req.method() == hyper::Method::POST
+            && req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|n| n > MAX_XML_BODY);
+        if too_big {
+            let e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::MaxMessageLengthExceeded,
+                format!("Your request was too big (XML bodies are at most {MAX_XML_BODY} bytes)."),
+            );
+            let mut body = req.into_body();
+            return Box::pin(async move {
+                // read what the client sends (up to a bound) so that it sees
+                // the answer rather than a reset
+                let mut seen = 0usize;
+                while seen <= MAX_DRAINED {
+                    let frame = futures::future::poll_fn(|cx| {
+                        hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+                    })
+                    .await;
+                    match frame {
+                        Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+                let mut resp = e.to_http_response().map_err(|e| {
+                    s3s::HttpError::new(Box::new(std::io::Error::other(e.to_string())))
+                })?;
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+                Ok(resp)
+            });
+        }
         let fut = hyper::service::Service::call(&self.0, req);
         Box::pin(async move {
             let mut resp = fut.await?;

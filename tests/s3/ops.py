@@ -415,4 +415,63 @@ try:
 except urllib.error.HTTPError as e:
     ok("tampered presigned URL refused", e.code == 403, e.code)
 
+# ---- malformed and oversize requests, presign expiry ---------------------------------------
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import urllib.error
+
+
+def raw(method, path, body=b"", headers=None):
+    """A signed request with a body of our own; (status, response body)."""
+    req = botocore.awsrequest.AWSRequest(method=method, url=ENDPOINT + path, data=body, headers=dict(headers or {}))
+    botocore.auth.S3SigV4Auth(botocore.credentials.Credentials("AKIAFULL", "secret-full-0001"), "s3", "us-east-1").add_auth(req)
+    p = req.prepare()
+    r = urllib.request.Request(p.url, data=body if body else None, method=method, headers=dict(p.headers))
+    try:
+        with urllib.request.urlopen(r) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+md5b64 = lambda b: __import__("base64").b64encode(hashlib.md5(b).digest()).decode()
+bad = b"<Delete><Object><Key>fresh</Key></Object>"
+st, b = raw("POST", "/alpha?delete", bad, {"Content-MD5": md5b64(bad)})
+ok("malformed XML", st == 400 and b"<Code>MalformedXML</Code>" in b, (st, b))
+ok("malformed XML deleted nothing", s3.get_object(Bucket="alpha", Key="fresh")["Body"].read() == b"first")
+huge = b"<Delete>" + b"<Object><Key>" + b"k" * 1000 + b"</Key></Object>" * 1 + b" " * (5 << 20) + b"</Delete>"
+st, b = raw("POST", "/alpha?delete", huge, {"Content-MD5": md5b64(huge)})
+ok("oversize XML body refused", st == 400 and b"MaxMessageLengthExceeded" in b, (st, b[:200]))
+many = b"<Delete>" + b"".join(b"<Object><Key>k%d</Key></Object>" % i for i in range(1001)) + b"</Delete>"
+st, b = raw("POST", "/alpha?delete", many, {"Content-MD5": md5b64(many)})
+ok("DeleteObjects of over 1000 keys refused", st == 400 and b"MalformedXML" in b, (st, b[:200]))
+ok("the endpoint serves on after bad requests", s3.head_bucket(Bucket="alpha")["ResponseMetadata"]["HTTPStatusCode"] == 200)
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "fresh"}, ExpiresIn=1)
+time.sleep(2)
+try:
+    urllib.request.urlopen(url)
+    raise AssertionError("expired presigned URL accepted")
+except urllib.error.HTTPError as e:
+    body = e.read()
+    ok("expired presigned URL refused", e.code == 403 and b"AccessDenied" in body, (e.code, body))
+v4 = client(signature_version="s3v4")
+for name, c in (("SigV2", s3), ("SigV4", v4)):
+    url = c.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "fresh"}, ExpiresIn=60)
+    ok(f"presigned GET ({name})", urllib.request.urlopen(url).read() == b"first")
+    url = c.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "fresh"}, ExpiresIn=8 * 24 * 3600)
+    try:
+        urllib.request.urlopen(url)
+        raise AssertionError(f"{name} presigned URL valid for over 7 days accepted")
+    except urllib.error.HTTPError as e:
+        ok(f"presigned URL over 7 days refused ({name})", e.code == 400 and b"AuthorizationQueryParametersError" in e.read(), e.code)
+url = v4.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "fresh"}, ExpiresIn=1)
+time.sleep(2)
+try:
+    urllib.request.urlopen(url)
+    raise AssertionError("expired SigV4 presigned URL accepted")
+except urllib.error.HTTPError as e:
+    body = e.read()
+    ok("expired SigV4 presigned URL refused", e.code == 403 and b"AccessDenied" in body, (e.code, body))
+
 print(f"{passed} passed, 0 failed")
