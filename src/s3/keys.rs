@@ -187,6 +187,7 @@ const READ_OPS: &[&str] = &[
     "HeadObject",
     "ListParts",
     "ListMultipartUploads",
+    "ListObjectVersions",
 ];
 
 /// Rights per request: no anonymous requests, read-only keys only read,

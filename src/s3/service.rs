@@ -304,6 +304,92 @@ fn split_items(items: &[Item], url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {
     (contents, prefixes)
 }
 
+/// The bucket and key of a copy source that `grant` may read.
+fn copy_source(grant: &super::keys::Grant, cs: &CopySource) -> S3Result<(String, String)> {
+    let (bucket, key) = match cs {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            if version_id.as_deref().is_some_and(|v| v != "null") {
+                return Err(s3_error!(NoSuchVersion, "shardfs keeps no object versions"));
+            }
+            (bucket.to_string(), key.to_string())
+        }
+        _ => {
+            return Err(s3_error!(
+                NotImplemented,
+                "copy sources other than BUCKET/KEY are not supported"
+            ))
+        }
+    };
+    if !grant.may_use(&bucket) {
+        return Err(s3_error!(
+            AccessDenied,
+            "this access key may not use bucket {bucket}"
+        ));
+    }
+    Ok((bucket, key))
+}
+
+/// The x-amz-copy-source-if-* conditions: every failure is 412, as S3.
+fn check_copy_conditions(
+    info: &ObjInfo,
+    c: &(
+        Option<ETagCondition>,
+        Option<ETagCondition>,
+        Option<Timestamp>,
+        Option<Timestamp>,
+    ),
+) -> S3Result<()> {
+    check_conditions(info, c.0.as_ref(), c.1.as_ref(), c.2.as_ref(), c.3.as_ref()).map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Parse x-amz-copy-source-range (`bytes=FIRST-LAST`, inclusive) against
+/// a source of `size` bytes: the byte range.
+fn copy_range(r: Option<&str>, size: u64) -> S3Result<(u64, u64)> {
+    let Some(r) = r else {
+        return Ok((0, size));
+    };
+    let bad = || {
+        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+    };
+    let (a, b) = r
+        .strip_prefix("bytes=")
+        .and_then(|x| x.split_once('-'))
+        .ok_or_else(bad)?;
+    let a: u64 = a.parse().map_err(|_| bad())?;
+    let b: u64 = b.parse().map_err(|_| bad())?;
+    if a > b {
+        return Err(bad());
+    }
+    if b >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
+    }
+    Ok((a, b + 1))
+}
+
+/// Only the "null" version exists (no versioning yet).
+fn null_version(v: &Option<String>) -> S3Result<()> {
+    match v.as_deref() {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(s3_error!(InvalidArgument, "Invalid version id specified")),
+    }
+}
+
 /// A read handle released when dropped.
 struct Handle {
     fs: Arc<Fs>,
@@ -551,6 +637,7 @@ impl S3 for Service {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        null_version(&input.version_id)?;
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let (info, fh, meta) = blocking(move || {
@@ -634,6 +721,7 @@ impl S3 for Service {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        null_version(&input.version_id)?;
         let store = self.store.clone();
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let (info, meta) = blocking(move || {
@@ -669,6 +757,7 @@ impl S3 for Service {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        null_version(&req.input.version_id)?;
         let store = self.store.clone();
         let (bucket, key) = (req.input.bucket, req.input.key);
         blocking(move || store.delete(&bucket, &key)).await?;
@@ -737,30 +826,7 @@ impl S3 for Service {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let grant = creds_grant(&self.keys, &req.credentials)?;
         let input = req.input;
-        let (src_bucket, src_key) = match &input.copy_source {
-            CopySource::Bucket {
-                bucket,
-                key,
-                version_id,
-            } => {
-                if version_id.as_deref().is_some_and(|v| v != "null") {
-                    return Err(s3_error!(NoSuchVersion, "shardfs keeps no object versions"));
-                }
-                (bucket.to_string(), key.to_string())
-            }
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "copy sources other than BUCKET/KEY are not supported"
-                ))
-            }
-        };
-        if !grant.may_use(&src_bucket) {
-            return Err(s3_error!(
-                AccessDenied,
-                "this access key may not use bucket {src_bucket}"
-            ));
-        }
+        let (src_bucket, src_key) = copy_source(grant, &input.copy_source)?;
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some(MetadataDirective::COPY) => false,
             Some(MetadataDirective::REPLACE) => true,
@@ -799,24 +865,7 @@ impl S3 for Service {
         let (etag, mtime) =
             tokio::task::spawn_blocking(move || -> S3Result<(String, (i64, u32))> {
                 let info = store.object(&src_bucket, &src_key).map_err(s3err)?;
-                // every failed copy-source condition is 412, as S3
-                check_conditions(
-                    &info,
-                    conds.0.as_ref(),
-                    conds.1.as_ref(),
-                    conds.2.as_ref(),
-                    conds.3.as_ref(),
-                )
-                .map_err(|e| {
-                    if *e.code() == S3ErrorCode::NotModified {
-                        s3_error!(
-                            PreconditionFailed,
-                            "At least one of the pre-conditions you specified did not hold"
-                        )
-                    } else {
-                        e
-                    }
-                })?;
+                check_copy_conditions(&info, &conds)?;
                 if dst_key.ends_with('/') {
                     if info.size != 0 {
                         return Err(s3_error!(
@@ -901,6 +950,66 @@ impl S3 for Service {
         }))
     }
 
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        // no versioning yet: every object is its one "null" version
+        let input = req.input;
+        let url = url_wanted(&input.encoding_type)?;
+        let marker = input.key_marker.clone().filter(|m| !m.is_empty());
+        let lr = ListReq {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
+            after: marker,
+            max: max_keys(input.max_keys)?,
+        };
+        let store = self.store.clone();
+        let bucket = input.bucket.clone();
+        let lr2 = lr.clone();
+        let (items, truncated) = blocking(move || store.list(&bucket, &lr2)).await?;
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let mut versions = Vec::new();
+        let mut prefixes = Vec::new();
+        for it in &items {
+            match it {
+                Item::Obj(k, info) => versions.push(ObjectVersion {
+                    key: Some(enc(k)),
+                    version_id: Some("null".into()),
+                    is_latest: Some(true),
+                    size: Some(info.size as i64),
+                    e_tag: Some(strong(&info.etag)),
+                    last_modified: Some(stamp(info.mtime)),
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                }),
+                Item::Prefix(p) => prefixes.push(CommonPrefix {
+                    prefix: Some(enc(p)),
+                }),
+            }
+        }
+        let next = truncated
+            .then(|| items.last().map(|i| enc(i.name())))
+            .flatten();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(&lr.prefix)),
+            key_marker: input.key_marker.as_deref().map(enc),
+            version_id_marker: input.version_id_marker,
+            max_keys: Some(lr.max as i32),
+            delimiter: input.delimiter.as_deref().map(enc),
+            encoding_type: input.encoding_type,
+            is_truncated: Some(truncated),
+            next_version_id_marker: next.as_ref().map(|_| "null".to_string()),
+            next_key_marker: next,
+            versions: Some(versions),
+            common_prefixes: Some(prefixes),
+            ..Default::default()
+        }))
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -962,6 +1071,60 @@ impl S3 for Service {
         let etag = blocking(move || store.commit_part(st, n, content_md5.as_deref())).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(strong(&etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let grant = creds_grant(&self.keys, &req.credentials)?;
+        let input = req.input;
+        let (src_bucket, src_key) = copy_source(grant, &input.copy_source)?;
+        let conds = (
+            input.copy_source_if_match.clone(),
+            input.copy_source_if_none_match.clone(),
+            input.copy_source_if_modified_since.clone(),
+            input.copy_source_if_unmodified_since.clone(),
+        );
+        let range = input.copy_source_range.clone();
+        let store = self.store.clone();
+        let n = input.part_number;
+        let (id, bucket, key) = (input.upload_id, input.bucket, input.key);
+        let (etag, mtime) =
+            tokio::task::spawn_blocking(move || -> S3Result<(String, (i64, u32))> {
+                let info = store.object(&src_bucket, &src_key).map_err(s3err)?;
+                check_copy_conditions(&info, &conds)?;
+                let (start, end) = copy_range(range.as_deref(), info.size)?;
+                let fh = store.fs.open(info.ino, false).map_err(fs_err)?;
+                let h = Handle {
+                    fs: store.fs.clone(),
+                    fh,
+                };
+                let mut st = store.begin_part(&id, &bucket, &key, n).map_err(s3err)?;
+                let mut off = start;
+                while off < end {
+                    let len = (end - off).min(CHUNK as u64) as u32;
+                    let d = store.fs.read(info.ino, off, len).map_err(fs_err)?;
+                    if d.is_empty() {
+                        break;
+                    }
+                    st.append(&d).map_err(s3err)?;
+                    off += d.len() as u64;
+                }
+                drop(h);
+                let etag = store.commit_part(st, n, None).map_err(s3err)?;
+                Ok((etag, crate::fs::schema::now()))
+            })
+            .await
+            .map_err(S3Error::internal_error)??;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(strong(&etag)),
+                last_modified: Some(stamp(mtime)),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }

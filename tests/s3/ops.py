@@ -298,6 +298,14 @@ r = s3.list_objects_v2(Bucket="lists", Prefix="a/", FetchOwner=True)
 ok("fetch-owner", r["Contents"][0]["Owner"]["ID"] == "AKIAFULL", r)
 o = s3.list_objects_v2(Bucket="lists", Prefix="a-b")["Contents"][0]
 ok("listing ETag and size", o["ETag"] == md5(b"a-b") and o["Size"] == 3, o)
+r = s3.list_object_versions(Bucket="lists", Prefix="b/")
+ok("list_object_versions: null versions", [(v["Key"], v["VersionId"], v["IsLatest"]) for v in r["Versions"]] == [("b/x", "null", True), ("b/y", "null", True)] and r["Versions"][0]["ETag"] == md5(b"b/x"), r)
+r = s3.list_object_versions(Bucket="lists", Delimiter="/", MaxKeys=2)
+ok("list_object_versions: delimiter and max-keys", r["IsTruncated"] and [p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["a/"] and r["NextKeyMarker"] == "a/", r)
+r = s3.list_object_versions(Bucket="lists", KeyMarker="b/x", Prefix="b/")
+ok("list_object_versions: key-marker", [v["Key"] for v in r["Versions"]] == ["b/y"], r)
+ok("GetObject versionId=null", s3.get_object(Bucket="lists", Key="b/x", VersionId="null")["Body"].read() == b"b/x")
+err("GetObject of another version", "InvalidArgument", 400, s3.get_object, Bucket="lists", Key="b/x", VersionId="3HL4kqtJlcpXroDTDmJ")
 # names only the mount can make: keys over 1024 bytes are still listed
 longdir = f"{MNT}/lists/" + "/".join(["l" * 200] * 5)
 os.makedirs(longdir)
@@ -374,6 +382,16 @@ err("multipart onto a prefix", "KeyConflict", 409, s3.create_multipart_upload, B
 with open(f"{MNT}/alpha/mp/obj.bin", "ab") as f:
     f.write(b"!")
 ok("FUSE write to a multipart object: plain MD5 again", s3.head_object(Bucket="alpha", Key="mp/obj.bin")["ETag"] == md5(p1 + p2 + p3 + b"!"))
+# UploadPartCopy: parts from existing objects, whole and by range
+pc = s3.create_multipart_upload(Bucket="beta", Key="assembled")["UploadId"]
+r1 = s3.upload_part_copy(Bucket="beta", Key="assembled", UploadId=pc, PartNumber=1, CopySource={"Bucket": "alpha", "Key": "big/blob.bin"})
+ok("upload_part_copy ETag", r1["CopyPartResult"]["ETag"] == md5(big), r1)
+r2 = s3.upload_part_copy(Bucket="beta", Key="assembled", UploadId=pc, PartNumber=2, CopySource="alpha/big/blob.bin", CopySourceRange="bytes=100-199")
+ok("upload_part_copy range", r2["CopyPartResult"]["ETag"] == md5(big[100:200]), r2)
+err("upload_part_copy bad range", "InvalidRange", 416, s3.upload_part_copy, Bucket="beta", Key="assembled", UploadId=pc, PartNumber=3, CopySource="alpha/big/blob.bin", CopySourceRange=f"bytes=0-{len(big)}")
+err("upload_part_copy condition", "PreconditionFailed", 412, s3.upload_part_copy, Bucket="beta", Key="assembled", UploadId=pc, PartNumber=3, CopySource="alpha/big/blob.bin", CopySourceIfMatch='"0"')
+r = s3.complete_multipart_upload(Bucket="beta", Key="assembled", UploadId=pc, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": r2["CopyPartResult"]["ETag"]}]})
+ok("complete from copied parts", s3.get_object(Bucket="beta", Key="assembled")["Body"].read() == big + big[100:200] and r["ETag"] == mp_etag([big, big[100:200]]))
 # boto3's managed transfer: multipart above the threshold
 from boto3.s3.transfer import TransferConfig
 src = os.path.join(os.path.dirname(MNT), "transfer.bin")
