@@ -596,6 +596,10 @@ impl S3 for Service {
             })?),
             None => None,
         };
+        if meta.user_size() > super::store::MAX_USER_META {
+            // before the body is read
+            return Err(s3err(ObjError::MetadataTooLarge));
+        }
         let noreplace = matches!(input.if_none_match, Some(ETagCondition::Any));
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let store = self.store.clone();

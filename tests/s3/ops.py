@@ -116,6 +116,7 @@ err("key with an empty part", "InvalidArgument", 400, s3.put_object, Bucket="alp
 err("key with a .. part", "InvalidArgument", 400, s3.put_object, Bucket="alpha", Key="a/../b", Body=b"1")
 err("bad Content-MD5", "BadDigest", 400, s3.put_object, Bucket="alpha", Key="digest", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
 err("bad Content-MD5 stores nothing", "NoSuchKey", 404, s3.get_object, Bucket="alpha", Key="digest")
+err("user metadata over 2 KiB", "MetadataTooLarge", 400, s3.put_object, Bucket="alpha", Key="meta-big", Body=b"1", Metadata={"big": "v" * 2100})
 err("If-None-Match: * on an existing key", "PreconditionFailed", 412, s3.put_object, Bucket="alpha", Key="plain", Body=b"new", IfNoneMatch="*")
 ok("If-None-Match: * refused PUT left the object", s3.get_object(Bucket="alpha", Key="plain")["Body"].read() == b"")
 s3.put_object(Bucket="alpha", Key="fresh", Body=b"first", IfNoneMatch="*")
