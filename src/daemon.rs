@@ -206,6 +206,8 @@ pub struct MountConfig {
     pub fsname: Option<String>,
     /// seconds a checked replica serves opens before it is checked again
     pub replica_verify_secs: u64,
+    /// serve the buckets over S3 too
+    pub s3: Option<crate::s3::S3Options>,
 }
 
 fn block_signals() -> nix::sys::signal::SigSet {
@@ -233,6 +235,11 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     // before anything starts
     let metrics_listener = match cfg.metrics_listen {
         Some(a) => Some(crate::metrics::bind_http(a)?),
+        None => None,
+    };
+    // so does a bad S3 address or keys file
+    let s3_prepared = match &cfg.s3 {
+        Some(o) => Some(crate::s3::prepare(o)?),
         None => None,
     };
     sd_notify::notify(&[("STATUS", "opening the pool")]);
@@ -325,6 +332,20 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
     })?;
     let mut unmounter = session.unmount_callable();
     set_readahead(mp, cfg.readahead_kb);
+    let s3_server = match s3_prepared {
+        Some(p) => {
+            let cache = crate::fuse::KernelCache::new(session.notifier());
+            match crate::s3::start(p, fs.clone(), Some(Box::new(cache))) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = unmounter.unmount();
+                    socket.remove();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     log::info!(
         "pool {} ({}+{}, {} members) mounted at {}; control socket {}",
         fs.pool.sb.pool_id,
@@ -360,6 +381,10 @@ pub fn run_mount(cfg: MountConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let run = session.run();
     sd_notify::notify(&[("STOPPING", "1"), ("STATUS", "unmounted; final sync")]);
+    // S3 changes stop before the final sync
+    if let Some(s) = s3_server {
+        s.stop();
+    }
     maintenance.stop();
     let _ = maint_thread.join();
     let res = fs.unmount_sync();

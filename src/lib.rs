@@ -3,7 +3,8 @@
 //! Layers, bottom up: `ec` (pure codec), `pool` (member disks, placement,
 //! shard I/O), `meta` (metadata store seam), `fs` (POSIX semantics),
 //! `fuse` (the only module that names fuser), `control` (admin socket),
-//! `daemon` (wiring a mounted pool together).
+//! `daemon` (wiring a mounted pool together), `s3` (the same objects over
+//! the S3 API).
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -23,3 +24,4 @@ pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod recover;
+pub mod s3;

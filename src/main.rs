@@ -19,6 +19,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// parsed once at start: the size of its largest variant costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a pool over member directories (each on its own drive in production).
@@ -146,6 +148,22 @@ enum Cmd {
         /// check after half of it).
         #[arg(long, default_value_t = shardfs::fs::DEFAULT_VERIFY_SECS)]
         replica_verify_secs: u64,
+        /// Serve the buckets over the S3 API at ADDR (IP:PORT; a loopback
+        /// address unless --s3-allow-remote), signed with the keys of
+        /// --s3-keys (docs/S3.md).
+        #[arg(long, value_name = "ADDR", requires = "s3_keys")]
+        s3_listen: Option<std::net::SocketAddr>,
+        /// The S3 keys file: `ACCESS_KEY SECRET [ro|rw] [BUCKET,...]` a
+        /// line; owned by the daemon's user, mode 0600.
+        #[arg(long, value_name = "FILE", requires = "s3_listen")]
+        s3_keys: Option<PathBuf>,
+        /// Let --s3-listen take a non-loopback address (plain HTTP).
+        #[arg(long, requires = "s3_listen")]
+        s3_allow_remote: bool,
+        /// Seconds after which an unfinished S3 multipart upload is removed
+        /// with its parts (checked at start and hourly).
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        s3_upload_expiry_secs: u64,
         /// Member directories, then the mount point.
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
@@ -287,6 +305,10 @@ fn main() -> ExitCode {
             atime,
             replica_verify_secs,
             fsname,
+            s3_listen,
+            s3_keys,
+            s3_allow_remote,
+            s3_upload_expiry_secs,
             mut paths,
         } => {
             shardfs::pool::direct::set_enabled(direct_writes);
@@ -314,6 +336,12 @@ fn main() -> ExitCode {
                 atime,
                 replica_verify_secs,
                 fsname,
+                s3: s3_listen.zip(s3_keys).map(|(listen, keys)| shardfs::s3::S3Options {
+                    listen,
+                    keys,
+                    allow_remote: s3_allow_remote,
+                    upload_expiry: Duration::from_secs(s3_upload_expiry_secs),
+                }),
             })
             .inspect_err(|e| {
                 shardfs::daemon::sd_notify::notify(&[("STATUS", &format!("failed: {e}"))])

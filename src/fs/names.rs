@@ -12,6 +12,13 @@ pub const NAME_MAX: usize = 255;
 /// the mount accepted beyond it; see [`check_s3_key`].
 pub const S3_KEY_MAX: usize = 1024;
 
+/// The S3 endpoint's staging directory (`crate::s3`): a child of the root
+/// whose name no bucket can have (check_bucket refuses a leading '.'), so
+/// no FUSE program can create, rename onto or remove it; readdir and
+/// lookup of the root do not show it. Objects being written over S3 live
+/// here until a rename commits them under their key.
+pub const S3_STAGING: &[u8] = b".s3-staging";
+
 /// Check one path component.
 pub fn check_component(name: &[u8]) -> Result<(), FsError> {
     if name.len() > NAME_MAX {

@@ -1,6 +1,6 @@
 //! Directory and inode operations.
 
-use super::names::{check_bucket, check_component};
+use super::names::{check_bucket, check_component, S3_STAGING};
 use super::schema::*;
 use super::{Attr, DirEntry, Fs, FsError, FsResult, Handle, Inner, OpenFile};
 use crate::meta::Op;
@@ -158,10 +158,33 @@ impl Fs {
         if name.len() > super::names::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
+        if parent == ROOT_INO && name == S3_STAGING {
+            // the S3 staging directory is no name of the namespace
+            return Err(FsError::NotFound);
+        }
         let g = self.lock();
         self.dir(&g, parent)?;
         let d = self.dirent(parent, name)?.ok_or(FsError::NotFound)?;
         self.inode(&g, d.ino)
+    }
+
+    /// The S3 endpoint's staging directory ([`S3_STAGING`]), made on first
+    /// use: its inode.
+    pub fn s3_staging_dir(&self) -> FsResult<u64> {
+        let mut g = self.lock();
+        if let Some(d) = self.dirent(ROOT_INO, S3_STAGING)? {
+            return Ok(d.ino);
+        }
+        let n = NewNode {
+            kind: Kind::Dir,
+            perm: 0o700,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            target: Vec::new(),
+        };
+        // not a bucket name on purpose: skip the name rules of the root
+        Ok(self.create_unchecked(&mut g, ROOT_INO, S3_STAGING, n)?.ino)
     }
 
     /// Create a node (file, directory, symlink, device, fifo) in `parent`.
@@ -171,8 +194,20 @@ impl Fs {
     }
 
     fn create_locked(&self, g: &mut Inner, parent: u64, name: &[u8], n: NewNode) -> FsResult<Attr> {
-        let mut p = self.dir(g, parent)?;
+        self.dir(g, parent)?;
         self.check_new_name(parent, name, n.kind)?;
+        self.create_unchecked(g, parent, name, n)
+    }
+
+    /// [`Self::create_locked`] without the name rules (the caller checked).
+    fn create_unchecked(
+        &self,
+        g: &mut Inner,
+        parent: u64,
+        name: &[u8],
+        n: NewNode,
+    ) -> FsResult<Attr> {
+        let mut p = self.dir(g, parent)?;
         if self.dirent(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
@@ -784,8 +819,22 @@ impl Fs {
         }
         let start = cookie_key(ino, offset.max(2) + 1);
         let end = crate::meta::prefix_end(&cookie_key(ino, 0)[..9]);
-        for (k, name) in self.meta.range(&start, &end, max)? {
+        // one more at the root: the hidden staging directory may be among them
+        let fetch = if ino == ROOT_INO {
+            max.saturating_add(1)
+        } else {
+            max
+        };
+        let mut listed = 0;
+        for (k, name) in self.meta.range(&start, &end, fetch)? {
             let cookie = key_u64_at(&k, 9);
+            if ino == ROOT_INO && name == S3_STAGING {
+                continue;
+            }
+            if listed == max {
+                break;
+            }
+            listed += 1;
             if let Some(de) = self.dirent(ino, &name)? {
                 out.push((de.ino, cookie, de.kind, name));
             }

@@ -31,6 +31,13 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// Prefix of the daemon's own per-inode records kept beside the xattrs
+/// (the S3 endpoint's ETag and implicit-directory marks): outside every
+/// namespace FUSE can name, so getxattr, setxattr, removexattr and
+/// listxattr through the mount neither see nor change them; they go with
+/// the inode when it is deleted, like its xattrs.
+const INTERNAL: &[u8] = b"shardfs.";
+
 /// True for names in a namespace shardfs stores.
 fn stored_namespace(name: &[u8]) -> bool {
     name.starts_with(b"user.") || name.starts_with(b"trusted.")
@@ -122,6 +129,10 @@ impl Fs {
             if !privileged && name.starts_with(b"trusted.") {
                 continue;
             }
+            if name.starts_with(INTERNAL) {
+                // the daemon's own records (S3 ETags): no xattr of the file
+                continue;
+            }
             out.extend_from_slice(name);
             out.push(0);
         }
@@ -143,5 +154,37 @@ impl Fs {
         Self::put_inode(&mut g, &inode, &mut ops);
         self.meta.apply(ops, vec![])?;
         Ok(())
+    }
+
+    /// An internal record of `ino` (`name` below `shardfs.`), with the
+    /// inode as it is at the same moment.
+    pub fn internal_attr(&self, ino: u64, name: &str) -> FsResult<(Inode, Option<Vec<u8>>)> {
+        let g = self.lock();
+        let inode = self.inode(&g, ino)?;
+        let key = xattr_key(ino, format!("shardfs.{name}").as_bytes());
+        Ok((inode, self.meta.get(&key)?))
+    }
+
+    /// Set (or with `None` remove) an internal record of `ino` if `decide`,
+    /// shown the inode under the lock, returns `Some`; the inode itself
+    /// (its ctime too) is unchanged. Returns whether it was written.
+    pub fn set_internal_attr_if(
+        &self,
+        ino: u64,
+        name: &str,
+        decide: impl FnOnce(&Inode) -> Option<Option<Vec<u8>>>,
+    ) -> FsResult<bool> {
+        let g = self.lock();
+        let inode = self.inode(&g, ino)?;
+        let Some(value) = decide(&inode) else {
+            return Ok(false);
+        };
+        let key = xattr_key(ino, format!("shardfs.{name}").as_bytes());
+        let op = match value {
+            Some(v) => Op::Put(key, v),
+            None => Op::Del(key),
+        };
+        self.meta.apply(vec![op], vec![])?;
+        Ok(true)
     }
 }

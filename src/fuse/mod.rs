@@ -866,3 +866,32 @@ impl Filesystem for FuseFs {
         })
     }
 }
+
+/// The kernel's caches of a mounted session, invalidated on changes the
+/// S3 endpoint makes (so a FUSE program sees a new object at its next
+/// open, not a cached entry of the old one for up to the TTL).
+#[derive(Debug)]
+pub struct KernelCache(fuser::Notifier);
+
+impl KernelCache {
+    /// Invalidations through the session's notifier.
+    pub fn new(n: fuser::Notifier) -> Self {
+        KernelCache(n)
+    }
+}
+
+impl crate::s3::Invalidate for KernelCache {
+    fn entry(&self, parent: u64, name: &[u8]) {
+        // ENOENT (nothing cached) is no error; others are only logged
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::from_bytes(name)) {
+            log::debug!("inval_entry({parent}): {e}");
+        }
+    }
+
+    fn inode(&self, ino: u64) {
+        // a negative offset: the attributes only
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), -1, 0) {
+            log::debug!("inval_inode({ino}): {e}");
+        }
+    }
+}
