@@ -983,7 +983,13 @@ impl Pair {
                 }
                 let (mi, rel, len) = &shards[f as usize % shards.len()];
                 let at = at as usize % len;
-                self.rig.disks[*mi].corrupt(rel, |v| v[at] ^= 1 << (at % 8));
+                // the durable copy may be shorter (a log appended to since
+                // its last sync, or a file a background writer replaced)
+                self.rig.disks[*mi].corrupt(rel, |v| {
+                    if at < v.len() {
+                        v[at] ^= 1 << (at % 8)
+                    }
+                });
                 self.bad.insert(*mi);
                 (Ok(Out::Done), Ok(Out::Done))
             }
