@@ -16,7 +16,11 @@ TX=${TX:-300}
 W=$(mktemp -d /tmp/shardfs-sqlio.XXXXXX)
 M=$W/mnt
 mkdir -p "$M" "$W"/d{0..5} "$W/trace"
-cleanup() { mountpoint -q "$M" && fusermount3 -u "$M"; rm -rf "$W"; }
+cleanup() {
+  mountpoint -q "$M" && fusermount3 -u "$M"
+  [ -n "${pid:-}" ] && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 "$B" mkfs "$W"/d{0..5} > /dev/null
 "$B" mount --socket "$W/sock" "$W"/d{0..5} "$M" > "$W/log" 2>&1 &
