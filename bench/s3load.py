@@ -93,10 +93,11 @@ class S3Target:
             self.clients.append(s.client(
                 "s3", endpoint_url=a.endpoint, aws_access_key_id=a.access,
                 aws_secret_access_key=a.secret, region_name="us-east-1", config=cfg))
+        c = self.clients[0]
         try:
-            self.clients[0].create_bucket(Bucket=self.bucket)
-        except self.clients[0].exceptions.BucketAlreadyOwnedByYou:
-            pass
+            c.head_bucket(Bucket=self.bucket)
+        except c.exceptions.ClientError:
+            c.create_bucket(Bucket=self.bucket)
         for c in self.clients:  # open every connection before timing
             c.head_bucket(Bucket=self.bucket)
 
@@ -271,7 +272,8 @@ def table(a):
         errs[k] += int(nerr)
     cols = [c for c in ["shardfs", "s3s-fs", "fuse"] if any(k[0] == c for k in rate)]
     names = {"shardfs": "shardfs S3", "s3s-fs": "s3s-fs", "fuse": "shardfs FUSE"}
-    order = [(op, label, c) for label in ["64MiB", "4KiB"] for c in [1, 16] for op in ["put", "get"]]
+    nclients = sorted({k[3] for k in rate})
+    order = [(op, label, c) for label in ["64MiB", "4KiB"] for c in nclients for op in ["put", "get"]]
     order = [o for o in order if any(k[1:] == o for k in rate)]
 
     def row_name(op, label, c):
