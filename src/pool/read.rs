@@ -217,16 +217,20 @@ impl Pool {
         let mut trouble = targets.iter().any(|t| !live.contains(t));
         // target blocks all in the page cache: read here, whatever the heat
         // (a page-cache hit loads no disk, and a decode would read k)
+        // (the hits are kept when some target misses, and no slot is
+        // probed twice)
+        let mut early: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut probed = vec![false; n];
         if !trouble && !targets.is_empty() {
-            let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
             for &t in targets {
+                probed[t] = true;
                 match self.read_cached_piece(object, stripe, loc, t, from, to) {
-                    Some(b) => pieces[t] = Some(b),
+                    Some(b) => early[t] = Some(b),
                     None => break,
                 }
             }
-            if targets.iter().all(|&t| pieces[t].is_some()) {
-                return (pieces, false);
+            if targets.iter().all(|&t| early[t].is_some()) {
+                return (early, false);
             }
         }
         // the first set to ask, and the order of the rest
@@ -272,12 +276,13 @@ impl Pool {
                 (o.into_iter().map(|s| s.1).collect(), first)
             }
         };
-        order.retain(|i| !first.contains(i));
+        order.retain(|i| !first.contains(i) && early[*i].is_none());
+        let first: Vec<usize> = first.into_iter().filter(|&i| early[i].is_none()).collect();
         if policy == ReadPolicy::Heat {
             let mut t = self.hedge_tokens.lock().unwrap();
             *t = (*t + HEDGE_RATE).min(HEDGE_BURST);
         }
-        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut pieces = early;
         let (tx, rx) = crossbeam::channel::unbounded::<(usize, Piece)>();
         let mut pending: Vec<Pending> = Vec::new();
         let launch =
@@ -316,8 +321,9 @@ impl Pool {
                     slow: false,
                 });
                 // blocks already in the page cache are read on this thread
-                // (see fdcache.rs); anything else goes to the worker
-                if let Some(data) = job.header.as_ref().and_then(|h| {
+                // (see fdcache.rs; not again for a slot the first pass
+                // probed); anything else goes to the worker
+                if let Some(data) = job.header.as_ref().filter(|_| !probed[slot]).and_then(|h| {
                     self.cached_blocks(&*job.disk, &job.rel, h, payload_len, from, to)
                 }) {
                     let _ = tx.send((slot, Ok((data, None))));

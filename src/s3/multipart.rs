@@ -68,20 +68,7 @@ fn valid_id(id: &str) -> bool {
 impl Store {
     /// Start an upload of `bucket`/`key` with metadata `m`: its id.
     pub fn create_upload(&self, bucket: &str, key: &str, m: &ObjMeta) -> ObjResult<String> {
-        if key.len() > crate::fs::names::S3_KEY_MAX {
-            return Err(ObjError::KeyTooLong(format!(
-                "a key is at most {} bytes",
-                crate::fs::names::S3_KEY_MAX
-            )));
-        }
-        let b = self.bucket(bucket)?;
-        let kp = parse_key(key)?;
-        if kp.dir_marker {
-            return Err(ObjError::InvalidKey(
-                "a key ending in '/' is a directory marker and takes no data".into(),
-            ));
-        }
-        self.check_target(b, key, &kp)?;
+        self.data_target(bucket, key)?;
         if m.user_size() > super::store::MAX_USER_META {
             return Err(ObjError::MetadataTooLarge);
         }

@@ -609,6 +609,28 @@ impl Store {
         Ok(())
     }
 
+    /// Check that `key` may name a new object with data in `bucket`: not
+    /// too long, no directory marker, and no object or directory in the
+    /// way (see `check_target`).
+    /// Returns the bucket's inode and the parsed key.
+    pub(super) fn data_target(&self, bucket: &str, key: &str) -> ObjResult<(u64, KeyPath)> {
+        if key.len() > crate::fs::names::S3_KEY_MAX {
+            return Err(ObjError::KeyTooLong(format!(
+                "a key is at most {} bytes",
+                crate::fs::names::S3_KEY_MAX
+            )));
+        }
+        let b = self.bucket(bucket)?;
+        let kp = parse_key(key)?;
+        if kp.dir_marker {
+            return Err(ObjError::InvalidKey(
+                "a key ending in '/' is a directory marker and takes no data".into(),
+            ));
+        }
+        self.check_target(b, key, &kp)?;
+        Ok((b, kp))
+    }
+
     /// Check that `key` can go into `bucket` as an object now: the bucket
     /// exists, and no component of the key is an object and the key itself
     /// no directory.
@@ -641,20 +663,7 @@ impl Store {
 
     /// Start writing an object at `bucket`/`key`.
     pub fn begin_put(&self, bucket: &str, key: &str) -> ObjResult<Staged> {
-        if key.len() > crate::fs::names::S3_KEY_MAX {
-            return Err(ObjError::KeyTooLong(format!(
-                "a key is at most {} bytes",
-                crate::fs::names::S3_KEY_MAX
-            )));
-        }
-        let b = self.bucket(bucket)?;
-        let kp = parse_key(key)?;
-        if kp.dir_marker {
-            return Err(ObjError::InvalidKey(
-                "a key ending in '/' is a directory marker and takes no data".into(),
-            ));
-        }
-        self.check_target(b, key, &kp)?;
+        let (b, kp) = self.data_target(bucket, key)?;
         let dir = self.fs.s3_staging_dir()?;
         let name = format!("put-{:016x}", rand::random::<u64>()).into_bytes();
         let (a, fh) = self
