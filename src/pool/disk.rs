@@ -117,6 +117,18 @@ impl DirDisk {
     }
 }
 
+/// Turn off readahead on a shard file opened for reading. Shard reads
+/// always ask for exactly the bytes they need (a whole shard, or the
+/// header and the blocks a small read covers), so readahead only adds
+/// I/O: with the device's window (8 MiB on the machines we measure), a
+/// 16 KiB random read pulled in most of a 1 MiB shard, and 4 KiB random
+/// reads through the mount cost 6.7× their bytes at the disk.
+fn no_readahead(f: &File) {
+    // SAFETY: advice on an open descriptor we own; no memory is passed.
+    // Failure only leaves readahead on, which is harmless.
+    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+}
+
 const CREATE: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
 
 impl DiskBackend for DirDisk {
@@ -214,6 +226,7 @@ impl DiskBackend for DirDisk {
         let mut f = self.open(rel, libc::O_RDONLY)?;
         let mut v = Vec::new();
         f.read_to_end(&mut v)?;
+        no_readahead(&f);
         self.fds.keep(rel, std::sync::Arc::new(f));
         Ok(v)
     }
@@ -223,6 +236,7 @@ impl DiskBackend for DirDisk {
         // always a fresh open (scrub and repair see what is on disk now);
         // kept afterwards for read_cached
         let f = self.open(rel, libc::O_RDONLY)?;
+        no_readahead(&f);
         let mut buf = vec![0u8; len];
         let mut got = 0;
         while got < len {
