@@ -33,4 +33,4 @@ r0=$(awk '/^read_bytes/{print $2}' /proc/$pid/io)
 r1=$(awk '/^read_bytes/{print $2}' /proc/$pid/io)
 echo "daemon read from the disk: $(( (r1 - r0) / 1048576 )) MiB"
 "$PWD/target/release/shardctl" --socket "$W/sock" metrics \
-  | grep -E '^shardfs_pool_(shard_reads|cached_shard_reads|parity_reads_by_choice)_total|^shardfs_fuse_(requests|bytes)_total\{op="read"\}'
+  | grep -E '^shardfs_pool_(shard_reads|cached_shard_reads|polled_shard_reads|parity_reads_by_choice)_total|^shardfs_fuse_(requests|bytes)_total\{op="read"\}'

@@ -575,6 +575,11 @@ impl Metrics {
                 &st.cached_reads,
             ),
             (
+                "shardfs_pool_polled_shard_reads_total",
+                "Of the cached shard reads, those whose disk read the reader's probe started and whose bytes it waited for on its own thread.",
+                &st.polled_reads,
+            ),
+            (
                 "shardfs_pool_hedged_reads_total",
                 "Reads that asked more shards because one was slower than its member's p95.",
                 &st.hedges,

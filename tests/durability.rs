@@ -365,3 +365,87 @@ fn clean_unmount_skips_the_sweep_and_a_crash_runs_it() {
     );
     assert_eq!(read_all(&t.p("bkt/f")).unwrap(), pattern(1, 50_000));
 }
+
+/// A counter from `shardctl metrics`.
+fn counter(t: &TestMount, name: &str) -> f64 {
+    let (ok, text, err) = t.ctl(&["metrics"]);
+    assert!(ok, "{err}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Small reads wait for their bytes in the page cache (the probe starts
+/// the disk read; the reader polls instead of handing the read to a
+/// worker), and what they get is verified like any read: a flipped bit
+/// under a polled read is caught and the bytes come from parity.
+#[test]
+fn small_reads_polled_from_the_page_cache_are_verified() {
+    use std::os::unix::fs::FileExt;
+    let shard = 65_536usize;
+    let mut t = TestMount::new(6, &["--shard-size", &shard.to_string()]);
+    fs::create_dir(t.p("bkt")).unwrap();
+    let data = pattern(41, 8 * 4 * shard);
+    fs::write(t.p("bkt/f"), &data).unwrap();
+    t.unmount();
+    t.mount();
+    // one whole read: every shard's header is known and its file kept open
+    assert!(read_all(&t.p("bkt/f")).unwrap() == data);
+    let drop_caches = || fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let before = counter(&t, "shardfs_pool_polled_shard_reads_total");
+    let f = File::open(t.p("bkt/f")).unwrap();
+    let mut polled = 0.0;
+    for round in 0..10 {
+        drop_caches();
+        for i in 0..50u64 {
+            let off = ((i * 7919 + round * 104_729) * 4096) % data.len() as u64;
+            let mut buf = vec![0u8; 4096];
+            f.read_exact_at(&mut buf, off).unwrap();
+            assert!(
+                buf[..] == data[off as usize..off as usize + 4096],
+                "at {off}"
+            );
+        }
+        polled = counter(&t, "shardfs_pool_polled_shard_reads_total") - before;
+        if polled > 0.0 {
+            break;
+        }
+    }
+    assert!(polled > 0.0, "no small read was polled from the page cache");
+    // flip a bit inside data shard 1 of stripe 2: file bytes
+    // 2 * 4 * shard + shard + 10_000 on
+    let stripe = 2u64;
+    let at = (2 * 4 * shard + shard + 10_000) as u64;
+    let (_, path) = t
+        .shard_files()
+        .into_iter()
+        .find(|(_, p)| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            let parts: Vec<&str> = n.split('.').collect();
+            parts.len() == 4 && parts[1] == format!("{stripe:x}") && parts[3] == "1"
+        })
+        .expect("data shard 1 of stripe 2");
+    let hlen = shardfs::ec::header_len(shard);
+    let m = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    m.read_exact_at(&mut b, (hlen + 10_000) as u64).unwrap();
+    b[0] ^= 0x10;
+    m.write_all_at(&b, (hlen + 10_000) as u64).unwrap();
+    m.sync_all().unwrap();
+    let rec = counter(&t, "shardfs_pool_reconstructions_total");
+    drop_caches();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, at).unwrap();
+    assert!(
+        buf[..] == data[at as usize..at as usize + 4096],
+        "flipped bit read back"
+    );
+    assert!(
+        counter(&t, "shardfs_pool_reconstructions_total") > rec,
+        "the bad block was not caught"
+    );
+}

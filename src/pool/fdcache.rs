@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Most files one member keeps open.
-const PER_MEMBER: usize = 256;
+const PER_MEMBER: usize = 1024;
 
 /// Descriptors cached by all members together.
 static CACHED: AtomicUsize = AtomicUsize::new(0);

@@ -145,6 +145,10 @@ pub struct PoolStats {
     /// Of those, reads answered from the page cache on the reader's own
     /// thread (no worker hand-off; see `fdcache`).
     pub cached_reads: AtomicU64,
+    /// Of those, reads whose bytes the reader's thread waited for in the
+    /// page cache after its probe started the disk read (see
+    /// `Pool::poll_cached_piece`).
+    pub polled_reads: AtomicU64,
     /// Reads that asked more shards because one was slower than its
     /// member's recent p95.
     pub hedges: AtomicU64,
@@ -185,6 +189,8 @@ pub struct Pool {
     hedging: AtomicBool,
     /// Hedges that may be spent now (see `read::HEDGE_RATE`).
     hedge_tokens: Mutex<f64>,
+    /// Threads polling the page cache now (see `Pool::poll_cached_piece`).
+    pollers: std::sync::atomic::AtomicUsize,
     /// Member class new stripes prefer (the pool's hot tier), if any.
     write_class: Mutex<Option<String>>,
     /// (epoch, members) holding metadata replicas; see
@@ -287,6 +293,7 @@ impl Pool {
             io_timeout_ms: AtomicU64::new(10_000),
             hedging: AtomicBool::new(true),
             hedge_tokens: Mutex::new(0.0),
+            pollers: Default::default(),
             write_class: Mutex::new(None),
             stats: PoolStats::default(),
             unsynced: Mutex::new(Vec::new()),

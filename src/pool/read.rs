@@ -15,7 +15,7 @@
 //! as an I/O error of its member (timeouts move members to suspect, then
 //! failed), and the read goes on without it.
 
-use super::{shard_path, DiskBackend, Pool, PoolError, StripeLoc, NO_MEMBER};
+use super::{shard_path, DiskBackend, Health, Pool, PoolError, StripeLoc, NO_MEMBER};
 use crate::ec::{header_len, ShardHeader, ShardId, BLOCK};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -72,6 +72,14 @@ const HEDGE_BURST: f64 = 20.0;
 /// slow is still avoided (tests/heat.rs: 80× slower), and a read that
 /// outlasts the member's p95 is hedged.
 const IDLE_MARGIN: f64 = 8.0;
+/// Longest a small read polls the page cache for bytes whose disk read a
+/// probe started (see `Pool::poll_cached_piece`).
+const POLL_BUDGET: Duration = Duration::from_millis(1);
+/// A member slower than this at p95 (all operations, syncs included) is
+/// a disk where a poll of [`POLL_BUDGET`] mostly runs out: not polled.
+const POLL_MAX_P95: Duration = Duration::from_millis(10);
+/// Most threads polling at once in the pool.
+const POLLERS: usize = 2;
 /// Expected-wait penalty of a parity shard (decoding costs CPU).
 const PARITY_PENALTY: f64 = 1.05;
 
@@ -233,6 +241,12 @@ impl Pool {
                 probed[t] = true;
                 match self.read_cached_piece(object, stripe, loc, t, from, to) {
                     Some(b) => early[t] = Some(b),
+                    None if targets.len() == 1 => {
+                        // a small read: wait a little for the bytes the
+                        // probe sent for
+                        early[t] = self.poll_cached_piece(object, stripe, loc, t, from, to);
+                        break;
+                    }
                     None => break,
                 }
             }
@@ -455,6 +469,59 @@ impl Pool {
             }
         }
         (pieces, trouble)
+    }
+
+    /// [`Pool::read_cached_piece`] for the one shard a small read needs,
+    /// waiting a little for a miss: `None` when the wait is not taken or
+    /// runs out (the caller then asks the member's workers).
+    ///
+    /// A miss of the first probe has already started the disk read of
+    /// exactly those pages (RWF_NOWAIT starts readahead, and shard files
+    /// have readahead off; `disk.rs`), so the bytes usually arrive within
+    /// one disk latency. Polling for them on this thread saves the two
+    /// thread wake-ups of a worker hand-off, which cost as much as the
+    /// disk read on a loaded machine (bench/randread-io.sh).
+    ///
+    /// The wait never blocks: every poll is a RWF_NOWAIT read of a file
+    /// already open, so a member that hangs costs at most [`POLL_BUDGET`]
+    /// before the read goes to its workers, where it is timed out and
+    /// counted. It is taken only on an online, unemulated member whose
+    /// p95 is at most [`POLL_MAX_P95`], by at most [`POLLERS`] threads at
+    /// once (the CPU it spends is bounded).
+    fn poll_cached_piece(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        slot: usize,
+        from: usize,
+        to: usize,
+    ) -> Option<Vec<u8>> {
+        let m = self.slots.get(loc.members[slot] as usize)?;
+        if m.health() != Health::Online || m.emulated.get().is_some() || m.heat.p95() > POLL_MAX_P95
+        {
+            return None;
+        }
+        if self.pollers.fetch_add(1, Ordering::AcqRel) >= POLLERS {
+            self.pollers.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let until = Instant::now() + POLL_BUDGET;
+        let mut got = None;
+        while Instant::now() < until {
+            // a few hundred nanoseconds per poll; yield between them so
+            // the other core's work (and the disk's interrupt) goes on
+            std::thread::yield_now();
+            if let Some(b) = self.read_cached_piece(object, stripe, loc, slot, from, to) {
+                got = Some(b);
+                break;
+            }
+        }
+        self.pollers.fetch_sub(1, Ordering::AcqRel);
+        if got.is_some() {
+            self.stats.polled_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        got
     }
 
     /// Payload bytes `from..to` of shard `slot` of a stripe, if its header
