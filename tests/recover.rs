@@ -141,6 +141,19 @@ fn the_namespace_comes_back_from_the_catalog() {
         "{}",
         t.log_text()
     );
+    // streamed (version 2: the record count at the end), on every member,
+    // and no temporary file left behind
+    for m in &t.members {
+        let b = std::fs::read(m.join("catalog")).unwrap();
+        assert!(b.starts_with(b"SHARDFS-CATALOG2\n"), "{}", m.display());
+        let (h, pairs) = shardfs::catalog::decode(&b).unwrap();
+        assert_eq!(h.pairs as usize, pairs.len());
+        assert!(
+            pairs.iter().any(|(k, _)| k[0] == b'D'),
+            "no directory entries"
+        );
+        assert!(!m.join("catalog.tmp").exists());
+    }
     // a file created after the last catalog, then the daemon dies
     t.mount();
     let late = pattern(7, 30_000);

@@ -223,43 +223,135 @@ impl Fs {
     /// that can be written, after committing pending metadata. Returns
     /// (members written, catalog bytes). The copy is fuzzy across tables
     /// (each record is some committed version) but never torn within one.
+    /// Streamed: the store is read in batches of [`CATALOG_BATCH`] records
+    /// and each batch goes out to every member before the next is read,
+    /// so memory does not grow with the namespace.
     pub fn write_catalog(&self) -> FsResult<(usize, usize)> {
-        use crate::catalog::{encode, CatalogHeader, CATALOG_FILE, TABLES};
+        use crate::catalog::{CatalogHeader, CatalogWriter, CATALOG_FILE, TABLES};
         self.meta.sync()?;
         let store = self.meta.store();
         let sequence = store.sequence()?;
-        let mut pairs = Vec::new();
-        for t in TABLES {
-            let mut cursor = vec![t];
-            loop {
-                let batch = store.range(&cursor, &[t + 1], 4096)?;
-                let Some(last) = batch.last() else { break };
-                cursor = last.0.clone();
-                cursor.push(0);
-                pairs.extend(batch);
-            }
-        }
         let h = CatalogHeader {
             pool_id: self.pool.sb.pool_id.clone(),
             sequence,
             created: super::repair::now_secs(),
-            pairs: pairs.len() as u64,
+            pairs: 0,
         };
-        let bytes = encode(&h, &pairs);
-        let mut written = 0;
+        let mut sinks = Vec::new();
         for m in self.pool.members() {
-            if let Some(d) = m.writable_disk() {
-                match d.write_atomic(CATALOG_FILE, &bytes) {
-                    Ok(()) => written += 1,
-                    Err(e) => log::warn!(
+            let Some(d) = m.writable_disk() else { continue };
+            let out = match d.create_atomic(CATALOG_FILE) {
+                Ok(Some(f)) => CatalogSink::Streamed(f),
+                Ok(None) => CatalogSink::Gathered(Vec::new()),
+                Err(e) => {
+                    log::warn!(
                         "member {} ({}): writing the catalog: {e}",
                         m.index,
                         m.path()
-                    ),
+                    );
+                    continue;
+                }
+            };
+            sinks.push((m, d, Some(out)));
+        }
+        let mut w = CatalogWriter::new(Fan(&mut sinks), &h).map_err(catalog_error)?;
+        for t in TABLES {
+            let mut cursor = vec![t];
+            loop {
+                let batch = store.range(&cursor, &[t + 1], CATALOG_BATCH)?;
+                let Some(last) = batch.last() else { break };
+                cursor = last.0.clone();
+                cursor.push(0);
+                for (k, v) in &batch {
+                    w.add(k, v).map_err(catalog_error)?;
                 }
             }
         }
-        Ok((written, bytes.len()))
+        let (_, _, bytes) = w.finish().map_err(catalog_error)?;
+        let mut written = 0;
+        for (m, d, out) in sinks {
+            let r = match out {
+                Some(CatalogSink::Streamed(f)) => f.commit(),
+                Some(CatalogSink::Gathered(b)) => d.write_atomic(CATALOG_FILE, &b),
+                None => continue, // failed while streaming (logged)
+            };
+            match r {
+                Ok(()) => written += 1,
+                Err(e) => log::warn!(
+                    "member {} ({}): writing the catalog: {e}",
+                    m.index,
+                    m.path()
+                ),
+            }
+        }
+        Ok((written, bytes as usize))
+    }
+}
+
+/// A catalog that could go to no member.
+fn catalog_error(e: std::io::Error) -> crate::fs::FsError {
+    crate::fs::FsError::Pool(crate::pool::PoolError::Setup(format!(
+        "writing the catalog: {e}"
+    )))
+}
+
+/// Records read from the store per batch while writing the catalog.
+const CATALOG_BATCH: usize = 256;
+
+/// Where one member's catalog goes while it is written.
+enum CatalogSink<'a> {
+    /// A temporary file on the member (committed at the end).
+    Streamed(Box<dyn crate::pool::AtomicFile + 'a>),
+    /// Bytes for a backend that does not stream.
+    Gathered(Vec<u8>),
+}
+
+/// Every member's catalog at once: a member whose write fails drops out
+/// (logged) and the others go on; an error only when none is left.
+struct Fan<'s, 'a>(
+    &'s mut Vec<(
+        &'a crate::pool::Member,
+        &'a std::sync::Arc<dyn crate::pool::DiskBackend>,
+        Option<CatalogSink<'a>>,
+    )>,
+);
+
+impl std::io::Write for Fan<'_, '_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut live = 0;
+        for (m, _, out) in self.0.iter_mut() {
+            let r = match out {
+                Some(CatalogSink::Streamed(f)) => f.write_all(b),
+                Some(CatalogSink::Gathered(v)) => {
+                    v.extend_from_slice(b);
+                    Ok(())
+                }
+                None => continue,
+            };
+            match r {
+                Ok(()) => live += 1,
+                Err(e) => {
+                    log::warn!(
+                        "member {} ({}): writing the catalog: {e}",
+                        m.index,
+                        m.path()
+                    );
+                    *out = None; // dropped: its temporary file is removed
+                }
+            }
+        }
+        if live == 0 && !self.0.is_empty() {
+            return Err(std::io::Error::other("no member could take the catalog"));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        for (_, _, out) in self.0.iter_mut() {
+            if let Some(CatalogSink::Streamed(f)) = out {
+                f.flush()?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -53,6 +53,16 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     }
     /// Write `rel` atomically and durably (temporary file, fsync, rename, fsync dir).
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()>;
+    /// [`DiskBackend::write_atomic`] for contents written in pieces: the
+    /// returned file takes the bytes, and its `commit` makes them `rel`
+    /// atomically and durably; dropped without a commit, nothing changes
+    /// at `rel`. `None`: this backend does not stream (the caller gathers
+    /// the bytes and calls `write_atomic`). A local disk streams them to a
+    /// temporary file, so a large file costs no memory.
+    fn create_atomic<'a>(&'a self, rel: &str) -> io::Result<Option<Box<dyn AtomicFile + 'a>>> {
+        let _ = rel;
+        Ok(None)
+    }
     /// Read all of `rel`.
     fn read_file(&self, rel: &str) -> io::Result<Vec<u8>>;
     /// Read up to `len` bytes of `rel` at `offset` (fewer at end of file).
@@ -82,6 +92,59 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     /// Identity of the filesystem holding the member (members sharing one
     /// need one `sync_fs`), if known.
     fn fs_id(&self) -> Option<u64>;
+}
+
+/// A file being written for [`DiskBackend::create_atomic`].
+pub trait AtomicFile: Write {
+    /// Make the bytes written the contents of the file, atomically and
+    /// durably.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// The local disk's [`AtomicFile`]: a temporary file beside `rel`,
+/// written through a buffer, then fsync, rename and directory fsync.
+struct StreamedAtomic<'a> {
+    disk: &'a DirDisk,
+    root: OwnedFd,
+    tmp: String,
+    rel: String,
+    out: Option<io::BufWriter<File>>,
+}
+
+impl Write for StreamedAtomic<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.out.as_mut().expect("open until commit").write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl AtomicFile for StreamedAtomic<'_> {
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let f = self
+            .out
+            .take()
+            .expect("committed once")
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        beneath::rename(&self.root, &self.tmp, &self.rel)?;
+        match self.rel.rsplit_once('/') {
+            Some((dir, _)) => self.disk.sync_dir(dir),
+            None => File::from(beneath::open_root_dir(&self.disk.root)?).sync_all(),
+        }
+    }
+}
+
+impl Drop for StreamedAtomic<'_> {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            // not committed: the temporary file goes
+            let _ = beneath::unlink(&self.root, &self.tmp);
+        }
+    }
 }
 
 /// A member that is a local directory (in production the mount point of one drive).
@@ -204,6 +267,20 @@ impl DiskBackend for DirDisk {
             parts,
             &self.direct,
         )
+    }
+
+    fn create_atomic<'a>(&'a self, rel: &str) -> io::Result<Option<Box<dyn AtomicFile + 'a>>> {
+        self.fds.forget(rel);
+        let root = self.root()?;
+        let tmp = format!("{rel}.tmp");
+        let f = beneath::open_file(&root, &tmp, CREATE, FILE_MODE)?;
+        Ok(Some(Box::new(StreamedAtomic {
+            disk: self,
+            root,
+            tmp,
+            rel: rel.to_string(),
+            out: Some(io::BufWriter::with_capacity(1 << 20, f)),
+        })))
     }
 
     fn write_atomic(&self, rel: &str, data: &[u8]) -> io::Result<()> {

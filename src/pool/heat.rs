@@ -338,6 +338,13 @@ impl Metered {
 }
 
 impl DiskBackend for Metered {
+    fn create_atomic<'a>(
+        &'a self,
+        rel: &str,
+    ) -> io::Result<Option<Box<dyn super::AtomicFile + 'a>>> {
+        // the catalog: written rarely, in the background; not metered
+        self.inner.create_atomic(rel)
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -515,6 +522,13 @@ impl Throttled {
 }
 
 impl DiskBackend for Throttled {
+    fn create_atomic<'a>(
+        &'a self,
+        rel: &str,
+    ) -> io::Result<Option<Box<dyn super::AtomicFile + 'a>>> {
+        // the catalog: written rarely, in the background; not metered
+        self.inner.create_atomic(rel)
+    }
     fn describe(&self) -> String {
         match *self.limits.lock().unwrap() {
             Some(l) => format!(

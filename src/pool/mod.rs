@@ -17,7 +17,7 @@ pub mod validate;
 mod write;
 
 pub(crate) use disk::splice_at;
-pub use disk::{DirDisk, DiskBackend, MemDisk};
+pub use disk::{AtomicFile, DirDisk, DiskBackend, MemDisk};
 pub use format::{
     assemble, assemble_with, check_new_member_dir, mkfs, open_members, open_members_with,
     sort_member_dirs, DiskWrap, MkfsOptions,
