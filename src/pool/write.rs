@@ -269,6 +269,7 @@ impl Pool {
         rel: &str,
         header: Arc<Vec<u8>>,
         payload: Arc<Vec<u8>>,
+        uncached: bool,
     ) -> Result<(), bool> {
         let m = &self.slots[mi as usize];
         if m.writable_disk().is_none() {
@@ -276,7 +277,12 @@ impl Pool {
         }
         let r2 = rel.to_string();
         let t = m.submit(move |d| {
-            let r = d.write_file_durable(&r2, &[&header[..], &payload[..]]);
+            let parts: [&[u8]; 2] = [&header[..], &payload[..]];
+            let r = if uncached {
+                d.write_file_durable_uncached(&r2, &parts)
+            } else {
+                d.write_file_durable(&r2, &parts)
+            };
             if r.is_err() {
                 let _ = d.remove_file(&r2);
             }
@@ -336,7 +342,7 @@ impl Pool {
             if here != NO_MEMBER
                 && self.slots[here as usize].writable_disk().is_some()
                 && self
-                    .write_shard(here, &rel, header.clone(), shard.clone())
+                    .write_shard(here, &rel, header.clone(), shard.clone(), true)
                     .is_ok()
             {
                 self.headers.lock().unwrap().remove(&(here, id));
@@ -351,7 +357,7 @@ impl Pool {
                 };
                 exclude.push(mi);
                 if self
-                    .write_shard(mi, &rel, header.clone(), shard.clone())
+                    .write_shard(mi, &rel, header.clone(), shard.clone(), true)
                     .is_ok()
                 {
                     done.push((slot, mi));
@@ -391,7 +397,7 @@ impl Pool {
         };
         let header = ShardHeader::header(id, self.sb.k, self.sb.m, loc.len, &payload);
         let rel = shard_path(object, stripe, loc.generation, slot as u8);
-        self.write_shard(to, &rel, Arc::new(header), Arc::new(payload))
+        self.write_shard(to, &rel, Arc::new(header), Arc::new(payload), false)
             .map_err(|full| {
                 if full {
                     "target member is full".to_string()
