@@ -129,28 +129,78 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Lock `file` (the lock file of member `dir`) or say who holds it.
+/// Longest a mount waits for a holder that has already unmounted (it is
+/// finishing its shutdown: the last metadata commit, the catalog).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// True when `mp` is not a mount point now (its device is its parent's).
+/// Unknown (an error) counts as mounted.
+fn unmounted(mp: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(Ok(b))) = (
+        std::fs::symlink_metadata(mp),
+        mp.parent().map(std::fs::symlink_metadata),
+    ) else {
+        return false;
+    };
+    a.dev() == b.dev()
+}
+
+/// Lock `file` (the lock file of member `dir`) or say who holds it. A
+/// holder that was a mount and whose mount point is no longer mounted is
+/// shutting down: its lock is waited for, up to [`SHUTDOWN_WAIT`] (a
+/// remount right after `umount` must not fail on the old daemon's last
+/// writes). Any other holder fails the call at once.
 fn take(dir: &Path, file: File) -> Result<Flock<File>, String> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(l),
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            // the holder writes its name just after it locks: give it a moment
-            let mut text = String::new();
-            for _ in 0..25 {
-                text.clear();
-                let _ = file.read_to_string(&mut text);
-                if Holder::parse(&text).is_some() {
-                    break;
+    let mut file = file;
+    let until = std::time::Instant::now() + SHUTDOWN_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((mut f, Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = std::io::Seek::rewind(&mut f);
+                let _ = f.read_to_string(&mut text);
+                let leaving =
+                    matches!(Holder::parse(&text), Some((_, Holder::Mount(mp))) if unmounted(&mp));
+                if !leaving || std::time::Instant::now() >= until {
+                    return Err(holder_of(dir, f, leaving));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-                let _ = std::io::Seek::rewind(&mut file);
+                std::thread::sleep(Duration::from_millis(50));
+                file = f;
             }
-            Err(busy_message(dir, &text))
+            Err((_, e)) => {
+                return Err(format!(
+                    "member {}: locking {LOCK_FILE} failed: {e}",
+                    dir.display()
+                ))
+            }
         }
-        Err((_, e)) => Err(format!(
-            "member {}: locking {LOCK_FILE} failed: {e}",
-            dir.display()
-        )),
+    }
+}
+
+/// The message for a member whose lock `file` another process holds.
+fn holder_of(dir: &Path, mut file: File, leaving: bool) -> String {
+    // the holder writes its name just after it locks: give it a moment
+    let mut text = String::new();
+    for _ in 0..25 {
+        text.clear();
+        let _ = std::io::Seek::rewind(&mut file);
+        let _ = file.read_to_string(&mut text);
+        if Holder::parse(&text).is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = busy_message(dir, &text);
+    if leaving {
+        format!(
+            "{m} (its mount point is not mounted: it is starting or shutting down; \
+             waited {} s for it)",
+            SHUTDOWN_WAIT.as_secs()
+        )
+    } else {
+        m
     }
 }
 
@@ -327,24 +377,46 @@ mod tests {
         let m = d.path().join("m");
         std::fs::create_dir(&m).unwrap();
         let first =
-            PoolLocks::lock_all(std::slice::from_ref(&m), Holder::Mount("/mnt/a".into())).unwrap();
+            PoolLocks::lock_all(std::slice::from_ref(&m), Holder::Mount("/proc".into())).unwrap();
         assert_eq!(first.dirs(), vec![m.clone()]);
         let md = std::fs::metadata(m.join(LOCK_FILE)).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o600);
         let err = lock_member(&m, &Holder::Mount("/mnt/b".into())).unwrap_err();
         assert!(
-            err.contains(&format!("pid {}", std::process::id())) && err.contains("/mnt/a"),
+            err.contains(&format!("pid {}", std::process::id())) && err.contains("/proc"),
             "{err}"
         );
         let err = lock_member_for_reading(&m, &Holder::Recover("/o".into())).unwrap_err();
-        assert!(err.contains("/mnt/a"), "{err}");
+        assert!(err.contains("/proc"), "{err}");
         drop(first);
         let second = lock_member(&m, &Holder::Mount("/mnt/b".into())).unwrap();
         let text = std::fs::read_to_string(m.join(LOCK_FILE)).unwrap();
         assert!(
-            text.ends_with("mount=/mnt/b\n") && !text.contains("/mnt/a"),
+            text.ends_with("mount=/mnt/b\n") && !text.contains("/proc"),
             "{text}"
         );
+        drop(second);
+    }
+
+    #[test]
+    fn a_holder_whose_mount_point_is_gone_is_waited_for() {
+        // a daemon that has unmounted (its mount point is a plain
+        // directory now) and is finishing its last writes: a new mount
+        // waits for it instead of failing
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        let gone = d.path().join("mnt");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::create_dir(&gone).unwrap();
+        let first = lock_member(&m, &Holder::mount(&gone)).unwrap();
+        let t = std::time::Instant::now();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let second = lock_member(&m, &Holder::Mount("/mnt/b".into())).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+        releaser.join().unwrap();
         drop(second);
     }
 
