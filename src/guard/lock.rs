@@ -415,7 +415,11 @@ mod tests {
             drop(first);
         });
         let second = lock_member(&m, &Holder::Mount("/mnt/b".into())).unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
         releaser.join().unwrap();
         drop(second);
     }

@@ -701,15 +701,45 @@ impl Fs {
     /// every shard of every stripe, and repair the stripes with bad shards
     /// at once.
     pub fn scrub_pass(&self, task: &Task) -> FsResult<()> {
+        /// Stripe locations read from the store at a time.
+        const SCRUB_BATCH: usize = 1024;
         // verify what is committed: a stripe hidden by an uncommitted
         // truncate or unlink would come back unverified after a crash (the
         // model check found this)
         self.meta.sync()?;
-        let mut all = Vec::new();
-        self.for_each_stripe(|ino, s, loc| all.push((ino, s, loc)))?;
+        // streamed: the committed store is read in batches (the pass holds
+        // one batch of locations, not every stripe of the pool), first
+        // counting the stripes (keys only) for the progress line
+        let store = self.meta.store().clone();
+        let mut total = 0u64;
+        let mut cursor = b"T".to_vec();
+        loop {
+            let keys = store.range_sizes(&cursor, b"U", SCRUB_BATCH * 4)?;
+            let Some(last) = keys.last() else { break };
+            cursor = last.0.clone();
+            cursor.push(0);
+            total += keys.len() as u64;
+        }
         let ss = self.stripe_size();
-        let mut pacer = Pacer::start(task, all.len() as u64, ss);
-        for (ino, s, loc) in all {
+        let mut pacer = Pacer::start(task, total, ss);
+        let mut cursor = b"T".to_vec();
+        let mut batch = std::collections::VecDeque::new();
+        loop {
+            if batch.is_empty() {
+                let next = store.range(&cursor, b"U", SCRUB_BATCH)?;
+                let Some(last) = next.last() else { break };
+                cursor = last.0.clone();
+                cursor.push(0);
+                batch.extend(next);
+            }
+            let Some((k, v)) = batch.pop_front() else {
+                break;
+            };
+            let (ino, s, loc) = (
+                key_u64_at(&k, 1),
+                key_u64_at(&k, 9),
+                dec_loc(&self.pool, &v)?,
+            );
             if task.cancel.load(Ordering::Relaxed) {
                 break;
             }
