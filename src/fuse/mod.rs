@@ -270,11 +270,13 @@ fn node_kind(mode: u32) -> Option<Kind> {
 /// for `security.capability` before the first write of the new inode (a
 /// cached write does, once per inode, even with HANDLE_KILLPRIV_V2: one
 /// more round trip per small file). The kernel still tells us to clear
-/// set-user/group-id (`FUSE_WRITE_KILL_SUIDGID`, see `write`), and with
-/// `FUSE_DIRECT_IO_ALLOW_MMAP` it keeps other handles' cached pages of the
-/// inode coherent with these writes. Such a handle cannot read or map the
-/// file, so nothing else changes for it; read-write creates (databases
-/// that map their files) stay cached.
+/// set-user/group-id (`FUSE_WRITE_KILL_SUIDGID`, see `write`), and drops
+/// other handles' cached pages of each written range; with
+/// `FUSE_DIRECT_IO_ALLOW_MMAP` it writes their dirty pages (a shared
+/// mapping through another handle) back first, so they cannot land over
+/// the direct write later. Such a handle cannot read or map the file, so
+/// nothing else changes for it; read-write creates (databases that map
+/// their files) stay cached.
 fn create_open_flags(flags: i32) -> FopenFlags {
     if flags & libc::O_ACCMODE == libc::O_WRONLY {
         FopenFlags::FOPEN_DIRECT_IO
@@ -308,7 +310,7 @@ impl Filesystem for FuseFs {
             log::debug!("FUSE_HANDLE_KILLPRIV_V2 on");
         }
         // direct writes (write-only creates, see `create_open_flags`)
-        // then write back and drop other handles' cached pages of the range
+        // then write other handles' dirty pages of the range back first
         if config
             .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok()
