@@ -12,7 +12,8 @@
 #       only the small-file, ls -lR and tar rows: the fio and sqlite steps
 #       of the workload shrink to a token size (8 MiB, 1 s, 1,000 rows) and
 #       their rows, the CPU-per-GiB and the sequential-write RSS are left out
-# The binary is built into $CARGO_TARGET_DIR (default ./target).
+# The binary is built into $CARGO_TARGET_DIR (default ./target); SHARDFS_BIN=PATH
+# measures another binary instead (A/B runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +35,7 @@ export RUNS=${RUNS:-1}
 export PEERS=${PEERS:-"raw mergerfs-off mergerfs-partial cmd"}
 export FIO_SIZE=${FIO_SIZE:-2G}
 export PEER_SUBDIR=bench
-export SHARDFS_BIN=$TARGET_DIR/release/shardfs
+export SHARDFS_BIN=${SHARDFS_BIN:-$TARGET_DIR/release/shardfs}
 export RSS_FILE=$RES/shardfs-peak-rss.txt
 mkdir -p "$RES"
 rm -f "$RSS_FILE" "$RES/results.tsv"
