@@ -8,6 +8,12 @@
 #
 #   bench/run.sh                       # RUNS=1 PEERS="raw mergerfs-off mergerfs-partial cmd"
 #   RUNS=3 FIO_SIZE=2G bench/run.sh    # medians of 3 rounds
+#   ONLY=sf PEERS="mergerfs-off cmd" RUNS=3 bench/run.sh
+#       only the small-file, ls -lR and tar rows: the fio and sqlite steps
+#       of the workload shrink to a token size (8 MiB, 1 s, 1,000 rows) and
+#       their rows, the CPU-per-GiB and the sequential-write RSS are left out
+# The binary is built into $CARGO_TARGET_DIR (default ./target); SHARDFS_BIN=PATH
+# measures another binary instead (A/B runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,13 +22,20 @@ PB=${PEER_BASELINE:-$ROOT/../shared/bench/peer-baseline.sh}
 command -v fio >/dev/null && command -v mergerfs >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio mergerfs fuse3 >/dev/null; }
 cargo build --release --bins
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export ONLY=${ONLY:-}
+case $ONLY in
+  "") ;;
+  sf) export FIO_SIZE=8M RR_SECS=1 SQL_ROWS=1000 SQL_TX=5 ;;
+  *) echo "ONLY is sf or empty, not $ONLY" >&2; exit 2 ;;
+esac
 export SCRATCH=${SCRATCH:-/tmp/shardfs-bench}
 export RES=${RES:-/tmp/shardfs-bench-results}
 export RUNS=${RUNS:-1}
 export PEERS=${PEERS:-"raw mergerfs-off mergerfs-partial cmd"}
 export FIO_SIZE=${FIO_SIZE:-2G}
 export PEER_SUBDIR=bench
-export SHARDFS_BIN=$ROOT/target/release/shardfs
+export SHARDFS_BIN=${SHARDFS_BIN:-$TARGET_DIR/release/shardfs}
 export RSS_FILE=$RES/shardfs-peak-rss.txt
 mkdir -p "$RES"
 rm -f "$RSS_FILE" "$RES/results.tsv"
@@ -38,7 +51,7 @@ CPU_FILE=$RES/cpu-per-gib.txt
 rm -f "$CPU_FILE"
 # Peak RSS and CPU per GiB during the sequential write alone: a fresh pool,
 # one fio run; the same write through mergerfs (cache.files=off) beside it.
-if [[ " $PEERS " == *" cmd "* ]]; then
+if [[ " $PEERS " == *" cmd "* && -z $ONLY ]]; then
   gib=$(python3 -c "import re,sys; s='$FIO_SIZE'; n=float(re.sub('[^0-9.]','',s)); u=s[-1].upper(); print(n/1024 if u=='M' else n*1024 if u=='T' else n)")
   M=$SCRATCH/cpu-mfs; rm -rf "$M"; mkdir -p "$M"/d{1..6} "$M/mnt"
   mergerfs -f -o allow_other,use_ino,cache.files=off,category.create=mfs "$M/d1:$M/d2:$M/d3:$M/d4:$M/d5:$M/d6" "$M/mnt" &
@@ -52,7 +65,7 @@ if [[ " $PEERS " == *" cmd "* ]]; then
   fusermount3 -u "$M/mnt"; wait $mpid || true
   rm -rf "$M"
 fi
-if [[ " $PEERS " == *" cmd "* ]]; then
+if [[ " $PEERS " == *" cmd "* && -z $ONLY ]]; then
   R=$SCRATCH/rss; rm -rf "$R"; mkdir -p "$R/mnt"
   "$SHARDFS_BIN" mkfs "$R"/d{1..6} >/dev/null
   "$SHARDFS_BIN" mount --socket "$R/sock" "$R"/d{1..6} "$R/mnt" > "$R/log" 2>&1 &
@@ -70,7 +83,7 @@ if [[ " $PEERS " == *" cmd "* ]]; then
 fi
 $PB summarize >/dev/null || true
 python3 - "$RES/results.tsv" "$RSS_FILE" "$CPU_FILE" <<'PY'
-import sys, statistics, collections
+import os, sys, statistics, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 vals = collections.defaultdict(list); units = {}
 for r in rows:
@@ -80,6 +93,8 @@ for r in rows:
     vals[(r[2], r[3])].append(v); units[r[3]] = r[5]
 peers = [p for p in ["raw", "mergerfs-off", "mergerfs-partial", "cmd"] if any(k[0] == p for k in vals)]
 metrics = list(dict.fromkeys(k[1] for k in vals))
+if os.environ.get("ONLY") == "sf":
+    metrics = [m for m in metrics if m.startswith(("sf_", "lsR_", "tar_"))]
 lower_better = {"s", "us"}
 print(f"{'metric':<22}{'unit':<9}" + "".join(f"{('shardfs' if p=='cmd' else p):>18}" for p in peers)
       + f"{'shardfs/mfs-off':>17}{'shardfs/mfs-part':>18}")

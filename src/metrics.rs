@@ -612,6 +612,12 @@ impl Metrics {
         ] {
             x.single(name, Kind::Counter, help, v.load(Ordering::Relaxed));
         }
+        x.single(
+            "shardfs_meta_commits_total",
+            Kind::Counter,
+            "Metadata commits (one log append and fdatasync on each metadata replica), since mount.",
+            fs.meta.commits(),
+        );
         let (usable, usable_free) = pool.usable_capacity();
         x.single(
             "shardfs_pool_usable_bytes",

@@ -858,3 +858,45 @@ fn overlayfs_runs_with_its_upper_layer_on_shardfs() {
     assert_eq!(fs::read(merged.join("f")).unwrap(), b"changed f");
     assert_eq!(fs::read(merged.join("new")).unwrap(), b"new file");
 }
+
+/// Issue 15 asked for a cached key length that a rename of a parent
+/// directory must update; the mount has no key limit (SEMANTICS.md,
+/// "Namespace": only a component is limited), so this pins what a rename
+/// that makes every key below it longer than S3's 1024 bytes does: new
+/// files may still be created below, and a longer component still fails.
+#[test]
+fn renaming_a_parent_past_1024_byte_keys_leaves_creates_below_it_working() {
+    let t = TestMount::new(6, &[]);
+    fs::create_dir_all(t.p("bkt/a/b/c/d")).unwrap();
+    fs::write(t.p("bkt/a/b/c/d/old"), b"x").unwrap();
+    let long = |c: char| c.to_string().repeat(255);
+    // rename each level to 255 bytes, top first: the key of d/new is then
+    // 4 × 256 + 3 = 1027 bytes
+    let mut dir = t.p("bkt");
+    for (short, c) in [("a", 'A'), ("b", 'B'), ("c", 'C'), ("d", 'D')] {
+        fs::rename(dir.join(short), dir.join(long(c))).unwrap();
+        dir = dir.join(long(c));
+    }
+    let key_len = dir.strip_prefix(t.p("bkt")).unwrap().as_os_str().len() + "/new".len();
+    assert!(key_len > 1024, "{key_len}");
+    fs::write(dir.join("new"), b"below").unwrap();
+    assert_eq!(fs::read(dir.join("new")).unwrap(), b"below");
+    assert_eq!(fs::read(dir.join("old")).unwrap(), b"x");
+    assert_eq!(
+        errno(fs::write(dir.join("n".repeat(256)), b"")),
+        libc::ENAMETOOLONG
+    );
+    // and back to short names
+    fs::rename(t.p("bkt").join(long('A')), t.p("bkt/a")).unwrap();
+    assert_eq!(
+        fs::read(
+            t.p("bkt/a")
+                .join(long('B'))
+                .join(long('C'))
+                .join(long('D'))
+                .join("new")
+        )
+        .unwrap(),
+        b"below"
+    );
+}

@@ -776,3 +776,142 @@ fn unprivileged_write_and_truncate_clear_setuid_and_setgid() {
         );
     }
 }
+
+/// A counter of the daemon's metrics (`shardctl metrics`), by its full
+/// sample name, e.g. `shardfs_fuse_requests_total{op="getxattr"}`.
+fn metric(t: &TestMount, sample: &str) -> f64 {
+    let (ok, text, err) = t.ctl(&["metrics"]);
+    assert!(ok, "shardctl metrics: {err}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Issue 15: a small file's create+write+close is LOOKUP, CREATE, WRITE,
+/// FLUSH (and RELEASE): the kernel asks no getxattr(security.capability)
+/// before the first write of the new inode (the handle of a write-only
+/// create is direct I/O), and the close is one metadata commit.
+#[test]
+fn small_file_create_asks_no_getxattr_and_commits_once() {
+    let t = TestMount::new(6, &[]);
+    fs::create_dir_all(t.p("bkt/d")).unwrap();
+    let n = 40;
+    let xattrs = metric(&t, "shardfs_fuse_requests_total{op=\"getxattr\"}");
+    let commits = metric(&t, "shardfs_meta_commits_total");
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.p(&format!("bkt/d/f{i}")))
+            .unwrap();
+        f.write_all(&pattern(i, 4096)).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let xattrs = metric(&t, "shardfs_fuse_requests_total{op=\"getxattr\"}") - xattrs;
+    let commits = metric(&t, "shardfs_meta_commits_total") - commits;
+    assert_eq!(xattrs, 0.0, "getxattr requests for {n} creates");
+    // each close is durable: one commit each, and the 200 ms group
+    // commit may have taken a create's batch on its own now and then
+    let ticks = (elapsed.as_millis() / 200) as f64 + 1.0;
+    assert!(
+        commits >= n as f64 && commits <= n as f64 + ticks,
+        "{commits} metadata commits for {n} creates in {elapsed:?}"
+    );
+    for i in 0..n {
+        assert_eq!(
+            fs::read(t.p(&format!("bkt/d/f{i}"))).unwrap(),
+            pattern(i, 4096)
+        );
+    }
+}
+
+/// The direct-I/O handle of a write-only create stays coherent with a
+/// cached reader of the same file: a read after the write sees it.
+#[test]
+fn write_through_a_created_handle_is_seen_by_a_cached_reader() {
+    let t = TestMount::new(6, SMALL);
+    fs::create_dir(t.p("bkt")).unwrap();
+    let p = t.p("bkt/f");
+    let w = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    w.write_all_at(&[b'a'; 8192], 0).unwrap();
+    let r = File::open(&p).unwrap();
+    let mut buf = vec![0u8; 8192];
+    r.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, vec![b'a'; 8192]);
+    // the reader has the pages cached now; overwrite part of them
+    w.write_all_at(&[b'b'; 100], 4000).unwrap();
+    r.read_exact_at(&mut buf, 0).unwrap();
+    let mut want = vec![b'a'; 8192];
+    want[4000..4100].fill(b'b');
+    assert_eq!(buf, want, "the cached reader sees the write");
+    // growth too
+    w.write_all_at(b"tail", 8192).unwrap();
+    let mut all = Vec::new();
+    File::open(&p).unwrap().read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), 8196);
+    assert_eq!(fs::metadata(&p).unwrap().len(), 8196);
+}
+
+/// A write by an unprivileged process through the handle of its own
+/// write-only create (direct I/O) clears set-user-id and set-group-id as
+/// a cached write does; root's keeps them.
+#[test]
+fn unprivileged_write_through_a_created_handle_clears_setuid_and_setgid() {
+    let t = TestMount::new(6, SMALL);
+    let top = t.p("").parent().unwrap().to_path_buf();
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(t.p("bkt")).unwrap();
+    fs::set_permissions(t.p("bkt"), fs::Permissions::from_mode(0o777)).unwrap();
+    // root: the bits stay
+    let f = t.p("bkt/root");
+    {
+        let mut h = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&f)
+            .unwrap();
+        h.set_permissions(fs::Permissions::from_mode(0o6777))
+            .unwrap();
+        h.write_all(b"x").unwrap();
+    }
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o6777);
+    // nobody: its own file, made set-user/group-id, then written
+    let f = t.p("bkt/nobody");
+    let script = format!(
+        "import os\n\
+         fd = os.open({p:?}, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)\n\
+         os.fchmod(fd, 0o6777)\n\
+         assert os.fstat(fd).st_mode & 0o7777 == 0o6777, oct(os.fstat(fd).st_mode)\n\
+         os.write(fd, b'x')\n\
+         print(oct(os.fstat(fd).st_mode & 0o7777))\n\
+         os.close(fd)\n\
+         print(oct(os.stat({p:?}).st_mode & 0o7777))\n",
+        p = f.to_str().unwrap()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "0o777\n0o777\n", "as nobody sees it");
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o0777);
+}

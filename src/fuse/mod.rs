@@ -264,6 +264,27 @@ fn node_kind(mode: u32) -> Option<Kind> {
     }
 }
 
+/// Open flags of the handle a create hands back. A write-only handle of
+/// a new file is direct I/O: its writes reach us as they are, as through
+/// the page cache without writeback caching, but the kernel does not ask
+/// for `security.capability` before the first write of the new inode (a
+/// cached write does, once per inode, even with HANDLE_KILLPRIV_V2: one
+/// more round trip per small file). The kernel still tells us to clear
+/// set-user/group-id (`FUSE_WRITE_KILL_SUIDGID`, see `write`), and drops
+/// other handles' cached pages of each written range; with
+/// `FUSE_DIRECT_IO_ALLOW_MMAP` it writes their dirty pages (a shared
+/// mapping through another handle) back first, so they cannot land over
+/// the direct write later. Such a handle cannot read or map the file, so
+/// nothing else changes for it; read-write creates (databases that map
+/// their files) stay cached.
+fn create_open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn new_node(req: &Request, kind: Kind, mode: u32, umask: u32) -> crate::fs::NewNode {
     crate::fs::NewNode {
         kind,
@@ -287,6 +308,14 @@ impl Filesystem for FuseFs {
             .is_ok()
         {
             log::debug!("FUSE_HANDLE_KILLPRIV_V2 on");
+        }
+        // direct writes (write-only creates, see `create_open_flags`)
+        // then write other handles' dirty pages of the range back first
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok()
+        {
+            log::debug!("FUSE_DIRECT_IO_ALLOW_MMAP on");
         }
         if self.want_passthrough {
             // backing files are on ordinary filesystems: depth 1
@@ -859,7 +888,7 @@ impl Filesystem for FuseFs {
                     &attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    create_open_flags(flags),
                 ),
                 Err(e) => reply.error(errno(&e)),
             }

@@ -60,6 +60,9 @@ pub struct MetaCache {
     flushing: Mutex<()>,
     wake: Condvar,
     pre_commit: Box<dyn Fn() + Send + Sync>,
+    /// Store commits made (each one write-ahead-log append and fdatasync
+    /// per metadata replica).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl MetaCache {
@@ -71,6 +74,7 @@ impl MetaCache {
             flushing: Mutex::new(()),
             wake: Condvar::new(),
             pre_commit,
+            commits: Default::default(),
         })
     }
 
@@ -296,6 +300,8 @@ impl MetaCache {
         let mut st = lock_or_recover(&self.state);
         match res {
             Ok(()) => {
+                self.commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 st.inflight = Arc::new(Overlay::new());
                 st.durable = upto;
                 drop(st);
@@ -312,6 +318,11 @@ impl MetaCache {
                 Err(e)
             }
         }
+    }
+
+    /// Store commits made since the cache was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True after a failed commit.

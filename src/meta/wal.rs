@@ -215,8 +215,16 @@ impl WalStore {
         };
         // LMDB first (durable), then forget the overlay: a reader that
         // misses the overlay finds the value in LMDB.
+        let t0 = Instant::now();
         self.lmdb.commit_at(&ops, Some(log.seq))?;
         self.overlay.write().unwrap().clear();
+        log::debug!(
+            "metadata replica {}: checkpoint of {} keys ({} log bytes) in {} ms",
+            self.dir.display(),
+            ops.len(),
+            log.len,
+            t0.elapsed().as_millis()
+        );
         // Reuse the log from its start. Records left behind it have
         // sequences LMDB already has: replay skips them, and stops at the
         // first one that does not continue the new run.
