@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 command -v fio >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
 cargo build --release --bins >/dev/null 2>&1
-SHARDFS=$ROOT/target/release/shardfs
-CTL=$ROOT/target/release/shardctl
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SHARDFS=$TARGET/release/shardfs
+CTL=$TARGET/release/shardctl
 DATA=${DATA:-2G}
 W=${SCRATCH:-/tmp/shardfs-repair-bench}
 rm -rf "$W"; mkdir -p "$W/mnt" "$W/raw"

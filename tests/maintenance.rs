@@ -431,3 +431,102 @@ fn direct_shard_writes_read_back_and_scrub_clean() {
     let p = json(&t, &["scrub", "status"]);
     assert_eq!(p["shards"], 0, "scrub found bad shards: {p}");
 }
+
+#[test]
+fn a_pipelined_repair_of_many_stripes_reads_back_every_byte_and_an_overwrite_during_it_wins() {
+    // 16 KiB stripes: 12 files of 40 stripes are 480 stripes, about 360
+    // of them with a shard on the member that fails: many batches of the
+    // pipelined repair, with its workers and window full
+    let t = TestMount::new(8, &["--shard-size", "4096", "--inline-max", "2048"]);
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let data = pattern(100 + i, 40 * 16384 - i as usize * 1000);
+        std::fs::write(t.p(&format!("bkt/f{i}")), &data).unwrap();
+        files.push((format!("bkt/f{i}"), data));
+    }
+    // slow enough that the pass is still running after the writes below
+    let (ok, _, err) = t.ctl(&["repair", "rate", "1M"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = t.ctl(&["disk", "fail", "2"]);
+    assert!(ok && out.contains("failed"), "{out}{err}");
+    wait_for(&t, &["repair", "status"], "repair pass started", |p| {
+        p["running"].as_bool().unwrap() && p["stripes_total"].as_u64().unwrap() > 300
+    });
+    // during the pass: f0 is overwritten whole (new generations: the
+    // planned copies of its stripes must lose the compare-and-swap), and
+    // f1 gets a small overwrite in each of a few stripes (patches: those
+    // stripes are folded instead of rebuilt)
+    let newer = pattern(999, files[0].1.len());
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(t.p(&files[0].0))
+            .unwrap();
+        f.write_all(&newer).unwrap();
+        f.sync_all().unwrap();
+    }
+    files[0].1 = newer;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.p(&files[1].0))
+            .unwrap();
+        for s in [3usize, 17, 31] {
+            let at = s * 16384 + 5000;
+            let bytes = pattern(7000 + s as u64, 300);
+            f.write_all_at(&bytes, at as u64).unwrap();
+            files[1].1[at..at + 300].copy_from_slice(&bytes);
+        }
+        f.sync_all().unwrap();
+    }
+    let p = json(&t, &["repair", "status"]);
+    assert!(
+        p["running"].as_bool().unwrap(),
+        "the overwrites landed during the pass: {p}"
+    );
+    // the rest at full speed
+    let (ok, _, err) = t.ctl(&["repair", "rate", "0"]);
+    assert!(ok, "{err}");
+    wait_for(&t, &["repair", "status"], "repair done", |p| {
+        !p["running"].as_bool().unwrap() && p["remaining"] == 0
+    });
+    let check = |t: &TestMount| {
+        let mut named = 0;
+        for (path, data) in &files {
+            let got = std::fs::read(t.p(path)).unwrap();
+            assert!(got == *data, "{path}: bytes differ after the repair");
+            for stripe in members_of(t, path) {
+                assert!(
+                    stripe.iter().all(|m| m.is_some() && *m != Some(2)),
+                    "{path}: {stripe:?}"
+                );
+                let mut ms: Vec<_> = stripe.iter().flatten().collect();
+                named += ms.len();
+                ms.sort();
+                ms.dedup();
+                assert_eq!(
+                    ms.len(),
+                    stripe.len(),
+                    "two shards on one member: {stripe:?}"
+                );
+            }
+        }
+        named
+    };
+    check(&t);
+    let st = json(&t, &["status"]);
+    assert_eq!(st["degraded_stripes"], 0, "{st}");
+    // after a clean unmount the members in service hold exactly the shards
+    // the metadata names: no rebuilt copy of an overwritten stripe and no
+    // replaced copy is left behind
+    let mut t = t;
+    t.remount();
+    let named = check(&t);
+    t.unmount();
+    let on_disk = t.shard_files().into_iter().filter(|(m, _)| *m != 2).count();
+    assert_eq!(on_disk, named, "shard files on the members in service");
+}

@@ -150,6 +150,83 @@ impl Codec {
             .map_err(|_| EcError::TooFewShards { have, need: self.k })
     }
 
+    /// Compute only the shards `want` (data or parity, by index) from any k
+    /// present shards of equal length, without touching the others:
+    /// `shards[i]` is shard i if it was read and verified. Returns the
+    /// wanted shards in the order asked (a present one is copied).
+    ///
+    /// Every shard of the code is a linear combination of any k others
+    /// (over GF(2^8), per byte position). The coefficients for the k
+    /// present shards used are found by running the codec's own
+    /// reconstruction on k-byte unit shards (byte j of used shard j is 1,
+    /// every other byte 0: reconstructed byte j of shard t is then its
+    /// coefficient of used shard j); each wanted shard then costs k
+    /// multiply-adds per byte, where a decode of the data followed by a
+    /// full encode costs a copy of the stripe and k per byte per parity
+    /// shard too.
+    pub fn reconstruct_some(
+        &self,
+        shards: &[Option<Vec<u8>>],
+        want: &[usize],
+    ) -> Result<Vec<Vec<u8>>, EcError> {
+        let n = self.k + self.m;
+        let used: Vec<usize> = (0..n.min(shards.len()))
+            .filter(|&i| shards[i].is_some())
+            .take(self.k)
+            .collect();
+        if used.len() < self.k || want.iter().any(|&t| t >= n) {
+            return Err(EcError::TooFewShards {
+                have: used.len(),
+                need: self.k,
+            });
+        }
+        let len = shards[used[0]].as_ref().expect("present").len();
+        if len == 0
+            || used
+                .iter()
+                .any(|&i| shards[i].as_ref().expect("present").len() != len)
+        {
+            return Err(EcError::TooFewShards {
+                have: used.len(),
+                need: self.k,
+            });
+        }
+        let missing: Vec<usize> = want
+            .iter()
+            .copied()
+            .filter(|&t| shards[t].is_none())
+            .collect();
+        let mut coef: Vec<Option<Vec<u8>>> = vec![None; n];
+        if !missing.is_empty() {
+            for (j, &i) in used.iter().enumerate() {
+                let mut unit = vec![0u8; self.k];
+                unit[j] = 1;
+                coef[i] = Some(unit);
+            }
+            self.rs
+                .reconstruct(&mut coef)
+                .map_err(|_| EcError::TooFewShards {
+                    have: used.len(),
+                    need: self.k,
+                })?;
+        }
+        let mut out = Vec::with_capacity(want.len());
+        for &t in want {
+            if let Some(s) = &shards[t] {
+                out.push(s.clone());
+                continue;
+            }
+            let c = coef[t].as_ref().expect("reconstructed");
+            let mut v = vec![0u8; len];
+            for (j, &i) in used.iter().enumerate() {
+                let src = shards[i].as_ref().expect("present");
+                reed_solomon_erasure::galois_8::mul_slice_xor(c[j], src, &mut v);
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
     /// Recompute parity shards for a full set of shards (used by tests and repair).
     pub fn verify(&self, shards: &[Vec<u8>]) -> bool {
         self.rs.verify(shards).unwrap_or(false)
@@ -181,6 +258,40 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reconstruct_some_gives_exactly_the_shards_lost() {
+        for (k, m) in [(1, 1), (2, 1), (4, 2), (5, 3), (6, 3)] {
+            let c = Codec::new(k, m).unwrap();
+            let data: Vec<u8> = (0..(4096 * k + 100)).map(|i| (i * 7 % 253) as u8).collect();
+            let shards = c.encode(&data);
+            let n = k + m;
+            // every set of lost shards of size 1..=m (as bit masks)
+            for mask in 1u32..(1 << n) {
+                if mask.count_ones() as usize > m {
+                    continue;
+                }
+                let lost: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+                let mut opt: Vec<Option<Vec<u8>>> = shards.iter().cloned().map(Some).collect();
+                for &i in &lost {
+                    opt[i] = None;
+                }
+                let got = c.reconstruct_some(&opt, &lost).unwrap();
+                for (g, &i) in got.iter().zip(&lost) {
+                    assert_eq!(g, &shards[i], "k={k} m={m} lost={lost:?} shard {i}");
+                }
+                // one lost shard alone, the others not asked for
+                let one = c.reconstruct_some(&opt, &lost[..1]).unwrap();
+                assert_eq!(one[0], shards[lost[0]]);
+            }
+            // too few present
+            let mut opt: Vec<Option<Vec<u8>>> = shards.iter().cloned().map(Some).collect();
+            for s in opt.iter_mut().take(m + 1) {
+                *s = None;
+            }
+            assert!(c.reconstruct_some(&opt, &[0]).is_err());
         }
     }
 

@@ -27,6 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_RATE: u64 = 64 << 20;
 /// Stripes rebuilt per sync and metadata commit.
 const REPAIR_BATCH: usize = 32;
+/// Threads rebuilding stripes at once in a repair pass (each reads,
+/// computes and writes one stripe at a time).
+const REPAIR_WORKERS: usize = 4;
+/// Stripes a repair pass has handed out and not yet taken back: the
+/// workers' queue, so they go on while a batch is committed.
+const REPAIR_WINDOW: usize = 2 * REPAIR_WORKERS;
 
 /// Progress of repair or scrub, as `shardctl` shows it.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -324,7 +330,7 @@ impl Fs {
             }
             return Ok(Vec::new());
         }
-        let data = match self.pool.read_stripe(it.ino, it.stripe, &it.loc) {
+        let shards = match self.pool.read_shards(it.ino, it.stripe, &it.loc) {
             Ok(d) => d,
             Err(e) => {
                 log::error!("repair of inode {} stripe {}: {e}", it.ino, it.stripe);
@@ -333,7 +339,8 @@ impl Fs {
         };
         // reading may have found more bad shards: include them; a shard
         // flagged earlier that now verifies (its member was briefly away)
-        // only loses the flag
+        // only loses the flag. A slot the read just verified is not read
+        // again; one it did not read is read once, here.
         let mut slots = self.slots_needing_repair(it.ino, it.stripe, &it.loc);
         slots.retain(|&i| {
             let mi = it.loc.members[i];
@@ -346,7 +353,7 @@ impl Fs {
                 let id = self
                     .pool
                     .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
-                if self.pool.read_shard(mi, id, &it.loc).is_ok() {
+                if shards[i].is_some() || self.pool.read_shard(mi, id, &it.loc).is_ok() {
                     self.pool
                         .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
                     return false;
@@ -357,9 +364,10 @@ impl Fs {
         if slots.is_empty() {
             return Ok(Vec::new());
         }
+        // only the slots to rebuild are computed, from the shards read
         Ok(self
             .pool
-            .rebuild_shards(it.ino, it.stripe, &it.loc, &data, &slots))
+            .rebuild_shards(it.ino, it.stripe, &it.loc, &shards, &slots))
     }
 
     /// Make a batch of rebuilt copies durable (one sync), then name them:
@@ -463,29 +471,10 @@ impl Fs {
         let plan = self.repair_plan()?;
         let ss = self.stripe_size();
         let mut pacer = Pacer::start(task, plan.len() as u64, ss);
-        // batches share one sync and one metadata commit
-        for chunk in plan.chunks(REPAIR_BATCH) {
-            if task.cancel.load(Ordering::Relaxed) {
-                break;
-            }
-            let mut batch = Vec::with_capacity(chunk.len());
-            for it in chunk {
-                batch.push((it.clone(), self.rebuild(it)?));
-                pacer.account(it.loc.len as u64);
-            }
-            let counts = self.commit_repairs(batch)?;
-            let mut p = crate::guard::panic::lock_or_recover(&task.progress);
-            for (it, n) in chunk.iter().zip(counts) {
-                p.stripes_done += 1;
-                p.bytes_done += ss;
-                p.shards += n as u64;
-                if n < it.slots.len() {
-                    p.stripes_failed += 1;
-                }
-            }
-            p.rate = pacer.rate();
-            let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
-            p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
+        let result = self.repair_pipelined(task, &plan, &mut pacer);
+        if let Err(e) = result {
+            crate::guard::panic::lock_or_recover(&task.progress).running = false;
+            return Err(e);
         }
         self.finish_drains()?;
         let remaining = self.repair_plan()?.len() as u64;
@@ -496,6 +485,152 @@ impl Fs {
         p.last_pass_end = Some(now_secs());
         p.remaining = remaining;
         Ok(remaining)
+    }
+
+    /// Rebuild the stripes of `plan` in a bounded pipeline and commit them
+    /// in batches. [`REPAIR_WORKERS`] threads each take the next stripe,
+    /// read any k of its shards (on the members' own I/O workers),
+    /// compute only the shards it lacks and write them (durable but for
+    /// their directory entries); while they work on the next stripes,
+    /// this thread takes their results and commits every
+    /// [`REPAIR_BATCH`] of them with one sync and one metadata commit
+    /// ([`Fs::commit_repairs`]: compare and swap, so a stripe changed
+    /// meanwhile loses its copies). The pacer is charged as each stripe is
+    /// handed out, so the rate limit holds whatever the depth; at most
+    /// [`REPAIR_WINDOW`] stripes are handed out and not yet taken back (a
+    /// worker holds the shards of one stripe at a time). Cancelling stops
+    /// handing out; what was handed out is finished and committed.
+    fn repair_pipelined(
+        &self,
+        task: &Task,
+        plan: &[RepairItem],
+        pacer: &mut Pacer,
+    ) -> FsResult<()> {
+        let ss = self.stripe_size();
+        let (work_tx, work_rx) = crossbeam::channel::bounded::<usize>(REPAIR_WINDOW);
+        let (done_tx, done_rx) =
+            crossbeam::channel::unbounded::<(usize, FsResult<Vec<(usize, u16)>>)>();
+        std::thread::scope(|scope| {
+            for w in 0..REPAIR_WORKERS.min(plan.len()) {
+                let work_rx = work_rx.clone();
+                let done_tx = done_tx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("repair.{w}"))
+                    .spawn_scoped(scope, move || {
+                        for i in work_rx {
+                            // a panic is this stripe's error, not a lost
+                            // answer the committer would wait for forever
+                            let r = crate::guard::panic::contain("repair worker", || {
+                                self.rebuild(&plan[i])
+                            })
+                            .unwrap_or_else(|msg| {
+                                Err(crate::fs::FsError::Invalid(format!(
+                                    "repair worker panicked: {msg}"
+                                )))
+                            });
+                            if done_tx.send((i, r)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::error!("repair: cannot start worker thread: {e}");
+                }
+            }
+            drop(work_rx);
+            drop(done_tx);
+            let mut next = 0;
+            let mut out = 0usize;
+            let mut first_err: Option<crate::fs::FsError> = None;
+            let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+            let commit =
+                |batch: &mut Vec<(RepairItem, Vec<(usize, u16)>)>, pacer: &Pacer| -> FsResult<()> {
+                    let items = std::mem::take(batch);
+                    let planned: Vec<usize> = items.iter().map(|(it, _)| it.slots.len()).collect();
+                    let counts = self.commit_repairs(items)?;
+                    let mut p = crate::guard::panic::lock_or_recover(&task.progress);
+                    for (want, n) in planned.into_iter().zip(counts) {
+                        p.stripes_done += 1;
+                        p.bytes_done += ss;
+                        p.shards += n as u64;
+                        if n < want {
+                            p.stripes_failed += 1;
+                        }
+                    }
+                    p.rate = pacer.rate();
+                    let left = p.bytes_total.saturating_sub(p.bytes_done) as f64;
+                    p.eta_secs = (p.rate > 0.0).then(|| left / p.rate);
+                    Ok(())
+                };
+            loop {
+                let stop = first_err.is_some() || task.cancel.load(Ordering::Relaxed);
+                // hand out stripes while the window has room (the pacer
+                // sleeps here when the rate limit says so)
+                while !stop && next < plan.len() && out < REPAIR_WINDOW {
+                    pacer.account(plan[next].loc.len as u64);
+                    if work_tx.send(next).is_err() {
+                        break;
+                    }
+                    next += 1;
+                    out += 1;
+                }
+                if out == 0 {
+                    break;
+                }
+                let Ok((i, r)) = done_rx.recv() else {
+                    // every worker is gone (none could start)
+                    break;
+                };
+                out -= 1;
+                match r {
+                    Ok(written) => batch.push((plan[i].clone(), written)),
+                    Err(e) => {
+                        log::error!(
+                            "repair of inode {} stripe {}: {e}",
+                            plan[i].ino,
+                            plan[i].stripe
+                        );
+                        // copies written for it stay unnamed (garbage
+                        // the next mount sweeps)
+                        self.pool.mark_garbage();
+                        first_err.get_or_insert(e);
+                    }
+                }
+                if batch.len() >= REPAIR_BATCH {
+                    if let Err(e) = commit(&mut batch, pacer) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            drop(work_tx);
+            if first_err.is_none()
+                && next < plan.len()
+                && out == 0
+                && !task.cancel.load(Ordering::Relaxed)
+            {
+                // no worker could be started: do the work here
+                for it in &plan[next..] {
+                    pacer.account(it.loc.len as u64);
+                    match self.rebuild(it) {
+                        Ok(w) => batch.push((it.clone(), w)),
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                            break;
+                        }
+                    }
+                    if batch.len() >= REPAIR_BATCH {
+                        commit(&mut batch, pacer)?;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                commit(&mut batch, pacer)?;
+            }
+            match first_err {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
     }
 
     /// A draining member that no committed stripe references any more is

@@ -112,18 +112,21 @@ fn unsupported(e: &io::Error) -> bool {
 /// `flags`, beneath the member root), `unlink` removes it after a failed
 /// direct write, `path` names it in logs. Uses O_DIRECT for the aligned
 /// prefix when `direct` is set and the file is large enough; clears
-/// `direct` when the filesystem refuses it. Returns with the file's data
-/// durable.
+/// `direct` when the filesystem refuses it. Direct writes are used when
+/// they are on for the process ([`set_enabled`]) or the caller asks for
+/// them (`uncached`: a rebuilt shard, see [`super::DiskBackend::write_file_durable_uncached`]).
+/// Returns with the file's data durable.
 pub fn write_synced(
     open: &dyn Fn(i32) -> io::Result<File>,
     unlink: &dyn Fn() -> io::Result<()>,
     path: &Path,
     parts: &[&[u8]],
     direct: &AtomicBool,
+    uncached: bool,
 ) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let prefix = total / ALIGN * ALIGN;
-    if enabled() && direct.load(Ordering::Relaxed) && total >= MIN_DIRECT {
+    if (uncached || enabled()) && direct.load(Ordering::Relaxed) && total >= MIN_DIRECT {
         match write_direct(open, unlink, parts, total, prefix) {
             Ok(f) => return f.sync_data(),
             Err(e) if unsupported(&e) => {
@@ -224,7 +227,7 @@ mod tests {
                         .open(&p)
                 };
                 let unlink = || std::fs::remove_file(&p);
-                write_synced(&open, &unlink, &p, &[&head, &body], &flag).unwrap();
+                write_synced(&open, &unlink, &p, &[&head, &body], &flag, false).unwrap();
                 assert_eq!(
                     std::fs::read(&p).unwrap(),
                     want,

@@ -34,6 +34,14 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
         self.write_file(rel, parts)?;
         self.sync_file(rel)
     }
+    /// [`DiskBackend::write_file_durable`] of a file that is unlikely to
+    /// be read soon (a shard rebuilt by repair): a local disk writes it
+    /// around the page cache (O_DIRECT, see [`super::direct`]) whatever
+    /// `--direct-writes` says, so a rebuild neither pays the copy into
+    /// the cache nor evicts what readers use. Same bytes, same durability.
+    fn write_file_durable_uncached(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.write_file_durable(rel, parts)
+    }
     /// [`DiskBackend::write_at`] then [`DiskBackend::sync_file`] (through
     /// one open on a local disk). `allocate` > 0 first asks for the file's
     /// blocks out to that many bytes, never touching bytes already there
@@ -194,6 +202,21 @@ fn no_readahead(f: &File) {
 
 const CREATE: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
 
+impl DirDisk {
+    fn write_synced(&self, rel: &str, parts: &[&[u8]], uncached: bool) -> io::Result<()> {
+        self.fds.forget(rel);
+        let root = self.root()?;
+        super::direct::write_synced(
+            &|flags| beneath::open_file(&root, rel, flags, FILE_MODE),
+            &|| beneath::unlink(&root, rel),
+            &self.root.join(rel),
+            parts,
+            &self.direct,
+            uncached,
+        )
+    }
+}
+
 impl DiskBackend for DirDisk {
     fn describe(&self) -> String {
         self.root.display().to_string()
@@ -258,15 +281,11 @@ impl DiskBackend for DirDisk {
     }
 
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
-        self.fds.forget(rel);
-        let root = self.root()?;
-        super::direct::write_synced(
-            &|flags| beneath::open_file(&root, rel, flags, FILE_MODE),
-            &|| beneath::unlink(&root, rel),
-            &self.root.join(rel),
-            parts,
-            &self.direct,
-        )
+        self.write_synced(rel, parts, false)
+    }
+
+    fn write_file_durable_uncached(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.write_synced(rel, parts, true)
     }
 
     fn create_atomic<'a>(&'a self, rel: &str) -> io::Result<Option<Box<dyn AtomicFile + 'a>>> {

@@ -363,6 +363,12 @@ impl DiskBackend for Metered {
         g.end(parts.iter().map(|p| p.len() as u64).sum());
         r
     }
+    fn write_file_durable_uncached(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        let g = self.heat.begin();
+        let r = self.inner.write_file_durable_uncached(rel, parts);
+        g.end(parts.iter().map(|p| p.len() as u64).sum());
+        r
+    }
     fn write_at_durable(
         &self,
         rel: &str,
@@ -550,6 +556,10 @@ impl DiskBackend for Throttled {
     fn write_file_durable(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
         self.serve(parts.iter().map(|p| p.len()).sum());
         self.inner.write_file_durable(rel, parts)
+    }
+    fn write_file_durable_uncached(&self, rel: &str, parts: &[&[u8]]) -> io::Result<()> {
+        self.serve(parts.iter().map(|p| p.len()).sum());
+        self.inner.write_file_durable_uncached(rel, parts)
     }
     fn write_at_durable(
         &self,

@@ -597,6 +597,34 @@ impl Pool {
         loc: &StripeLoc,
     ) -> Result<Vec<u8>, PoolError> {
         let k = self.k();
+        let shards = self.read_shards(object, stripe, loc)?;
+        let good = shards.iter().filter(|s| s.is_some()).count();
+        let mut data =
+            self.codec
+                .decode(shards, loc.len as usize)
+                .map_err(|_| PoolError::Unreadable {
+                    object,
+                    stripe,
+                    have: good,
+                    need: k,
+                })?;
+        self.overlay(object, stripe, loc, 0, &mut data)?;
+        Ok(data)
+    }
+
+    /// The verified whole shards of a stripe as a read of it finds them:
+    /// the data shards, or any k when some are missing, bad, slow or on
+    /// hot members (members out of service as a last resort). `shards[i]`
+    /// is shard i's payload or `None` (not read, or not readable); at
+    /// least k are present. Patches are not applied (they lie over the
+    /// decoded data, not in shards).
+    pub fn read_shards(
+        &self,
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+    ) -> Result<Vec<Option<Vec<u8>>>, PoolError> {
+        let k = self.k();
         let payload_len = self.codec.shard_len(loc.len as usize);
         let targets: Vec<usize> = (0..k).collect();
         let (mut shards, mut trouble) = self.gather(object, stripe, loc, 0, payload_len, &targets);
@@ -618,17 +646,7 @@ impl Pool {
             self.count_parity_read(trouble);
             log::debug!("object {object} stripe {stripe}: decoded with parity");
         }
-        let mut data =
-            self.codec
-                .decode(shards, loc.len as usize)
-                .map_err(|_| PoolError::Unreadable {
-                    object,
-                    stripe,
-                    have: good,
-                    need: k,
-                })?;
-        self.overlay(object, stripe, loc, 0, &mut data)?;
-        Ok(data)
+        Ok(shards)
     }
 
     /// Last resort before EIO: members taken out of service (failed,

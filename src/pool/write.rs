@@ -267,8 +267,9 @@ impl Pool {
         &self,
         mi: u16,
         rel: &str,
-        header: Vec<u8>,
-        payload: Vec<u8>,
+        header: Arc<Vec<u8>>,
+        payload: Arc<Vec<u8>>,
+        uncached: bool,
     ) -> Result<(), bool> {
         let m = &self.slots[mi as usize];
         if m.writable_disk().is_none() {
@@ -276,7 +277,12 @@ impl Pool {
         }
         let r2 = rel.to_string();
         let t = m.submit(move |d| {
-            let r = d.write_file_durable(&r2, &[&header, &payload]);
+            let parts: [&[u8]; 2] = [&header[..], &payload[..]];
+            let r = if uncached {
+                d.write_file_durable_uncached(&r2, &parts)
+            } else {
+                d.write_file_durable(&r2, &parts)
+            };
             if r.is_err() {
                 let _ = d.remove_file(&r2);
             }
@@ -285,26 +291,35 @@ impl Pool {
         self.finish_shard_write(mi, rel, t, Instant::now() + self.io_timeout())
     }
 
-    /// Write new copies of shards `slots` of a stripe generation whose data
-    /// is `data`: in place when the slot's member is online (a rotten copy
-    /// on a healthy disk), else on an online member holding no shard of the
-    /// stripe (never two shards of a stripe on one member). Returns (slot, member)
-    /// for every shard written; fewer than asked when members run out.
-    /// Not durable until [`Pool::sync_pending`]. The stripe must have no
-    /// patches (callers fold patched stripes instead: a rebuilt shard
+    /// Write new copies of shards `slots` of a stripe generation, computed
+    /// from `shards` (any k verified shards of it, as
+    /// [`Pool::read_shards`] gives them; only the slots asked are
+    /// computed, and a slot present in `shards` is written as it is): in
+    /// place when the slot's member is online (a rotten copy on a healthy
+    /// disk), else on an online member holding no shard of the stripe
+    /// (never two shards of a stripe on one member). Returns (slot,
+    /// member) for every shard written; fewer than asked when members run
+    /// out. Not durable until [`Pool::sync_pending`]. The stripe must have
+    /// no patches (callers fold patched stripes instead: a rebuilt shard
     /// would be overlaid by patches on another member).
     pub fn rebuild_shards(
         &self,
         object: u64,
         stripe: u64,
         loc: &StripeLoc,
-        data: &[u8],
+        shards: &[Option<Vec<u8>>],
         slots: &[usize],
     ) -> Vec<(usize, u16)> {
         if !loc.patches.is_empty() {
             return Vec::new();
         }
-        let enc = Encoded::new(&self.codec, Arc::new(data.to_vec()), data.len());
+        let built = match self.codec.reconstruct_some(shards, slots) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("object {object} stripe {stripe}: rebuild: {e}");
+                return Vec::new();
+            }
+        };
         let mut exclude: Vec<u16> = loc.members.clone();
         // members keeping a shard of the stripe: their domains are avoided
         let mut holders: Vec<u16> = loc
@@ -315,17 +330,19 @@ impl Pool {
             .map(|(_, &m)| m)
             .collect();
         let mut done = Vec::new();
-        for &slot in slots {
+        for (&slot, shard) in slots.iter().zip(built) {
             let id = self.shard_id(object, stripe, loc.generation, slot);
-            let shard = enc.shard(slot);
-            let header = ShardHeader::header(id, self.sb.k, self.sb.m, data.len() as u32, shard);
+            let header = Arc::new(ShardHeader::header(
+                id, self.sb.k, self.sb.m, loc.len, &shard,
+            ));
+            let shard = Arc::new(shard);
             let rel = shard_path(object, stripe, loc.generation, slot as u8);
             // a bad copy on a healthy member (bit rot) is rewritten in place
             let here = loc.members[slot];
             if here != NO_MEMBER
                 && self.slots[here as usize].writable_disk().is_some()
                 && self
-                    .write_shard(here, &rel, header.clone(), shard.to_vec())
+                    .write_shard(here, &rel, header.clone(), shard.clone(), true)
                     .is_ok()
             {
                 self.headers.lock().unwrap().remove(&(here, id));
@@ -340,7 +357,7 @@ impl Pool {
                 };
                 exclude.push(mi);
                 if self
-                    .write_shard(mi, &rel, header.clone(), shard.to_vec())
+                    .write_shard(mi, &rel, header.clone(), shard.clone(), true)
                     .is_ok()
                 {
                     done.push((slot, mi));
@@ -380,13 +397,14 @@ impl Pool {
         };
         let header = ShardHeader::header(id, self.sb.k, self.sb.m, loc.len, &payload);
         let rel = shard_path(object, stripe, loc.generation, slot as u8);
-        self.write_shard(to, &rel, header, payload).map_err(|full| {
-            if full {
-                "target member is full".to_string()
-            } else {
-                "write to the target member failed".to_string()
-            }
-        })
+        self.write_shard(to, &rel, Arc::new(header), Arc::new(payload), false)
+            .map_err(|full| {
+                if full {
+                    "target member is full".to_string()
+                } else {
+                    "write to the target member failed".to_string()
+                }
+            })
     }
 
     /// Remove one shard file (a replaced copy) if its member is reachable.
