@@ -339,8 +339,11 @@ impl Fs {
         };
         // reading may have found more bad shards: include them; a shard
         // flagged earlier that now verifies (its member was briefly away)
-        // only loses the flag. A slot the read just verified is not read
-        // again; one it did not read is read once, here.
+        // only loses the flag. A flagged slot is always read again here,
+        // whole and with its on-disk header: the stripe read may have
+        // checked its payload against a cached header only, and a flip in
+        // the header or block table would then pass (the model check
+        // found this: a header flip scrub had flagged was left unrepaired).
         let mut slots = self.slots_needing_repair(it.ino, it.stripe, &it.loc);
         slots.retain(|&i| {
             let mi = it.loc.members[i];
@@ -353,7 +356,7 @@ impl Fs {
                 let id = self
                     .pool
                     .shard_id_of(it.ino, it.stripe, it.loc.generation, i);
-                if shards[i].is_some() || self.pool.read_shard(mi, id, &it.loc).is_ok() {
+                if self.pool.read_shard(mi, id, &it.loc).is_ok() {
                     self.pool
                         .clear_bad(it.ino, it.stripe, it.loc.generation, i as u8);
                     return false;
