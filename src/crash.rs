@@ -384,6 +384,21 @@ impl DiskBackend for View {
         }
         Ok(())
     }
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        // Applied to the durable bytes at once: the punched bytes are dead
+        // (no committed record names them), so losing them sooner is the
+        // harsher case; and a torn crash can then still hit only bytes
+        // written since the last sync (see `crash`), never a synced
+        // record after the hole.
+        let mut f = self.event(|| format!("punch {len} at {offset} of {rel}"))?;
+        if let Some(v) = f.live.get_mut(rel) {
+            crate::pool::zero_range(v, offset, len);
+        }
+        if let Some(v) = f.durable.get_mut(rel) {
+            crate::pool::zero_range(v, offset, len);
+        }
+        Ok(())
+    }
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
         let prefix = format!("{rel}/");
         Ok(self

@@ -1,7 +1,8 @@
 //! Metadata disaster recovery: with every metadata replica lost, rebuild
 //! the namespace and every object from what the members hold on their own.
 //!
-//! Phase 1, objects. Each shard file names its object, stripe, generation
+//! Phase 1, objects. Each shard (a file of its own, or since format 3 a
+//! record at a 4 KiB boundary of a log, found by its magic) names its object, stripe, generation
 //! and index, and its header (under a checksum) repeats them with the pool
 //! id, the code and the stripe's byte count. So for every (object, stripe)
 //! the newest generation with at least k verifying shards is decoded, and
@@ -143,8 +144,6 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
     let n = sb.k as usize + sb.m as usize;
     let stripe_size = sb.k as u64 * sb.shard_size as u64;
 
-    // (object, stripe) -> generation -> [(index, file)]
-    type Found = BTreeMap<(u64, u64), BTreeMap<u64, Vec<(u8, PathBuf)>>>;
     let mut found: Found = BTreeMap::new();
     for d in dirs {
         let Ok(subdirs) = std::fs::read_dir(d.join("shards")) else {
@@ -162,22 +161,22 @@ pub fn recover(dirs: &[PathBuf], out: &Path) -> Result<RecoverReport, String> {
                         .or_default()
                         .entry(g)
                         .or_default()
-                        .push((i, f.path()));
+                        .push((i, Src::File(f.path())));
                 }
             }
         }
     }
 
     let mut report = RecoverReport::default();
-    let patches = find_patches(dirs, &pool, &mut report);
+    let patches = find_patches(dirs, &pool, &mut report, &mut found);
     let mut open: Option<(u64, std::fs::File)> = None;
     for ((object, stripe), gens) in found {
         let mut decoded = None;
         for (generation, files) in gens.iter().rev() {
             let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
             let mut len = None;
-            for (i, path) in files {
-                let Ok(bytes) = std::fs::read(path) else {
+            for (i, src) in files {
+                let Ok(bytes) = src.read() else {
                     report.bad_shards += 1;
                     continue;
                 };
@@ -327,8 +326,77 @@ fn scan_log(bytes: &[u8]) -> (Vec<(usize, Patch)>, u64) {
     (found, rejected)
 }
 
-/// Scan the patch logs (`patches/<8 hex digits>`) of every member.
-fn find_patches(dirs: &[PathBuf], pool: &[u8; 16], report: &mut RecoverReport) -> Patches {
+/// Where a shard's bytes were found: a shard file of its own (format 2
+/// and before), or a record in a log (file, offset, length).
+enum Src {
+    File(PathBuf),
+    Record(PathBuf, u64, usize),
+}
+
+impl Src {
+    /// The shard's bytes (header, block table, payload).
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Src::File(p) => std::fs::read(p),
+            Src::Record(p, at, len) => {
+                let mut buf = vec![0u8; *len];
+                std::fs::File::open(p)?.read_exact_at(&mut buf, *at)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// Shards found: (object, stripe) -> generation -> [(index, where)].
+type Found = BTreeMap<(u64, u64), BTreeMap<u64, Vec<(u8, Src)>>>;
+
+/// Magic of a shard header ([`crate::ec::ShardHeader`]).
+const SHARD_MAGIC: &[u8; 8] = b"SHRDFS01";
+
+/// The shard records of this pool in one log's bytes: (offset, length,
+/// index, object, stripe, generation). Records start on
+/// [`crate::pool::LOG_ALIGN`] boundaries; a place that starts with the
+/// magic but does not verify (torn, or punched in part) is skipped.
+fn scan_shard_records(bytes: &[u8], pool: &[u8; 16]) -> Vec<(u64, usize, u8, u64, u64, u64)> {
+    let mut out = Vec::new();
+    let step = crate::pool::LOG_ALIGN as usize;
+    let mut at = 0;
+    while at + crate::ec::HEADER_LEN <= bytes.len() {
+        if &bytes[at..at + 8] != SHARD_MAGIC {
+            at += step;
+            continue;
+        }
+        let payload = u32::from_le_bytes(bytes[at + 56..at + 60].try_into().unwrap()) as usize;
+        let len = crate::ec::header_len(payload) + payload;
+        if at + len <= bytes.len() {
+            if let Ok((h, _)) = ShardHeader::open(&bytes[at..at + len]) {
+                if h.id.pool == *pool {
+                    out.push((
+                        at as u64,
+                        len,
+                        h.id.index,
+                        h.id.object,
+                        h.id.stripe,
+                        h.id.generation,
+                    ));
+                    at += len.next_multiple_of(step);
+                    continue;
+                }
+            }
+        }
+        at += step;
+    }
+    out
+}
+
+/// Scan the logs (`patches/<8 hex digits>`) of every member: their patch
+/// records (returned) and their shard records (added to `found`).
+fn find_patches(
+    dirs: &[PathBuf],
+    pool: &[u8; 16],
+    report: &mut RecoverReport,
+    found: &mut Found,
+) -> Patches {
     let mut out = Patches::default();
     for d in dirs {
         let dir = d.join(PATCH_DIR);
@@ -348,15 +416,27 @@ fn find_patches(dirs: &[PathBuf], pool: &[u8; 16], report: &mut RecoverReport) -
         names.sort();
         for name in names {
             let path = dir.join(&name);
-            let bytes = match std::fs::read(&path) {
+            let mut bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
                     log::warn!("{}: {e}: its patches are not applied", path.display());
                     continue;
                 }
             };
-            let (recs, mut rejected) = scan_log(&bytes);
             let mut taken = 0u64;
+            for (at, len, i, o, st, g) in scan_shard_records(&bytes, pool) {
+                taken += len as u64;
+                found
+                    .entry((o, st))
+                    .or_default()
+                    .entry(g)
+                    .or_default()
+                    .push((i, Src::Record(path.clone(), at, len)));
+                // what a shard holds is file data, never a patch record
+                // (a file may hold a copy of a log)
+                bytes[at as usize..at as usize + len].fill(0);
+            }
+            let (recs, mut rejected) = scan_log(&bytes);
             let log = out.logs.len();
             for (offset, p) in recs {
                 let s = p.id.shard;

@@ -107,8 +107,9 @@ impl Rig {
         attr.ino
     }
 
-    /// Every shard file of `ino` as (member, relative path).
-    fn shard_files(&self, ino: u64) -> Vec<(usize, String)> {
+    /// Every shard of `ino` as (member, file, offset, length): a shard
+    /// file of its own, or a record in a log.
+    fn shard_files(&self, ino: u64) -> Vec<(usize, String, u64, usize)> {
         let mut out = Vec::new();
         for (s, loc) in self.fs.stripes(ino).expect("stripes") {
             for (i, &mi) in loc.members.iter().enumerate() {
@@ -116,7 +117,8 @@ impl Rig {
                     mi, NO_MEMBER,
                     "ino {ino} stripe {s}: shard {i} never written"
                 );
-                out.push((mi as usize, shard_path(ino, s, loc.generation, i as u8)));
+                let (rel, at, len) = self.fs.pool.shard_at(ino, s, &loc, i);
+                out.push((mi as usize, rel, at, len));
             }
         }
         out
@@ -195,6 +197,15 @@ impl Rng {
     }
 }
 
+/// True when a shard's bytes are gone from its member: its file or log
+/// is missing, or its record's space was punched out (reads as zeros).
+fn shard_gone(d: &MemDisk, rel: &str, at: u64, len: usize) -> bool {
+    match d.read_range(rel, at, len) {
+        Err(_) => true,
+        Ok(b) => b.iter().all(|&x| x == 0),
+    }
+}
+
 /// Compare a read of `ino` with the model.
 fn check_read(fs: &Fs, ino: u64, model: &[u8], off: u64, size: u32, step: usize) {
     let got = fs
@@ -240,10 +251,10 @@ fn random_writes_truncates_and_reads_match_a_byte_vector_model() {
             // superseded shards are removed after the commit, on the
             // members' workers
             assert!(fs.pool.settle_removals(std::time::Duration::from_secs(10)));
-            for (mi, rel) in &old {
+            for (mi, rel, at, len) in &old {
                 assert!(
-                    r.disks[*mi].read_file(rel).is_err(),
-                    "step {step}: {rel} left"
+                    shard_gone(&r.disks[*mi], rel, *at, *len),
+                    "step {step}: {rel}@{at} left"
                 );
             }
             let name = format!("f{}", step + 1);
@@ -473,9 +484,13 @@ fn one_corrupt_byte_in_any_single_shard_never_changes_what_is_read() {
     for (n, ino, data) in &files {
         for (s, loc) in fs.stripes(*ino).unwrap() {
             for (i, &mi) in loc.members.iter().enumerate() {
-                let rel = shard_path(*ino, s, loc.generation, i as u8);
+                let (rel, base, len) = fs.pool.shard_at(*ino, s, &loc, i);
+                let base = base as usize;
                 let disk = &r.disks[mi as usize];
-                let len = disk.read_file(&rel).expect("shard present").len();
+                assert_eq!(
+                    disk.read_range(&rel, base as u64, len).expect("shard present").len(),
+                    len
+                );
                 // the payload is the tail of the file; the header comes first
                 let payload = fs.pool.codec.shard_len(loc.len as usize);
                 assert!(len > payload, "{rel}: {len} bytes");
@@ -484,7 +499,7 @@ fn one_corrupt_byte_in_any_single_shard_never_changes_what_is_read() {
                 at.extend([hdr, hdr + payload / 2, len - 1]);
                 for pos in at {
                     let bad_before = stats.bad_shards.load(Ordering::Relaxed);
-                    assert!(disk.corrupt(&rel, |b| b[pos] ^= 0x5a));
+                    assert!(disk.corrupt(&rel, |b| b[base + pos] ^= 0x5a));
                     let what = format!("size {n} stripe {s} shard {i} byte {pos} of {len}");
                     let got = fs
                         .read(*ino, 0, *n as u32)
@@ -513,12 +528,12 @@ fn one_corrupt_byte_in_any_single_shard_never_changes_what_is_read() {
                             "{what}: corruption not detected"
                         );
                     }
-                    assert!(disk.corrupt(&rel, |b| b[pos] ^= 0x5a));
+                    assert!(disk.corrupt(&rel, |b| b[base + pos] ^= 0x5a));
                     cases += 1;
                 }
                 // a truncated shard is rejected too
                 let orig = disk.read_file(&rel).unwrap();
-                assert!(disk.corrupt(&rel, |b| b.truncate(len - 1)));
+                assert!(disk.corrupt(&rel, |b| b.truncate(base + len - 1)));
                 assert!(
                     fs.read(*ino, 0, *n as u32).unwrap() == *data,
                     "truncated {rel}"
@@ -760,8 +775,8 @@ fn unlinked_open_file_stays_readable_and_is_reclaimed_at_last_release() {
 
     let before = r.shard_files(ino);
     assert!(!before.is_empty());
-    for (mi, rel) in &before {
-        r.disks[*mi].read_file(rel).expect("shard written");
+    for (mi, rel, at, len) in &before {
+        assert!(!shard_gone(&r.disks[*mi], rel, *at, *len), "shard written");
     }
 
     fs.unlink(b, b"victim").unwrap();
@@ -784,8 +799,8 @@ fn unlinked_open_file_stays_readable_and_is_reclaimed_at_last_release() {
     assert!(fs.read(ino, 0, 70000).unwrap() == data, "one handle left");
     let all = r.shard_files(ino);
     assert_eq!(all.len(), 5 * MEMBERS, "every stripe written by now");
-    for (mi, rel) in &all {
-        r.disks[*mi].read_file(rel).expect("kept while open");
+    for (mi, rel, at, len) in &all {
+        assert!(!shard_gone(&r.disks[*mi], rel, *at, *len), "kept while open");
     }
 
     fs.release(reader).unwrap();
@@ -801,11 +816,11 @@ fn unlinked_open_file_stays_readable_and_is_reclaimed_at_last_release() {
     let sp = stripe_prefix(ino);
     assert!(fs.meta.range(&sp, &prefix_end(&sp), 10).unwrap().is_empty());
     assert!(fs.pool.settle_removals(std::time::Duration::from_secs(10)));
-    for (mi, rel) in all.iter().chain(&before).chain(&early) {
-        let err = r.disks[*mi]
-            .read_file(rel)
-            .expect_err("shard file left behind");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{rel}");
+    for (mi, rel, at, len) in all.iter().chain(&before).chain(&early) {
+        assert!(
+            shard_gone(&r.disks[*mi], rel, *at, *len),
+            "shard left behind: {rel}@{at}"
+        );
     }
     assert!(
         fs.pool.list_all_shards().is_empty(),
@@ -900,8 +915,10 @@ fn small_overwrites_become_patches_that_survive_two_lost_members_and_fold_away()
         assert!(loc.patches.is_empty(), "stripe {s} still patched");
     }
     check_read(&r.fs, ino, &model, 0, model.len() as u32, 99);
+    // what the logs still hold are the shards of the folded stripes
     let refs: u64 = r.fs.pool.patch_log_counts().iter().map(|c| c.2).sum();
-    assert_eq!(refs, 0, "no patch referenced after the fold");
+    let shards = r.fs.stripes(ino).unwrap().len() as u64 * MEMBERS as u64;
+    assert_eq!(refs, shards, "no patch referenced after the fold");
 }
 
 /// A patch copy that no longer verifies (a flipped byte in its log) is
@@ -1048,6 +1065,7 @@ fn a_format_version_1_pool_mounts_reads_takes_patches_and_is_upgraded() {
             fs,
             disks: disks.clone(),
         };
+        r.fs.pool.write_shard_files(true);
         let b = r.bucket("old");
         let ino = r.put_file(b, "f", &model);
         let ops: Vec<shardfs::meta::Op> =
@@ -1100,6 +1118,134 @@ fn a_format_version_1_pool_mounts_reads_takes_patches_and_is_upgraded() {
         "patched, not rewritten"
     );
     check_read(&fs, ino, &model, 0, model.len() as u32, 1);
+}
+
+/// Issue 13 (format 3): a pool written by format version 2 (every shard a
+/// file of its own, stripe locations without shard places, version 2
+/// superblocks, a patched stripe) mounts with this build, reads back
+/// (patch included), takes new writes as log records, and frees its old
+/// shard files as their stripes are rewritten or deleted.
+#[test]
+fn a_format_version_2_pool_of_shard_files_mounts_reads_rewrites_into_logs_and_frees_its_files() {
+    #[derive(serde::Serialize)]
+    struct LocV2 {
+        generation: u64,
+        len: u32,
+        members: Vec<u16>,
+        patches: Vec<shardfs::pool::PatchRef>,
+    }
+    let ids: Vec<String> = (0..MEMBERS).map(|_| new_id()).collect();
+    let mut sb = superblock(&ids);
+    sb.format_version = 2;
+    let disks: Vec<Arc<MemDisk>> = (0..MEMBERS).map(|_| Arc::default()).collect();
+    let store = Arc::new(MemStore::default());
+    let mount = |sb: &Superblock| {
+        let members: Vec<Member> = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Member::new(
+                    i as u16,
+                    ids[i].clone(),
+                    format!("mem{i}"),
+                    Some(d.clone() as Arc<dyn DiskBackend>),
+                )
+            })
+            .collect();
+        let pool = Arc::new(Pool::new(sb.clone(), members).expect("pool"));
+        let p2 = pool.clone();
+        let meta = MetaCache::new(store.clone(), Box::new(move || p2.sync_pending()));
+        Fs::mount(pool, meta).expect("mount")
+    };
+    // the old pool: a file, its stripe map rewritten in the version 1 encoding
+    let mut rng = Rng(11);
+    let mut model = rng.bytes(2 * STRIPE as usize + 300);
+    let ino = {
+        let fs = mount(&sb);
+        let r = Rig {
+            fs,
+            disks: disks.clone(),
+        };
+        r.fs.pool.write_shard_files(true);
+        let b = r.bucket("old");
+        let ino = r.put_file(b, "f", &model);
+        // a small overwrite: a patch, in a version 2 patch log
+        let fh = r.fs.open(ino, true).unwrap();
+        let new = rng.bytes(30);
+        model[100..130].copy_from_slice(&new);
+        r.fs.write(ino, 100, &new).unwrap();
+        r.fs.fsync(ino).unwrap();
+        r.fs.release(fh).unwrap();
+        let ops: Vec<shardfs::meta::Op> =
+            r.fs.stripes(ino)
+                .unwrap()
+                .into_iter()
+                .map(|(s, loc)| {
+                    assert!(loc.places.iter().all(|p| p.is_file()), "{loc:?}");
+                    let v1 = LocV2 {
+                        generation: loc.generation,
+                        len: loc.len,
+                        members: loc.members,
+                        patches: loc.patches,
+                    };
+                    shardfs::meta::Op::Put(
+                        shardfs::fs::schema::stripe_key(ino, s),
+                        bincode::serialize(&v1).unwrap(),
+                    )
+                })
+                .collect();
+        r.fs.meta.apply(ops, vec![]).unwrap();
+        r.fs.unmount_sync().unwrap();
+        ino
+    };
+    for (i, d) in disks.iter().enumerate() {
+        sb.member_id = ids[i].clone();
+        sb.member_index = i as u16;
+        d.write_file(shardfs::pool::SUPERBLOCK_FILE, &[&sb.encode()])
+            .unwrap();
+    }
+    sb.member_id = ids[0].clone();
+    sb.member_index = 0;
+    // mounted by this build
+    let fs = mount(&sb);
+    for d in &disks {
+        let now =
+            Superblock::decode(&d.read_file(shardfs::pool::SUPERBLOCK_FILE).unwrap()).unwrap();
+        assert_eq!(
+            now.format_version, FORMAT_VERSION,
+            "superblock upgraded at mount"
+        );
+    }
+    check_read(&fs, ino, &model, 0, model.len() as u32, 0);
+    assert!(!fs.stripes(ino).unwrap()[0].1.patches.is_empty(), "the old patch");
+    let old_files = fs.pool.list_all_shards();
+    assert_eq!(old_files.len(), 3 * MEMBERS, "three stripes of shard files");
+    // a whole-stripe rewrite goes to the logs and frees the stripe's files
+    let fh = fs.open(ino, true).unwrap();
+    let new = rng.bytes(STRIPE as usize);
+    model[..STRIPE as usize].copy_from_slice(&new);
+    fs.write(ino, 0, &new).unwrap();
+    fs.fsync(ino).unwrap();
+    fs.release(fh).unwrap();
+    fs.meta.sync().unwrap();
+    let (_, loc0) = fs.stripes(ino).unwrap().remove(0);
+    assert!(loc0.places.iter().all(|p| !p.is_file()), "{loc0:?}");
+    assert!(fs.pool.settle_removals(std::time::Duration::from_secs(10)));
+    assert_eq!(fs.pool.list_all_shards().len(), 2 * MEMBERS);
+    check_read(&fs, ino, &model, 0, model.len() as u32, 1);
+    // and the stripes left as files still read, degraded too
+    disks[0].fail.store(true, Ordering::Relaxed);
+    disks[3].fail.store(true, Ordering::Relaxed);
+    fs.pool.forget_cached_patches();
+    check_read(&fs, ino, &model, 0, model.len() as u32, 2);
+    disks[0].fail.store(false, Ordering::Relaxed);
+    disks[3].fail.store(false, Ordering::Relaxed);
+    // deleting the file frees the rest
+    let b = fs.lookup(shardfs::fs::schema::ROOT_INO, b"old").unwrap().ino;
+    fs.unlink(b, b"f").unwrap();
+    fs.meta.sync().unwrap();
+    assert!(fs.pool.settle_removals(std::time::Duration::from_secs(10)));
+    assert!(fs.pool.list_all_shards().is_empty(), "every shard file freed");
 }
 
 /// Issue 14: a stripe record that decodes but does not fit the pool (a

@@ -81,7 +81,7 @@ proptest! {
         if let Ok(loc) = StripeLoc::decode(&raw) {
             let _ = validate::stripe_loc(&loc, 6, 6, 16384);
         }
-        let loc = StripeLoc { generation: 1, len, members: members.clone(), patches: Vec::new() };
+        let loc = StripeLoc { generation: 1, len, members: members.clone(), patches: Vec::new(), places: Vec::new() };
         let r = validate::stripe_loc(&loc, 6, 6, 16384);
         let fits = members.len() == 6
             && members.iter().all(|&m| m == NO_MEMBER || m < 6)

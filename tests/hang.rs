@@ -71,6 +71,10 @@ impl DiskBackend for HangDisk {
         self.wait();
         self.inner.remove_file(rel)
     }
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        self.wait();
+        self.inner.punch_hole(rel, offset, len)
+    }
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
         self.wait();
         self.inner.list_dir(rel)

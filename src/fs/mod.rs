@@ -240,7 +240,7 @@ impl Fs {
         } else {
             fs.reclaim_orphans()?;
         }
-        fs.open_patches()?;
+        fs.open_patches(!clean)?;
         fs.sweep_replicas()?;
         fs.meta.apply(
             vec![Op::Put(counter_key("clean"), 0u64.to_be_bytes().to_vec())],
@@ -359,7 +359,7 @@ impl Fs {
                         Some(b) => {
                             let loc: StripeLoc = dec_loc(&self.pool, &b)?;
                             loc.generation == generation
-                                && loc.members.get(index as usize) == Some(&mi)
+                                && loc.holds(index as usize, mi, crate::pool::Place::FILE)
                         }
                         None => false,
                     }

@@ -340,6 +340,7 @@ mod merge_tests {
             len: 8192,
             members: vec![0, 1, 2, 3, 4, 5],
             patches: Vec::new(),
+            places: Vec::new(),
         };
         for (i, &len) in sizes.iter().enumerate() {
             for copy in 0..3u8 {

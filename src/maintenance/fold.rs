@@ -137,17 +137,47 @@ impl Fs {
     }
 
     /// At mount: count the stripe map's references into every member's
-    /// patch logs (removing logs nothing references) and note the patched
-    /// stripes for folding.
-    pub(crate) fn open_patches(&self) -> FsResult<()> {
-        let mut refs = Vec::new();
+    /// logs (removing logs nothing references) and note the patched
+    /// stripes for folding. After an unclean stop (`sweep`), also punch
+    /// out every byte of the logs that no committed record covers (see
+    /// `Pool::sweep_log_gaps`).
+    pub(crate) fn open_patches(&self, sweep: bool) -> FsResult<()> {
+        let mut refs = crate::pool::patch::LogRefs::new();
+        let mut extents: std::collections::BTreeMap<(u16, u32), Vec<(u64, u64)>> =
+            Default::default();
         self.for_each_stripe(|ino, s, loc| {
             if !loc.patches.is_empty() {
                 self.note_patched(ino, s);
-                refs.extend(loc.patches);
+            }
+            crate::pool::patch::count_log_refs(&mut refs, &loc);
+            if sweep {
+                let rec = crate::pool::records::record_len(
+                    self.pool.codec.shard_len(loc.len as usize),
+                );
+                for (i, &mi) in loc.members.iter().enumerate() {
+                    let p = loc.place(i);
+                    if mi != crate::pool::NO_MEMBER && !p.is_file() {
+                        extents
+                            .entry((mi, p.log))
+                            .or_default()
+                            .push((p.offset(), rec));
+                    }
+                }
+                for r in &loc.patches {
+                    extents
+                        .entry((r.member, r.log))
+                        .or_default()
+                        .push((r.offset, r.len as u64));
+                }
             }
         })?;
-        self.pool.open_patch_logs(refs.iter());
+        self.pool.open_patch_logs(refs);
+        if sweep {
+            let n = self.pool.sweep_log_gaps(&extents);
+            if n > 0 {
+                log::info!("reclaimed up to {n} bytes of unreferenced records in the logs");
+            }
+        }
         Ok(())
     }
 }

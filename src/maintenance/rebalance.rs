@@ -146,16 +146,17 @@ impl Fs {
                 }
                 // the copy is read from the committed location, even for a
                 // second move in this stripe (each slot moves once)
-                if writes.iter().any(|&(sl, _)| sl == slot)
-                    || self.pool.copy_shard(ino, s, &loc, slot, to).is_err()
-                {
+                if writes.iter().any(|&(sl, _, _)| sl == slot) {
                     break;
                 }
+                let Ok(place) = self.pool.copy_shard(ino, s, &loc, slot, to) else {
+                    break;
+                };
                 pacer.account(l as u64);
                 excess[fm] -= l;
                 excess[to as usize] += l;
                 cur[slot] = to;
-                writes.push((slot, to));
+                writes.push((slot, to, place));
             }
             batch.add(self, ino, s, loc, writes)?;
             let mut p = task.progress.lock().unwrap();
@@ -412,14 +413,14 @@ impl Fs {
             if heat[from as usize] - heat[to as usize] <= w {
                 continue; // moving would not lower the spread
             }
-            if self.pool.copy_shard(ino, s, &loc, slot, to).is_err() {
+            let Ok(place) = self.pool.copy_shard(ino, s, &loc, slot, to) else {
                 continue;
-            }
+            };
             pacer.account(self.pool.codec.shard_len(loc.len as usize) as u64);
             heat[from as usize] -= w;
             heat[to as usize] += w;
             cur[slot] = to;
-            writes.push((slot, to));
+            writes.push((slot, to, place));
             batch.add(self, ino, s, loc, writes)?;
         }
         batch.commit(self)?;

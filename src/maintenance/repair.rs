@@ -197,12 +197,15 @@ pub struct RepairItem {
     pub slots: Vec<usize>,
 }
 
+/// A shard copy written and not yet named: (slot, member, place).
+pub(crate) type Written = (usize, u16, crate::pool::Place);
+
 /// Moves (copies made durable by the next sync, not yet named) of
 /// rebalance, heat rebalance and tier passes, committed in batches with
 /// repair's compare-and-swap commit.
 #[derive(Default)]
 pub(crate) struct MoveBatch {
-    items: Vec<(RepairItem, Vec<(usize, u16)>)>,
+    items: Vec<(RepairItem, Vec<Written>)>,
     /// Shards committed so far.
     pub moved: u64,
     /// Shards copied so far (committed or not).
@@ -210,7 +213,7 @@ pub(crate) struct MoveBatch {
 }
 
 impl MoveBatch {
-    /// Queue the copies `writes` (slot, member) of one stripe; commit the
+    /// Queue the copies `writes` (slot, member, place) of one stripe; commit the
     /// batch when it is full.
     pub fn add(
         &mut self,
@@ -218,7 +221,7 @@ impl MoveBatch {
         ino: u64,
         stripe: u64,
         loc: StripeLoc,
-        writes: Vec<(usize, u16)>,
+        writes: Vec<Written>,
     ) -> FsResult<()> {
         if writes.is_empty() {
             return Ok(());
@@ -316,8 +319,8 @@ impl Fs {
     }
 
     /// Decode a stripe and write new copies of its planned shards (not yet
-    /// durable, not yet named): (slot, member) for each copy written.
-    fn rebuild(&self, it: &RepairItem) -> FsResult<Vec<(usize, u16)>> {
+    /// durable, not yet named): (slot, member, place) for each copy written.
+    fn rebuild(&self, it: &RepairItem) -> FsResult<Vec<Written>> {
         if !it.loc.patches.is_empty() {
             // a patched stripe never moves: it is rewritten whole instead
             // (all its shards on online members), which repairs it
@@ -380,7 +383,7 @@ impl Fs {
     /// changed meanwhile are deleted. Returns the shards committed per item.
     pub(crate) fn commit_repairs(
         &self,
-        batch: Vec<(RepairItem, Vec<(usize, u16)>)>,
+        batch: Vec<(RepairItem, Vec<Written>)>,
     ) -> FsResult<Vec<usize>> {
         if batch.iter().all(|(_, w)| w.is_empty()) {
             return Ok(vec![0; batch.len()]);
@@ -403,13 +406,12 @@ impl Fs {
                     // twice in one batch, e.g. a hard-linked file seen in
                     // two buckets, writes the same file name twice: the
                     // model check found that deleting it lost the shard)
-                    let named: Vec<(usize, u16)> = written
+                    let named: Vec<Written> = written
                         .iter()
                         .copied()
-                        .filter(|&(slot, mi)| {
+                        .filter(|&(slot, mi, place)| {
                             !cur.as_ref().is_some_and(|c| {
-                                c.generation == it.loc.generation
-                                    && c.members.get(slot) == Some(&mi)
+                                c.generation == it.loc.generation && c.holds(slot, mi, place)
                             })
                         })
                         .collect();
@@ -418,22 +420,23 @@ impl Fs {
                     continue;
                 }
                 let mut new = it.loc.clone();
-                for &(slot, mi) in written {
-                    new.members[slot] = mi;
+                for &(slot, mi, place) in written {
+                    new.set_shard(slot, mi, place);
                 }
-                // copies moved to another member leave the old one behind
-                // (rewritten in place: nothing to remove)
-                let replaced: Vec<(usize, u16)> = written
+                // every copy replaced leaves the old one behind (a copy
+                // rewritten on the same member is a new record too)
+                let replaced: Vec<Written> = written
                     .iter()
-                    .filter(|&&(slot, mi)| it.loc.members[slot] != mi)
-                    .map(|&(slot, _)| (slot, it.loc.members[slot]))
+                    .filter(|&&(slot, mi, place)| !it.loc.holds(slot, mi, place))
+                    .map(|&(slot, _, _)| (slot, it.loc.members[slot], it.loc.place(slot)))
                     .collect();
-                let cleared: Vec<usize> = written.iter().map(|&(slot, _)| slot).collect();
+                let cleared: Vec<usize> = written.iter().map(|&(slot, _, _)| slot).collect();
                 let pool = self.pool.clone();
                 let (ino, stripe, generation) = (it.ino, it.stripe, it.loc.generation);
+                let old_loc = it.loc.clone();
                 let after: Vec<crate::meta::AfterCommit> = vec![Box::new(move || {
-                    for (slot, old) in replaced {
-                        pool.remove_shard(old, ino, stripe, generation, slot as u8);
+                    for (slot, old, place) in replaced {
+                        pool.remove_shard((old, place), ino, stripe, &old_loc, slot as u8);
                     }
                     for slot in cleared {
                         pool.clear_bad(ino, stripe, generation, slot as u8);
@@ -449,9 +452,9 @@ impl Fs {
         for (it, written) in losers {
             // (a copy rewritten in place belongs to a generation no longer
             // named, so it is garbage too)
-            for (slot, mi) in written {
+            for (slot, mi, place) in written {
                 self.pool
-                    .remove_shard(mi, it.ino, it.stripe, it.loc.generation, slot as u8);
+                    .remove_shard((mi, place), it.ino, it.stripe, &it.loc, slot as u8);
             }
         }
         self.meta.sync()?;
@@ -512,7 +515,7 @@ impl Fs {
         let ss = self.stripe_size();
         let (work_tx, work_rx) = crossbeam::channel::bounded::<usize>(REPAIR_WINDOW);
         let (done_tx, done_rx) =
-            crossbeam::channel::unbounded::<(usize, FsResult<Vec<(usize, u16)>>)>();
+            crossbeam::channel::unbounded::<(usize, FsResult<Vec<Written>>)>();
         std::thread::scope(|scope| {
             for w in 0..REPAIR_WORKERS.min(plan.len()) {
                 let work_rx = work_rx.clone();
@@ -545,9 +548,9 @@ impl Fs {
             let mut next = 0;
             let mut out = 0usize;
             let mut first_err: Option<crate::fs::FsError> = None;
-            let mut batch: Vec<(RepairItem, Vec<(usize, u16)>)> = Vec::new();
+            let mut batch: Vec<(RepairItem, Vec<Written>)> = Vec::new();
             let commit =
-                |batch: &mut Vec<(RepairItem, Vec<(usize, u16)>)>, pacer: &Pacer| -> FsResult<()> {
+                |batch: &mut Vec<(RepairItem, Vec<Written>)>, pacer: &Pacer| -> FsResult<()> {
                     let items = std::mem::take(batch);
                     let planned: Vec<usize> = items.iter().map(|(it, _)| it.slots.len()).collect();
                     let counts = self.commit_repairs(items)?;

@@ -549,7 +549,7 @@ impl Fs {
         s: u64,
         loc: &StripeLoc,
         class: &str,
-    ) -> (Vec<(usize, u16)>, u64) {
+    ) -> (Vec<super::repair::Written>, u64) {
         let mut cur = loc.members.clone();
         let mut writes = Vec::new();
         let mut stuck = 0;
@@ -577,9 +577,9 @@ impl Fs {
                 stuck += 1;
                 continue;
             };
-            if self.pool.copy_shard(ino, s, loc, slot, to).is_ok() {
+            if let Ok(place) = self.pool.copy_shard(ino, s, loc, slot, to) {
                 cur[slot] = to;
-                writes.push((slot, to));
+                writes.push((slot, to, place));
             }
         }
         (writes, stuck)

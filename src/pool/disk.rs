@@ -84,6 +84,15 @@ pub trait DiskBackend: Send + Sync + std::fmt::Debug {
     }
     /// Remove `rel`; a missing file is not an error.
     fn remove_file(&self, rel: &str) -> io::Result<()>;
+    /// Give back the space of bytes `[offset, offset + len)` of `rel`
+    /// (dead records in a log): they read as zeros from now on and the
+    /// file keeps its size. Durable after [`DiskBackend::sync_file`]; a
+    /// punch lost in a crash only leaves dead bytes. A missing file, or a
+    /// backend that cannot punch, is not an error (only space is lost).
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (rel, offset, len);
+        Ok(())
+    }
     /// Names in directory `rel` (files only matter to callers).
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>>;
     /// Create directory `rel` and its parents.
@@ -237,7 +246,8 @@ impl DiskBackend for DirDisk {
 
     fn write_at(&self, rel: &str, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.fds.forget(rel);
+        // (a cached read descriptor stays good: same file, new bytes,
+        // which the page cache shows to it)
         let f = self.open(rel, libc::O_WRONLY | libc::O_CREAT)?;
         let mut at = offset;
         for p in parts {
@@ -255,7 +265,6 @@ impl DiskBackend for DirDisk {
         allocate: u64,
     ) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.fds.forget(rel);
         let f = self.open(rel, libc::O_WRONLY | libc::O_CREAT)?;
         if allocate > 0 {
             // mode 0 allocates holes only and may grow the size: written
@@ -357,6 +366,34 @@ impl DiskBackend for DirDisk {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
+    }
+
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        let f = match self.open(rel, libc::O_WRONLY) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: `f` is an open descriptor owned by this frame; no memory
+        // is passed.
+        let r = unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+            ) {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
@@ -471,6 +508,13 @@ impl DiskBackend for MemDisk {
         self.files.lock().unwrap().remove(rel);
         Ok(())
     }
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        self.check()?;
+        if let Some(f) = self.files.lock().unwrap().get_mut(rel) {
+            zero_range(f, offset, len);
+        }
+        Ok(())
+    }
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
         self.check()?;
         let prefix = format!("{rel}/");
@@ -503,6 +547,14 @@ impl DiskBackend for MemDisk {
     fn fs_id(&self) -> Option<u64> {
         None
     }
+}
+
+/// Zero bytes `[offset, offset + len)` of `buf` that exist (a punched
+/// hole: the length does not change).
+pub(crate) fn zero_range(buf: &mut [u8], offset: u64, len: u64) {
+    let start = (offset.min(buf.len() as u64)) as usize;
+    let end = (offset.saturating_add(len).min(buf.len() as u64)) as usize;
+    buf[start..end].fill(0);
 }
 
 /// Write `parts` at `offset` of `buf`, zero-filling any gap (what a sparse

@@ -415,6 +415,12 @@ impl DiskBackend for Metered {
         g.end(0);
         r
     }
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        let g = self.heat.begin();
+        let r = self.inner.punch_hole(rel, offset, len);
+        g.end(0);
+        r
+    }
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
         self.inner.list_dir(rel)
     }
@@ -592,6 +598,10 @@ impl DiskBackend for Throttled {
     fn remove_file(&self, rel: &str) -> io::Result<()> {
         self.serve(0);
         self.inner.remove_file(rel)
+    }
+    fn punch_hole(&self, rel: &str, offset: u64, len: u64) -> io::Result<()> {
+        self.serve(0);
+        self.inner.punch_hole(rel, offset, len)
     }
     fn list_dir(&self, rel: &str) -> io::Result<Vec<String>> {
         self.inner.list_dir(rel)

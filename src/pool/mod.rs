@@ -12,11 +12,12 @@ mod membership;
 pub mod patch;
 pub mod placement;
 mod read;
+pub mod records;
 mod superblock;
 pub mod validate;
 mod write;
 
-pub(crate) use disk::splice_at;
+pub(crate) use disk::{splice_at, zero_range};
 pub use disk::{AtomicFile, DirDisk, DiskBackend, MemDisk};
 pub use format::{
     assemble, assemble_with, check_new_member_dir, mkfs, open_members, open_members_with,
@@ -54,6 +55,54 @@ pub struct StripeLoc {
     /// decode to, with every patch laid over them. Empty for a stripe
     /// written whole.
     pub patches: Vec<PatchRef>,
+    /// `places[i]`: where shard i lies on `members[i]` (format 3: a
+    /// record in one of the member's logs). Empty, or [`Place::FILE`] for
+    /// a slot, when the shard is a file of its own (format 2 and before).
+    pub places: Vec<Place>,
+}
+
+/// Where one shard lies on its member: a record in a log (format 3), or
+/// its own shard file ([`Place::FILE`], pools made before format 3).
+/// Records start on [`LOG_ALIGN`] boundaries, so the offset is kept in
+/// units of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Place {
+    /// Log number on the member (`logs/<8 hex digits>`).
+    pub log: u32,
+    /// Offset of the record in the log, in [`LOG_ALIGN`] units.
+    pub block: u32,
+}
+
+/// Alignment of shard records in a log (offset and padded length): a
+/// record can be written with O_DIRECT and its space freed by punching
+/// whole filesystem blocks.
+pub const LOG_ALIGN: u64 = 4096;
+
+impl Place {
+    /// The shard is a file of its own (`shards/DD/...`).
+    pub const FILE: Place = Place {
+        log: u32::MAX,
+        block: u32::MAX,
+    };
+
+    /// True for a shard file of its own.
+    pub fn is_file(self) -> bool {
+        self == Place::FILE
+    }
+
+    /// Byte offset of the record in its log.
+    pub fn offset(self) -> u64 {
+        self.block as u64 * LOG_ALIGN
+    }
+}
+
+/// A stripe location as format version 2 stored it (shard files only).
+#[derive(Deserialize)]
+struct StripeLocV2 {
+    generation: u64,
+    len: u32,
+    members: Vec<u16>,
+    patches: Vec<PatchRef>,
 }
 
 /// A stripe location as format version 1 stored it (no patches).
@@ -68,18 +117,49 @@ impl StripeLoc {
     /// Decode a stored location: this format, or version 1's (which had
     /// no patch list and decodes with none).
     pub fn decode(b: &[u8]) -> Result<StripeLoc, String> {
-        match bincode::deserialize::<StripeLoc>(b) {
-            Ok(l) => Ok(l),
-            Err(e) => match bincode::deserialize::<StripeLocV1>(b) {
-                Ok(v) => Ok(StripeLoc {
-                    generation: v.generation,
-                    len: v.len,
-                    members: v.members,
-                    patches: Vec::new(),
-                }),
-                Err(_) => Err(format!("stripe location: {e}")),
-            },
+        // newest first: an older value is too short to decode as a newer one
+        let e = match bincode::deserialize::<StripeLoc>(b) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        if let Ok(v) = bincode::deserialize::<StripeLocV2>(b) {
+            return Ok(StripeLoc {
+                generation: v.generation,
+                len: v.len,
+                members: v.members,
+                patches: v.patches,
+                places: Vec::new(),
+            });
         }
+        match bincode::deserialize::<StripeLocV1>(b) {
+            Ok(v) => Ok(StripeLoc {
+                generation: v.generation,
+                len: v.len,
+                members: v.members,
+                patches: Vec::new(),
+                places: Vec::new(),
+            }),
+            Err(_) => Err(format!("stripe location: {e}")),
+        }
+    }
+
+    /// Where shard `slot` lies on its member.
+    pub fn place(&self, slot: usize) -> Place {
+        self.places.get(slot).copied().unwrap_or(Place::FILE)
+    }
+
+    /// Set shard `slot` to (`member`, `place`).
+    pub fn set_shard(&mut self, slot: usize, member: u16, place: Place) {
+        if self.places.len() < self.members.len() {
+            self.places.resize(self.members.len(), Place::FILE);
+        }
+        self.members[slot] = member;
+        self.places[slot] = place;
+    }
+
+    /// True when shard `slot` is (`member`, `place`).
+    pub fn holds(&self, slot: usize, member: u16, place: Place) -> bool {
+        self.members.get(slot) == Some(&member) && self.place(slot) == place
     }
 
     /// The latest change of the stripe's bytes: its generation, or its
@@ -226,6 +306,9 @@ pub struct Pool {
     /// Shards found unreadable or corrupt on a readable member, for repair:
     /// (object, stripe, generation, index).
     bad: Mutex<std::collections::BTreeSet<(u64, u64, u64, u8)>>,
+    /// New shards are written as files of their own (format 2), for
+    /// tests of older pools; see [`Pool::write_shard_files`].
+    legacy_files: AtomicBool,
 }
 
 /// Headers kept by the range-read cache (about 2 KiB each for 1 MiB
@@ -306,6 +389,7 @@ impl Pool {
             bad: Mutex::new(Default::default()),
             degraded_writes: AtomicBool::new(false),
             rng: Mutex::new(seeded),
+            legacy_files: AtomicBool::new(false),
         };
         pool.refresh_capacity();
         Ok(pool)

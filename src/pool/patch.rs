@@ -38,7 +38,7 @@ pub const LOG_MAX: u64 = 64 << 20;
 /// each): 2,671 µs per sync growing a file, 519 µs into allocated blocks.
 /// The bytes past the last record are zeros, which hold no record magic
 /// (recovery's scan skips them).
-pub const LOG_ALLOC_STEP: u64 = 4 << 20;
+pub const LOG_ALLOC_STEP: u64 = 8 << 20;
 /// Stripes patched per round of appends (bounds the memory and the queue
 /// depth a flush uses).
 const PATCH_CHUNK: usize = 64;
@@ -116,6 +116,23 @@ pub fn merge_spans(spans: &mut [(usize, usize)]) -> Vec<(usize, usize)> {
     out
 }
 
+/// References into the members' logs: member -> log -> records named.
+pub type LogRefs = HashMap<u16, BTreeMap<u32, u64>>;
+
+/// Count the references a committed stripe location holds into the
+/// members' logs (its patch copies and its shard records).
+pub fn count_log_refs(refs: &mut LogRefs, loc: &StripeLoc) {
+    for r in &loc.patches {
+        *refs.entry(r.member).or_default().entry(r.log).or_default() += 1;
+    }
+    for (i, &mi) in loc.members.iter().enumerate() {
+        let p = loc.place(i);
+        if mi != NO_MEMBER && !p.is_file() {
+            *refs.entry(mi).or_default().entry(p.log).or_default() += 1;
+        }
+    }
+}
+
 /// Relative path of patch log `n`.
 pub fn log_path(n: u32) -> String {
     format!("{PATCH_DIR}/{n:08x}")
@@ -184,13 +201,13 @@ impl PatchCache {
 #[derive(Debug, Default)]
 pub(super) struct Logs {
     /// The log appended to, and its size (none yet this session).
-    current: Option<(u32, u64)>,
+    pub(super) current: Option<(u32, u64)>,
     /// Bytes of the current log allocated ahead (see [`LOG_ALLOC_STEP`]).
     allocated: u64,
     /// Next log number to create.
     next: u32,
     /// References (committed, or reserved by an append in progress) per log.
-    live: BTreeMap<u32, u64>,
+    pub(super) live: BTreeMap<u32, u64>,
 }
 
 /// New bytes for one committed stripe: `(stripe offset, bytes)` extents,
@@ -213,15 +230,12 @@ pub struct PatchJob {
 type Pending = (usize, u16, Arc<Vec<u8>>, (u32, u32));
 
 impl Pool {
-    /// At mount, before any patch is written: count the references of the
-    /// committed stripe map into each member's patch logs, remove logs
-    /// nothing references (left by commits that never happened, or
-    /// released before a crash), and start new logs past the highest.
-    pub fn open_patch_logs<'a>(&self, refs: impl Iterator<Item = &'a PatchRef>) {
-        let mut live: HashMap<u16, BTreeMap<u32, u64>> = HashMap::new();
-        for r in refs {
-            *live.entry(r.member).or_default().entry(r.log).or_default() += 1;
-        }
+    /// At mount, before any record is written: take the references of
+    /// the committed stripe map into each member's logs (patch and shard
+    /// records, counted by [`count_log_refs`]), remove logs nothing
+    /// references (left by commits that never happened, or released
+    /// before a crash), and start new logs past the highest.
+    pub fn open_patch_logs(&self, mut live: LogRefs) {
         let mut all = self.patch_logs.lock().unwrap();
         for m in self.members() {
             let Some(d) = m.disk() else { continue };
@@ -241,7 +255,9 @@ impl Pool {
                 };
                 highest = highest.max(num.saturating_add(1));
                 if !mine.contains_key(&num) && m.live_disk().is_some() {
-                    let _ = d.remove_file(&log_path(num));
+                    if d.remove_file(&log_path(num)).is_err() {
+                        self.mark_garbage();
+                    }
                 }
             }
             let next = highest.max(mine.keys().next_back().map_or(0, |&l| l + 1));
@@ -263,13 +279,25 @@ impl Pool {
     /// Reserve room for `lens` records in member `mi`'s current log:
     /// (log, offset of the first, new log?).
     fn reserve(&self, mi: u16, lens: &[usize]) -> (u32, u64, bool, u64) {
+        self.reserve_aligned(mi, lens, 1)
+    }
+
+    /// [`Pool::reserve`] of records starting at a multiple of `align`, the
+    /// space after them padded to the next multiple (shard records, see
+    /// [`super::records`]). The padding reads as zeros.
+    pub(super) fn reserve_aligned(
+        &self,
+        mi: u16,
+        lens: &[usize],
+        align: u64,
+    ) -> (u32, u64, bool, u64) {
         let mut all = self.patch_logs.lock().unwrap();
         let logs = all.entry(mi).or_default();
         let total: u64 = lens.iter().map(|&l| l as u64).sum();
         let mut new = false;
-        let rotate = logs
-            .current
-            .is_none_or(|(_, size)| size > 0 && size + total > LOG_MAX);
+        let rotate = logs.current.is_none_or(|(_, size)| {
+            size > 0 && size.next_multiple_of(align) + total > LOG_MAX
+        });
         if rotate {
             if let Some((old, _)) = logs.current.take() {
                 if logs.live.get(&old).copied().unwrap_or(0) == 0 {
@@ -288,8 +316,8 @@ impl Pool {
         }
         let logs = all.entry(mi).or_default();
         let (n, size) = logs.current.as_mut().expect("current log");
-        let at = *size;
-        *size += total;
+        let at = size.next_multiple_of(align);
+        *size = (at + total).next_multiple_of(align);
         // allocate the next step ahead when this append passes the end of
         // what is allocated (0: nothing to allocate)
         let allocate = if *size > logs.allocated {

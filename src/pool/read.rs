@@ -83,13 +83,29 @@ const POLLERS: usize = 2;
 /// Expected-wait penalty of a parity shard (decoding costs CPU).
 const PARITY_PENALTY: f64 = 1.05;
 
+/// Where shard `slot` of stripe generation `loc` lies on its member:
+/// (file, offset of its bytes, in a log?).
+pub(super) fn shard_addr(object: u64, stripe: u64, loc: &StripeLoc, slot: usize) -> (String, u64, bool) {
+    let p = loc.place(slot);
+    if p.is_file() {
+        (shard_path(object, stripe, loc.generation, slot as u8), 0, false)
+    } else {
+        (super::patch::log_path(p.log), p.offset(), true)
+    }
+}
+
 /// The bytes of a payload region `[from, to)` of one shard, verified.
 pub(super) type Piece = Result<(Vec<u8>, Option<Arc<ShardHeader>>), String>;
 
 /// What one shard read needs (moved to its member's worker).
 pub(super) struct Job {
     pub(super) disk: Arc<dyn DiskBackend>,
+    /// The shard file, or the log holding the shard's record.
     pub(super) rel: String,
+    /// Offset of the shard's bytes in `rel` (0 for a shard file).
+    pub(super) base: u64,
+    /// The shard is a record in a log (not a whole file).
+    pub(super) in_log: bool,
     pub(super) id: ShardId,
     pub(super) stripe_len: u32,
     pub(super) payload_len: usize,
@@ -116,10 +132,13 @@ impl Job {
             Ok(())
         };
         if self.from == 0 && self.to == self.payload_len && self.header.is_none() {
-            let bytes = self
-                .disk
-                .read_file(rel)
-                .map_err(|e| format!("read {rel}: {e}"))?;
+            let bytes = if self.in_log {
+                let whole = header_len(self.payload_len) + self.payload_len;
+                self.disk.read_range(rel, self.base, whole)
+            } else {
+                self.disk.read_file(rel)
+            }
+            .map_err(|e| format!("read {rel}: {e}"))?;
             let (h, payload) = ShardHeader::open(&bytes).map_err(|e| format!("{rel}: {e}"))?;
             check(&h)?;
             let payload = payload.to_vec();
@@ -131,7 +150,7 @@ impl Job {
             None => {
                 let hb = self
                     .disk
-                    .read_range(rel, 0, hlen)
+                    .read_range(rel, self.base, hlen)
                     .map_err(|e| format!("read {rel}: {e}"))?;
                 let (h, _) = ShardHeader::open_header(&hb).map_err(|e| format!("{rel}: {e}"))?;
                 check(&h)?;
@@ -145,7 +164,7 @@ impl Job {
         let first = self.from / BLOCK;
         let data = self
             .disk
-            .read_range(rel, (hlen + self.from) as u64, self.to - self.from)
+            .read_range(rel, self.base + (hlen + self.from) as u64, self.to - self.from)
             .map_err(|e| format!("read {rel}: {e}"))?;
         if data.len() != self.to - self.from {
             return Err(format!("{rel}: short read (truncated shard)"));
@@ -324,9 +343,12 @@ impl Pool {
                 let id = self.shard_id(object, stripe, loc.generation, slot);
                 let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
                 self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+                let (rel, base, in_log) = shard_addr(object, stripe, loc, slot);
                 let job = Job {
                     disk,
-                    rel: shard_path(object, stripe, loc.generation, slot as u8),
+                    rel,
+                    base,
+                    in_log,
                     id,
                     stripe_len: loc.len,
                     payload_len,
@@ -352,7 +374,7 @@ impl Pool {
                 // (see fdcache.rs; not again for a slot the first pass
                 // probed); anything else goes to the worker
                 if let Some(data) = job.header.as_ref().filter(|_| !probed[slot]).and_then(|h| {
-                    self.cached_blocks(&*job.disk, &job.rel, h, payload_len, from, to)
+                    self.cached_blocks(&*job.disk, (&job.rel, job.base), h, payload_len, from, to)
                 }) {
                     let _ = tx.send((slot, Ok((data, None))));
                     return;
@@ -549,8 +571,8 @@ impl Pool {
         let id = self.shard_id(object, stripe, loc.generation, slot);
         let header = self.headers.lock().unwrap().get(&(mi, id)).cloned()?;
         let payload_len = self.codec.shard_len(loc.len as usize);
-        let rel = shard_path(object, stripe, loc.generation, slot as u8);
-        let data = self.cached_blocks(&*disk, &rel, &header, payload_len, from, to)?;
+        let (rel, base, _) = shard_addr(object, stripe, loc, slot);
+        let data = self.cached_blocks(&*disk, (&rel, base), &header, payload_len, from, to)?;
         self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
         Some(data)
     }
@@ -561,7 +583,7 @@ impl Pool {
     fn cached_blocks(
         &self,
         disk: &dyn DiskBackend,
-        rel: &str,
+        (rel, base): (&str, u64),
         h: &ShardHeader,
         payload_len: usize,
         from: usize,
@@ -570,7 +592,7 @@ impl Pool {
         if h.payload_len as usize != payload_len {
             return None;
         }
-        let at = (header_len(payload_len) + from) as u64;
+        let at = base + (header_len(payload_len) + from) as u64;
         let data = disk.read_cached(rel, at, to - from)?;
         h.verify_blocks(from / BLOCK, &data).ok()?;
         self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
@@ -766,9 +788,12 @@ impl Pool {
         let disk = m.disk().ok_or("member not present")?.clone();
         self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
         let payload_len = self.codec.shard_len(loc.len as usize);
+        let (rel, base, in_log) = shard_addr(id.object, id.stripe, loc, id.index as usize);
         let job = Job {
             disk,
-            rel: shard_path(id.object, id.stripe, id.generation, id.index),
+            rel,
+            base,
+            in_log,
             id,
             stripe_len: loc.len,
             payload_len,

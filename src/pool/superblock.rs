@@ -6,11 +6,15 @@ use serde::{Deserialize, Serialize};
 pub const SUPERBLOCK_FILE: &str = "shardfs.superblock";
 /// On-disk format version this build writes. Version 2 added patches
 /// (stripe locations may carry patch lists; members hold `patches/` logs).
-pub const FORMAT_VERSION: u32 = 2;
-/// Oldest format version this build mounts. A version 1 pool is upgraded
+/// Version 3 puts new shards in those logs as records (stripe locations
+/// carry a place per shard; see `pool::records`); shard files of version
+/// 1 and 2 pools are still read, moved only by rewrites, and removed as
+/// their stripes are dropped.
+pub const FORMAT_VERSION: u32 = 3;
+/// Oldest format version this build mounts. An older pool is upgraded
 /// at mount, before anything is written: every present member's
-/// superblock is rewritten as version 2 (a build that knows only version
-/// 1 then refuses the pool instead of misreading patched stripes).
+/// superblock is rewritten as the current version (a build that knows
+/// only an older one then refuses the pool instead of misreading it).
 pub const MIN_FORMAT_VERSION: u32 = 1;
 
 /// Pool layout and identity, identical on every member but for `member_*`.

@@ -80,6 +80,23 @@ pub fn stripe_loc(
             "stripe location names member {bad}, the pool has {members}"
         ));
     }
+    if !loc.places.is_empty() && loc.places.len() != width {
+        return Err(format!(
+            "stripe location has {} shard places for {width} shards",
+            loc.places.len()
+        ));
+    }
+    if let Some(p) = loc
+        .places
+        .iter()
+        .find(|p| !p.is_file() && p.offset() >= super::patch::LOG_MAX)
+    {
+        return Err(format!(
+            "stripe location places a shard at {} of log {}, past the longest log",
+            p.offset(),
+            p.log
+        ));
+    }
     if loc.len as u64 > stripe_bytes {
         return Err(format!(
             "stripe location holds {} bytes, a stripe {stripe_bytes}",
@@ -109,6 +126,7 @@ mod tests {
             len,
             members,
             patches: Vec::new(),
+            places: Vec::new(),
         }
     }
 

@@ -2,13 +2,17 @@
 //! the syncs that make them durable before metadata points at them.
 //!
 //! Every disk call runs on the target member's I/O workers
-//! ([`super::io`]) with the pool's I/O deadline. A shard file is written
-//! and fdatasynced by one worker call, so its data is durable when the
-//! call returns (patch records likewise, see [`super::patch`]);
+//! ([`super::io`]) with the pool's I/O deadline. A shard is a record
+//! appended to its member's log ([`super::records`]), written and
+//! fdatasynced by one worker call, so its data is durable when the call
+//! returns (patch records likewise, see [`super::patch`]);
 //! [`Pool::sync_pending`] then only syncs the directories that gained
-//! entries, never a whole host filesystem.
+//! logs, never a whole host filesystem. (Shard files of their own,
+//! `shards/DD/...`, are only read and removed: pools made before format
+//! 3 have them.)
 
 use super::io::{IoFail, Ticket};
+use super::records::Append;
 use super::*;
 use std::time::Instant;
 
@@ -58,11 +62,6 @@ impl Encoded {
     }
 }
 
-/// Directory part of a member-relative path.
-fn dir_of(rel: &str) -> &str {
-    rel.rsplit_once('/').map_or("", |(d, _)| d)
-}
-
 impl Pool {
     /// Write one stripe generation: encode, place and write k+m shards.
     /// Shards are durable when this returns, except for their directory
@@ -109,6 +108,7 @@ impl Pool {
         }
         let enc = Arc::new(Encoded::new(&self.codec, data, len));
         let mut members = vec![NO_MEMBER; n];
+        let mut places = vec![Place::FILE; n];
         let mut used: Vec<u16> = Vec::new();
         let mut todo: Vec<usize> = (0..n).collect();
         let mut out_of_space = false;
@@ -142,11 +142,13 @@ impl Pool {
                 })
                 .collect();
             todo.clear();
-            for (idx, mi, t) in started {
+            for (idx, mi, a) in started {
                 used.push(mi);
-                let rel = shard_path(object, stripe, generation, idx as u8);
-                match self.finish_shard_write(mi, &rel, t, deadline) {
-                    Ok(()) => members[idx] = mi,
+                match self.finish_shard_write(mi, a, enc.shard_len, deadline) {
+                    Ok(place) => {
+                        members[idx] = mi;
+                        places[idx] = place;
+                    }
                     Err(full) => {
                         out_of_space |= full;
                         todo.push(idx);
@@ -162,7 +164,12 @@ impl Pool {
             // the shards that did land are useless: remove them now
             for (i, &mi) in members.iter().enumerate() {
                 if mi != NO_MEMBER {
-                    self.remove_later(mi, shard_path(object, stripe, generation, i as u8));
+                    self.release_shard(
+                        mi,
+                        places[i],
+                        shard_path(object, stripe, generation, i as u8),
+                        enc.shard_len,
+                    );
                 }
             }
             if out_of_space {
@@ -192,11 +199,12 @@ impl Pool {
             len: len as u32,
             members,
             patches: Vec::new(),
+            places,
         })
     }
 
-    /// Queue the write (and fdatasync) of shard `idx` of an encoded stripe
-    /// on member `mi`.
+    /// Queue the append (and fdatasync) of shard `idx` of an encoded
+    /// stripe as a record in member `mi`'s log.
     #[allow(clippy::too_many_arguments)]
     fn start_shard_write(
         &self,
@@ -207,88 +215,81 @@ impl Pool {
         enc: &Arc<Encoded>,
         idx: usize,
         mi: u16,
-    ) -> Result<Ticket<()>, IoFail> {
+    ) -> Option<Append> {
         let m = &self.slots[mi as usize];
-        if m.writable_disk().is_none() {
-            return Err(IoFail::Io(std::io::Error::other("member not online")));
-        }
+        m.writable_disk()?;
         let id = self.shard_id(object, stripe, generation, idx);
-        let rel = shard_path(object, stripe, generation, idx as u8);
         let (k, mm) = (self.sb.k, self.sb.m);
         let enc = enc.clone();
-        m.submit(move |d| {
+        Some(self.append_shard(mi, &id, enc.shard_len, move |d, rel, at, allocate| {
             let shard = enc.shard(idx);
             let header = ShardHeader::header(id, k, mm, stripe_len, shard);
-            let r = d.write_file_durable(&rel, &[&header, shard]);
-            if r.is_err() {
-                // do not leave a partial shard behind
-                let _ = d.remove_file(&rel);
-            }
-            r
-        })
+            d.write_at_durable(rel, at, &[&header, shard], allocate)
+        }))
     }
 
-    /// Collect a shard write; `Err(true)` when the member is out of space.
+    /// Collect a shard append: its place, or `Err(true)` when the member
+    /// is out of space (`Err(false)`: failed otherwise). A failed append's
+    /// space is given back.
     fn finish_shard_write(
         &self,
         mi: u16,
-        rel: &str,
-        t: Result<Ticket<()>, IoFail>,
+        a: Option<Append>,
+        payload_len: usize,
         deadline: Instant,
-    ) -> Result<(), bool> {
+    ) -> Result<Place, bool> {
         let m = &self.slots[mi as usize];
-        let r = t.and_then(|t| t.wait_until(deadline));
-        m.account(&r, &format!("write {rel}"));
+        let Some(a) = a else {
+            m.account::<()>(
+                &Err(IoFail::Io(std::io::Error::other("member not online"))),
+                "write shard",
+            );
+            return Err(false);
+        };
+        let r = a.ticket.and_then(|t| t.wait_until(deadline));
+        let what = format!("append {}", super::patch::log_path(a.place.log));
+        m.account(&r, &what);
         match r {
             Ok(()) => {
                 self.stats.shards_written.fetch_add(1, Ordering::Relaxed);
-                self.unsynced
-                    .lock()
-                    .unwrap()
-                    .push((mi, dir_of(rel).to_string()));
-                Ok(())
+                if a.new_log {
+                    self.unsynced
+                        .lock()
+                        .unwrap()
+                        .push((mi, super::patch::PATCH_DIR.to_string()));
+                }
+                Ok(a.place)
             }
             Err(e) => {
                 if matches!(e, IoFail::Timeout(_) | IoFail::Busy) {
-                    // the write may still land later (after this removal,
-                    // which another worker may run first): garbage the
-                    // next mount sweeps, so the unmount is not "clean"
-                    self.remove_later(mi, rel.to_string());
+                    // the write may still land later (after the punch):
+                    // dead bytes the next mount's sweep punches again
                     self.garbage_left.store(true, Ordering::Relaxed);
                 }
+                self.release_shard(mi, a.place, String::new(), payload_len);
                 Err(e.is_full())
             }
         }
     }
 
-    /// Write one shard file (header and payload) on member `mi`, durably
-    /// but for its directory entry; `Err(true)` when the member is full.
+    /// Write one shard record (header and payload) on member `mi`,
+    /// durably; its place, or `Err(true)` when the member is full.
     fn write_shard(
         &self,
         mi: u16,
-        rel: &str,
+        id: &ShardId,
         header: Arc<Vec<u8>>,
         payload: Arc<Vec<u8>>,
-        uncached: bool,
-    ) -> Result<(), bool> {
+    ) -> Result<Place, bool> {
         let m = &self.slots[mi as usize];
         if m.writable_disk().is_none() {
             return Err(false);
         }
-        let r2 = rel.to_string();
-        let t = m.submit(move |d| {
-            let parts: [&[u8]; 2] = [&header[..], &payload[..]];
-            let r = if uncached {
-                d.write_file_durable_uncached(&r2, &parts)
-            } else {
-                d.write_file_durable(&r2, &parts)
-            };
-            if r.is_err() {
-                let _ = d.remove_file(&r2);
-            }
-            r
+        let len = payload.len();
+        let a = self.append_shard(mi, id, len, move |d, rel, at, allocate| {
+            d.write_at_durable(rel, at, &[&header[..], &payload[..]], allocate)
         });
-        self.finish_shard_write(mi, rel, t, Instant::now() + self.io_timeout())
+        self.finish_shard_write(mi, Some(a), len, Instant::now() + self.io_timeout())
     }
 
     /// Write new copies of shards `slots` of a stripe generation, computed
@@ -298,8 +299,10 @@ impl Pool {
     /// place when the slot's member is online (a rotten copy on a healthy
     /// disk), else on an online member holding no shard of the stripe
     /// (never two shards of a stripe on one member). Returns (slot,
-    /// member) for every shard written; fewer than asked when members run
-    /// out. Not durable until [`Pool::sync_pending`]. The stripe must have
+    /// member, place) for every shard written; fewer than asked when
+    /// members run out. Not durable until [`Pool::sync_pending`]; the old
+    /// copy (same member or not) is the caller's to release after the
+    /// commit ([`Pool::remove_shard`]). The stripe must have
     /// no patches (callers fold patched stripes instead: a rebuilt shard
     /// would be overlaid by patches on another member).
     pub fn rebuild_shards(
@@ -309,7 +312,7 @@ impl Pool {
         loc: &StripeLoc,
         shards: &[Option<Vec<u8>>],
         slots: &[usize],
-    ) -> Vec<(usize, u16)> {
+    ) -> Vec<(usize, u16, Place)> {
         if !loc.patches.is_empty() {
             return Vec::new();
         }
@@ -336,19 +339,16 @@ impl Pool {
                 id, self.sb.k, self.sb.m, loc.len, &shard,
             ));
             let shard = Arc::new(shard);
-            let rel = shard_path(object, stripe, loc.generation, slot as u8);
-            // a bad copy on a healthy member (bit rot) is rewritten in place
+            // a bad copy on a healthy member (bit rot) is rewritten there
+            // (as a new record: the old one is released after the commit)
             let here = loc.members[slot];
-            if here != NO_MEMBER
-                && self.slots[here as usize].writable_disk().is_some()
-                && self
-                    .write_shard(here, &rel, header.clone(), shard.clone(), true)
-                    .is_ok()
-            {
-                self.headers.lock().unwrap().remove(&(here, id));
-                done.push((slot, here));
-                holders.push(here);
-                continue;
+            if here != NO_MEMBER && self.slots[here as usize].writable_disk().is_some() {
+                if let Ok(place) = self.write_shard(here, &id, header.clone(), shard.clone()) {
+                    self.headers.lock().unwrap().remove(&(here, id));
+                    done.push((slot, here, place));
+                    holders.push(here);
+                    continue;
+                }
             }
             // a few tries: a target may fail (then it is excluded too)
             for _ in 0..3 {
@@ -356,11 +356,8 @@ impl Pool {
                     break;
                 };
                 exclude.push(mi);
-                if self
-                    .write_shard(mi, &rel, header.clone(), shard.clone(), true)
-                    .is_ok()
-                {
-                    done.push((slot, mi));
+                if let Ok(place) = self.write_shard(mi, &id, header.clone(), shard.clone()) {
+                    done.push((slot, mi, place));
                     holders.push(mi);
                     break;
                 }
@@ -371,8 +368,9 @@ impl Pool {
 
     /// Copy shard `slot` of a stripe generation from the member that holds
     /// it to member `to` (rebalance): the copy is read and verified, then
-    /// written as a new file. Not durable until [`Pool::sync_pending`];
-    /// the caller commits the new location and then removes the old copy.
+    /// appended to `to`'s log; returns its place there. Not durable until
+    /// [`Pool::sync_pending`]; the caller commits the new location and
+    /// then removes the old copy.
     /// A stripe with patches is not copied (its shard would lose the
     /// patches on the old member): callers fold it first.
     pub fn copy_shard(
@@ -382,7 +380,7 @@ impl Pool {
         loc: &StripeLoc,
         slot: usize,
         to: u16,
-    ) -> Result<(), String> {
+    ) -> Result<Place, String> {
         if !loc.patches.is_empty() {
             return Err("the stripe has patches: fold it first".into());
         }
@@ -396,8 +394,7 @@ impl Pool {
             }
         };
         let header = ShardHeader::header(id, self.sb.k, self.sb.m, loc.len, &payload);
-        let rel = shard_path(object, stripe, loc.generation, slot as u8);
-        self.write_shard(to, &rel, Arc::new(header), Arc::new(payload), false)
+        self.write_shard(to, &id, Arc::new(header), Arc::new(payload))
             .map_err(|full| {
                 if full {
                     "target member is full".to_string()
@@ -407,10 +404,24 @@ impl Pool {
             })
     }
 
-    /// Remove one shard file (a replaced copy) if its member is reachable.
-    pub fn remove_shard(&self, mi: u16, object: u64, stripe: u64, generation: u64, index: u8) {
+    /// Give back one shard (a replaced copy, or one never committed) of
+    /// stripe generation `loc` held at (`mi`, `place`) if its member is
+    /// reachable: a record's space, or a shard file of its own.
+    pub fn remove_shard(
+        &self,
+        (mi, place): (u16, Place),
+        object: u64,
+        stripe: u64,
+        loc: &StripeLoc,
+        index: u8,
+    ) {
         if mi != NO_MEMBER {
-            self.remove_later(mi, shard_path(object, stripe, generation, index));
+            self.release_shard(
+                mi,
+                place,
+                shard_path(object, stripe, loc.generation, index),
+                self.codec.shard_len(loc.len as usize),
+            );
         }
     }
 
@@ -450,10 +461,7 @@ impl Pool {
     /// sweep.
     pub fn delete_stripe(&self, object: u64, stripe: u64, loc: &StripeLoc) {
         for (i, &mi) in loc.members.iter().enumerate() {
-            if mi == NO_MEMBER {
-                continue;
-            }
-            self.remove_later(mi, shard_path(object, stripe, loc.generation, i as u8));
+            self.remove_shard((mi, loc.place(i)), object, stripe, loc, i as u8);
         }
         self.release_patches(&loc.patches);
     }
