@@ -254,6 +254,11 @@ impl CrashDisk {
         let f = self.files.lock().unwrap();
         f.live.iter().map(|(k, v)| (k.clone(), v.len())).collect()
     }
+
+    /// The live contents of `rel`, if it exists.
+    pub fn contents(&self, rel: &str) -> Option<Vec<u8>> {
+        self.files.lock().unwrap().live.get(rel).cloned()
+    }
 }
 
 /// Crash every disk and the metadata store of one machine with `policy`,

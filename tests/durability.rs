@@ -206,32 +206,24 @@ fn a_flipped_byte_in_any_shard_file_is_detected_and_read_around() {
     fs::write(t.p("bkt/f"), &want).unwrap();
     let shards = t.shard_files();
     assert_eq!(shards.len(), 100_000usize.div_ceil(16384) * 6);
-    for (n, (_, shard)) in shards.iter().enumerate() {
-        let orig = fs::read(shard).unwrap();
-        let mut bad = orig.clone();
-        let pos = (n * 7919) % bad.len(); // header or payload
-        bad[pos] ^= 0x40;
-        fs::write(shard, &bad).unwrap();
+    for (n, shard) in shards.iter().enumerate() {
+        let orig = shard.read();
+        let pos = (n * 7919) % orig.len(); // header or payload
+        shard.flip(pos, 0x40);
         assert!(
             read_all(&t.p("bkt/f")).unwrap() == want,
-            "flip in {}",
-            shard.display()
+            "flip in {shard:?}"
         );
-        fs::write(shard, &orig).unwrap();
+        shard.write(&orig);
     }
     // two flipped shards in every stripe at once (m = 2)
-    let mut by_stripe: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
-    for (_, s) in &shards {
-        let name = s.file_name().unwrap().to_string_lossy().into_owned();
-        let key = name.rsplit_once('.').unwrap().0.to_string();
-        by_stripe.entry(key).or_default().push(s.clone());
+    let mut by_stripe: std::collections::BTreeMap<_, Vec<ShardRec>> = Default::default();
+    for s in &shards {
+        by_stripe.entry(s.stripe_key()).or_default().push(s.clone());
     }
-    for files in by_stripe.values() {
-        for f in files.iter().take(2) {
-            let mut b = fs::read(f).unwrap();
-            let l = b.len();
-            b[l - 1] ^= 1;
-            fs::write(f, b).unwrap();
+    for recs in by_stripe.values() {
+        for f in recs.iter().take(2) {
+            f.flip(f.len as usize - 1, 1);
         }
     }
     assert!(read_all(&t.p("bkt/f")).unwrap() == want);
@@ -315,7 +307,7 @@ fn kill9_keeps_every_closed_or_fsynced_file_and_writes_no_garbage() {
     // everything deleted: no shard leaks (orphans from the crash reclaimed)
     fs::remove_dir_all(t.p("bkt")).unwrap();
     t.remount();
-    assert_eq!(t.shard_files().len(), 0, "no leaked shards");
+    assert_eq!(t.shard_files(), vec![], "no leaked shards");
 }
 
 #[test]
@@ -416,26 +408,13 @@ fn small_reads_polled_from_the_page_cache_are_verified() {
     // 2 * 4 * shard + shard + 10_000 on
     let stripe = 2u64;
     let at = (2 * 4 * shard + shard + 10_000) as u64;
-    let (_, path) = t
+    let shard_rec = t
         .shard_files()
         .into_iter()
-        .find(|(_, p)| {
-            let n = p.file_name().unwrap().to_str().unwrap();
-            let parts: Vec<&str> = n.split('.').collect();
-            parts.len() == 4 && parts[1] == format!("{stripe:x}") && parts[3] == "1"
-        })
+        .find(|r| r.stripe == stripe && r.index == 1)
         .expect("data shard 1 of stripe 2");
     let hlen = shardfs::ec::header_len(shard);
-    let m = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    m.read_exact_at(&mut b, (hlen + 10_000) as u64).unwrap();
-    b[0] ^= 0x10;
-    m.write_all_at(&b, (hlen + 10_000) as u64).unwrap();
-    m.sync_all().unwrap();
+    shard_rec.flip(hlen + 10_000, 0x10);
     let rec = counter(&t, "shardfs_pool_reconstructions_total");
     drop_caches();
     let mut buf = vec![0u8; 4096];

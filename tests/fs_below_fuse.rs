@@ -10,7 +10,7 @@ use shardfs::fs::schema::{inline_key, orphan_key, stripe_prefix, xattr_prefix};
 use shardfs::fs::{Fs, FsResult, Kind, NewNode, SetAttr, ROOT_INO};
 use shardfs::meta::{prefix_end, MemStore, MetaCache};
 use shardfs::pool::{
-    new_id, shard_path, DiskBackend, MemDisk, Member, Pool, Superblock, FORMAT_VERSION, NO_MEMBER,
+    new_id, DiskBackend, MemDisk, Member, Pool, Superblock, FORMAT_VERSION, NO_MEMBER,
 };
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
@@ -488,7 +488,9 @@ fn one_corrupt_byte_in_any_single_shard_never_changes_what_is_read() {
                 let base = base as usize;
                 let disk = &r.disks[mi as usize];
                 assert_eq!(
-                    disk.read_range(&rel, base as u64, len).expect("shard present").len(),
+                    disk.read_range(&rel, base as u64, len)
+                        .expect("shard present")
+                        .len(),
                     len
                 );
                 // the payload is the tail of the file; the header comes first
@@ -800,7 +802,10 @@ fn unlinked_open_file_stays_readable_and_is_reclaimed_at_last_release() {
     let all = r.shard_files(ino);
     assert_eq!(all.len(), 5 * MEMBERS, "every stripe written by now");
     for (mi, rel, at, len) in &all {
-        assert!(!shard_gone(&r.disks[*mi], rel, *at, *len), "kept while open");
+        assert!(
+            !shard_gone(&r.disks[*mi], rel, *at, *len),
+            "kept while open"
+        );
     }
 
     fs.release(reader).unwrap();
@@ -1217,7 +1222,10 @@ fn a_format_version_2_pool_of_shard_files_mounts_reads_rewrites_into_logs_and_fr
         );
     }
     check_read(&fs, ino, &model, 0, model.len() as u32, 0);
-    assert!(!fs.stripes(ino).unwrap()[0].1.patches.is_empty(), "the old patch");
+    assert!(
+        !fs.stripes(ino).unwrap()[0].1.patches.is_empty(),
+        "the old patch"
+    );
     let old_files = fs.pool.list_all_shards();
     assert_eq!(old_files.len(), 3 * MEMBERS, "three stripes of shard files");
     // a whole-stripe rewrite goes to the logs and frees the stripe's files
@@ -1241,11 +1249,17 @@ fn a_format_version_2_pool_of_shard_files_mounts_reads_rewrites_into_logs_and_fr
     disks[0].fail.store(false, Ordering::Relaxed);
     disks[3].fail.store(false, Ordering::Relaxed);
     // deleting the file frees the rest
-    let b = fs.lookup(shardfs::fs::schema::ROOT_INO, b"old").unwrap().ino;
+    let b = fs
+        .lookup(shardfs::fs::schema::ROOT_INO, b"old")
+        .unwrap()
+        .ino;
     fs.unlink(b, b"f").unwrap();
     fs.meta.sync().unwrap();
     assert!(fs.pool.settle_removals(std::time::Duration::from_secs(10)));
-    assert!(fs.pool.list_all_shards().is_empty(), "every shard file freed");
+    assert!(
+        fs.pool.list_all_shards().is_empty(),
+        "every shard file freed"
+    );
 }
 
 /// Issue 14: a stripe record that decodes but does not fit the pool (a

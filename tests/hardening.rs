@@ -285,7 +285,7 @@ fn loosened_member_modes_are_repaired_at_the_next_mount_with_a_warning() {
     let data = pattern(5, 300_000);
     std::fs::write(t.p("bkt/f"), &data).unwrap();
     t.unmount();
-    let (_, shard) = t.shard_files().into_iter().next().expect("a shard file");
+    let shard = t.shard_files().into_iter().next().expect("a shard").path;
     let folder = shard.parent().unwrap().to_path_buf();
     let wal = t.members[0].join("meta/wal");
     let root = t.members[1].clone();
@@ -595,8 +595,8 @@ fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
-/// Symbolic links planted inside members (every shard folder of one
-/// member pointing outside it, a member's `replicas` folder pointing
+/// Symbolic links planted inside members (the log folder of one member
+/// pointing outside it, a member's `replicas` folder pointing
 /// outside, a replica-named link to an outside file) are never followed:
 /// the files they point at are neither read, written, nor removed, across
 /// a mount, reads, new writes, a delete and the mount's replica sweep; the
@@ -610,16 +610,13 @@ fn symlinks_planted_in_members_never_make_the_daemon_touch_outside_files() {
     std::fs::write(t.p("bkt/f"), &data).unwrap();
     t.unmount();
     let outside = t.tmp.path().join("outside");
-    // member 0: each shard folder moved outside and replaced by a link to it
-    let moved = outside.join("shards0");
-    std::fs::create_dir_all(&moved).unwrap();
-    let shards0 = t.members[0].join("shards");
-    for e in std::fs::read_dir(&shards0).unwrap() {
-        let e = e.unwrap();
-        let to = moved.join(e.file_name());
-        std::fs::rename(e.path(), &to).unwrap();
-        std::os::unix::fs::symlink(&to, e.path()).unwrap();
-    }
+    // member 0: its log folder (every shard record of the member) moved
+    // outside and replaced by a link to it
+    let moved = outside.join("patches0");
+    std::fs::create_dir_all(&outside).unwrap();
+    let logs0 = t.members[0].join("patches");
+    std::fs::rename(&logs0, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &logs0).unwrap();
     // member 1: the replica folder is a link to a folder holding a file
     // named like an unreferenced replica (the sweep would delete it)
     let rep1 = outside.join("rep1");
@@ -635,7 +632,10 @@ fn symlinks_planted_in_members_never_make_the_daemon_touch_outside_files() {
     std::os::unix::fs::symlink(&victim2, rep2.join("2-def")).unwrap();
     std::fs::write(rep2.join("notes.txt"), b"an admin's file").unwrap();
     let before = snapshot(&outside);
-    assert!(before.len() > 3, "no shard files were moved outside");
+    assert!(
+        before.keys().any(|p| p.starts_with("patches0")),
+        "no log was moved outside"
+    );
 
     t.mount();
     assert!(

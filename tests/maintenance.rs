@@ -110,7 +110,11 @@ fn disk_fail_repairs_and_drain_empties_a_member_through_shardctl() {
         }
         assert!(std::fs::read(t.p(path)).unwrap() == *data);
     }
-    let left = t.shard_files().into_iter().filter(|(m, _)| *m == 5).count();
+    let left = t
+        .shard_files()
+        .into_iter()
+        .filter(|r| r.member == 5)
+        .count();
     assert_eq!(left, 0, "the drained member holds no shard");
     // states survive a remount
     let mut t = t;
@@ -132,14 +136,10 @@ fn scrub_finds_flipped_bits_and_durability_is_estimated() {
     // flip a bit in three shard files of different stripes
     let shards = t.shard_files();
     let mut flipped = std::collections::BTreeSet::new();
-    for (_, f) in &shards {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let stripe = name.split('.').nth(1).unwrap().to_string();
+    for f in &shards {
+        let stripe = f.stripe;
         if flipped.len() < 3 && !flipped.contains(&stripe) {
-            let mut b = std::fs::read(f).unwrap();
-            let l = b.len();
-            b[l / 2] ^= 0x10;
-            std::fs::write(f, b).unwrap();
+            f.flip(f.len as usize / 2, 0x10);
             flipped.insert(stripe);
         }
     }
@@ -256,7 +256,7 @@ fn disk_add_rebalances_and_replaces_a_member_through_shardctl() {
     assert!(spread < 1.15, "spread after rebalance {spread}: {p}");
     let st = json(&t, &["status"]);
     assert_eq!(st["members"][6]["state"], "online");
-    let on_new = t.shard_files().iter().filter(|(i, _)| *i == 6).count();
+    let on_new = t.shard_files().iter().filter(|r| r.member == 6).count();
     assert!(on_new > 0, "no shard file on the new member");
     for (path, data) in &files {
         assert!(std::fs::read(t.p(path)).unwrap() == *data, "{path}");
@@ -527,6 +527,10 @@ fn a_pipelined_repair_of_many_stripes_reads_back_every_byte_and_an_overwrite_dur
     t.remount();
     let named = check(&t);
     t.unmount();
-    let on_disk = t.shard_files().into_iter().filter(|(m, _)| *m != 2).count();
+    let on_disk = t
+        .shard_files()
+        .into_iter()
+        .filter(|r| r.member != 2)
+        .count();
     assert_eq!(on_disk, named, "shard files on the members in service");
 }

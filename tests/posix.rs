@@ -301,8 +301,8 @@ fn unlink_while_open_keeps_data_until_last_close_then_reclaims() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(
-        t.shard_files().len(),
-        0,
+        t.shard_files(),
+        vec![],
         "shards of the deleted file reclaimed"
     );
 }

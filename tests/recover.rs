@@ -229,23 +229,15 @@ fn patch_log_bytes(t: &TestMount) -> u64 {
         .sum()
 }
 
-/// The shard file of `stripe`, shard `index` (of the only striped object,
-/// newest generation): (member, path).
-fn shard_of(t: &TestMount, stripe: u64, index: u8) -> (usize, std::path::PathBuf) {
+/// The shard of `stripe`, index `index` (of the only striped object,
+/// newest generation): (member, where it is).
+fn shard_of(t: &TestMount, stripe: u64, index: u8) -> (usize, ShardRec) {
     t.shard_files()
         .into_iter()
-        .filter_map(|(m, p)| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let f: Vec<&str> = name.split('.').collect();
-            let g = u64::from_str_radix(f.get(2)?, 16).ok()?;
-            (f.len() == 4
-                && u64::from_str_radix(f[1], 16).ok()? == stripe
-                && f[3].parse::<u8>().ok()? == index)
-                .then_some((g, m, p))
-        })
-        .max()
-        .map(|(_, m, p)| (m, p))
-        .expect("shard file")
+        .filter(|r| r.stripe == stripe && r.index == index)
+        .max_by_key(|r| r.generation)
+        .map(|r| (r.member, r))
+        .expect("shard")
 }
 
 /// The recovered file: at its name, or (no catalog) the only object.
@@ -307,8 +299,8 @@ fn overwrites_not_yet_folded_come_back_from_the_patches() {
     );
     // the planted records, all naming stripe 1 (its newest generation,
     // unless said otherwise)
-    let (_, path) = shard_of(&t, 1, 1);
-    let (h, _) = shardfs::ec::ShardHeader::open(&std::fs::read(path).unwrap()).unwrap();
+    let (_, rec) = shard_of(&t, 1, 1);
+    let (h, _) = shardfs::ec::ShardHeader::open(&rec.read()).unwrap();
     let id = h.id;
     // any member's non-empty patch log (recovery scans them all)
     let log = t
@@ -346,6 +338,9 @@ fn overwrites_not_yet_folded_come_back_from_the_patches() {
     planted.extend(b"SPAT junk");
     planted.extend(&other_pool);
     planted.extend(&no_such_generation);
+    // whole blocks, so that the shard records behind stay at 4 KiB
+    // boundaries
+    planted.resize(planted.len().next_multiple_of(4096), 0);
     bytes.splice(0..0, planted);
     bytes.extend(&cut[..150]); // a torn tail
     std::fs::write(&log, &bytes).unwrap();

@@ -87,10 +87,9 @@ fn scrub_detects_and_repairs_every_flipped_bit() {
             let count = 1 + n % 2;
             for j in 0..count {
                 let i = (n * 3 + j * 2) % loc.members.len();
-                let rel = shardfs::pool::shard_path(*ino, s, loc.generation, i as u8);
+                let (rel, base, len) = fs.pool.shard_at(*ino, s, &loc, i);
                 let d = &rig.disks[loc.members[i] as usize];
-                let len = d.list().into_iter().find(|(r, _)| *r == rel).unwrap().1;
-                let at = (n * 7919 + j * 104_729) % len;
+                let at = base as usize + (n * 7919 + j * 104_729) % len;
                 assert!(d.corrupt(&rel, |v| v[at] ^= 1 << (n % 8)));
                 flipped += 1;
             }
@@ -114,11 +113,7 @@ fn scrub_detects_and_repairs_every_flipped_bit() {
 fn drain_moves_every_shard_off_then_removes_the_member() {
     let (rig, files) = rig_with_files(12);
     let fs = rig.fs();
-    let before = rig.disks[5]
-        .list()
-        .iter()
-        .filter(|(r, _)| r.starts_with("shards/"))
-        .count();
+    let before = harness::shard_records(rig.disks[5].as_ref()).len();
     assert!(before > 0);
     fs.set_member_health(5, Health::Draining).unwrap();
     let task = unlimited();
@@ -126,12 +121,7 @@ fn drain_moves_every_shard_off_then_removes_the_member() {
     assert_eq!(fs.pool.member(5).health(), Health::Removed);
     assert_fully_redundant(fs, &files, Some(5));
     fs.meta.sync().unwrap();
-    let left: Vec<String> = rig.disks[5]
-        .list()
-        .into_iter()
-        .map(|(r, _)| r)
-        .filter(|r| r.starts_with("shards/"))
-        .collect();
+    let left = harness::shard_records(rig.disks[5].as_ref());
     assert!(left.is_empty(), "drained member still holds {left:?}");
 }
 
@@ -199,18 +189,17 @@ fn a_member_that_returns_serves_nothing_stale() {
         for (s, loc) in fs.stripes(*ino).unwrap() {
             for (i, &mi) in loc.members.iter().enumerate() {
                 if mi == 2 {
-                    referenced.insert(shardfs::pool::shard_path(*ino, s, loc.generation, i as u8));
+                    let (rel, at, _) = fs.pool.shard_at(*ino, s, &loc, i);
+                    referenced.insert((rel, at));
                 }
             }
         }
     }
-    for (rel, _) in rig.disks[2].list() {
-        if rel.starts_with("shards/") {
-            assert!(
-                referenced.contains(&rel),
-                "stale shard {rel} left on the returned member"
-            );
-        }
+    for (rel, at) in harness::shard_records(rig.disks[2].as_ref()) {
+        assert!(
+            referenced.contains(&(rel.clone(), at)),
+            "stale shard {rel} at {at} left on the returned member"
+        );
     }
     assert_fully_redundant(rig.fs(), &files, None);
 }

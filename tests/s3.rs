@@ -277,7 +277,7 @@ fn s3_writes_are_striped_like_fuse_writes() {
     ]);
     assert!(ok, "{out}");
     let files = t.shard_files();
-    let members: std::collections::BTreeSet<usize> = files.iter().map(|(m, _)| *m).collect();
+    let members: std::collections::BTreeSet<usize> = files.iter().map(|r| r.member).collect();
     assert_eq!(
         files.len() - before,
         4 * 6,

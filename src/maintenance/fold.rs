@@ -151,9 +151,8 @@ impl Fs {
             }
             crate::pool::patch::count_log_refs(&mut refs, &loc);
             if sweep {
-                let rec = crate::pool::records::record_len(
-                    self.pool.codec.shard_len(loc.len as usize),
-                );
+                let rec =
+                    crate::pool::records::record_len(self.pool.codec.shard_len(loc.len as usize));
                 for (i, &mi) in loc.members.iter().enumerate() {
                     let p = loc.place(i);
                     if mi != crate::pool::NO_MEMBER && !p.is_file() {

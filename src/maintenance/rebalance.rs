@@ -149,8 +149,12 @@ impl Fs {
                 if writes.iter().any(|&(sl, _, _)| sl == slot) {
                     break;
                 }
-                let Ok(place) = self.pool.copy_shard(ino, s, &loc, slot, to) else {
-                    break;
+                let place = match self.pool.copy_shard(ino, s, &loc, slot, to) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        log::warn!("rebalance: inode {ino} stripe {s} to member {to}: {e}");
+                        break;
+                    }
                 };
                 pacer.account(l as u64);
                 excess[fm] -= l;

@@ -514,8 +514,7 @@ impl Fs {
     ) -> FsResult<()> {
         let ss = self.stripe_size();
         let (work_tx, work_rx) = crossbeam::channel::bounded::<usize>(REPAIR_WINDOW);
-        let (done_tx, done_rx) =
-            crossbeam::channel::unbounded::<(usize, FsResult<Vec<Written>>)>();
+        let (done_tx, done_rx) = crossbeam::channel::unbounded::<(usize, FsResult<Vec<Written>>)>();
         std::thread::scope(|scope| {
             for w in 0..REPAIR_WORKERS.min(plan.len()) {
                 let work_rx = work_rx.clone();

@@ -167,6 +167,8 @@ pub(super) fn format_disk(disk: &dyn DiskBackend, sb: &Superblock) -> std::io::R
         disk.create_dir_all(&format!("shards/{dir:02x}"))?;
     }
     disk.sync_dir("shards")?;
+    // the logs: shard and patch records (format 3)
+    disk.create_dir_all(super::patch::PATCH_DIR)?;
     disk.write_atomic(SUPERBLOCK_FILE, &sb.encode())
 }
 

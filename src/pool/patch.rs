@@ -254,7 +254,9 @@ impl Pool {
                     continue; // not ours: left alone
                 };
                 highest = highest.max(num.saturating_add(1));
-                if !mine.contains_key(&num) && m.live_disk().is_some() {
+                // (a member failed by an admin is still swept: its disk
+                // is there, and what it holds is no longer named)
+                if !mine.contains_key(&num) {
                     if d.remove_file(&log_path(num)).is_err() {
                         self.mark_garbage();
                     }
@@ -295,9 +297,9 @@ impl Pool {
         let logs = all.entry(mi).or_default();
         let total: u64 = lens.iter().map(|&l| l as u64).sum();
         let mut new = false;
-        let rotate = logs.current.is_none_or(|(_, size)| {
-            size > 0 && size.next_multiple_of(align) + total > LOG_MAX
-        });
+        let rotate = logs
+            .current
+            .is_none_or(|(_, size)| size > 0 && size.next_multiple_of(align) + total > LOG_MAX);
         if rotate {
             if let Some((old, _)) = logs.current.take() {
                 if logs.live.get(&old).copied().unwrap_or(0) == 0 {

@@ -85,10 +85,19 @@ const PARITY_PENALTY: f64 = 1.05;
 
 /// Where shard `slot` of stripe generation `loc` lies on its member:
 /// (file, offset of its bytes, in a log?).
-pub(super) fn shard_addr(object: u64, stripe: u64, loc: &StripeLoc, slot: usize) -> (String, u64, bool) {
+pub(super) fn shard_addr(
+    object: u64,
+    stripe: u64,
+    loc: &StripeLoc,
+    slot: usize,
+) -> (String, u64, bool) {
     let p = loc.place(slot);
     if p.is_file() {
-        (shard_path(object, stripe, loc.generation, slot as u8), 0, false)
+        (
+            shard_path(object, stripe, loc.generation, slot as u8),
+            0,
+            false,
+        )
     } else {
         (super::patch::log_path(p.log), p.offset(), true)
     }
@@ -164,7 +173,11 @@ impl Job {
         let first = self.from / BLOCK;
         let data = self
             .disk
-            .read_range(rel, self.base + (hlen + self.from) as u64, self.to - self.from)
+            .read_range(
+                rel,
+                self.base + (hlen + self.from) as u64,
+                self.to - self.from,
+            )
             .map_err(|e| format!("read {rel}: {e}"))?;
         if data.len() != self.to - self.from {
             return Err(format!("{rel}: short read (truncated shard)"));
@@ -332,63 +345,62 @@ impl Pool {
         let mut pieces = early;
         let (tx, rx) = crossbeam::channel::unbounded::<(usize, Piece)>();
         let mut pending: Vec<Pending> = Vec::new();
-        let launch =
-            |slot: usize, pending: &mut Vec<Pending>| {
-                let mi = loc.members[slot];
-                let m = &self.slots[mi as usize];
-                let Some(disk) = m.live_disk().cloned() else {
-                    let _ = tx.send((slot, Err("member offline".into())));
-                    return;
-                };
-                let id = self.shard_id(object, stripe, loc.generation, slot);
-                let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
-                self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
-                let (rel, base, in_log) = shard_addr(object, stripe, loc, slot);
-                let job = Job {
-                    disk,
-                    rel,
-                    base,
-                    in_log,
-                    id,
-                    stripe_len: loc.len,
-                    payload_len,
-                    from,
-                    to,
-                    header,
-                };
-                let tx = tx.clone();
-                let now = Instant::now();
-                let hedge_at = match policy {
-                    ReadPolicy::Heat if self.hedging.load(Ordering::Relaxed) => {
-                        now + m.heat.p95().max(MIN_HEDGE)
-                    }
-                    _ => now + self.io_timeout(),
-                };
-                pending.push(Pending {
-                    slot,
-                    started: now,
-                    hedge_at,
-                    slow: false,
-                });
-                // blocks already in the page cache are read on this thread
-                // (see fdcache.rs; not again for a slot the first pass
-                // probed); anything else goes to the worker
-                if let Some(data) = job.header.as_ref().filter(|_| !probed[slot]).and_then(|h| {
-                    self.cached_blocks(&*job.disk, (&job.rel, job.base), h, payload_len, from, to)
-                }) {
-                    let _ = tx.send((slot, Ok((data, None))));
-                    return;
-                }
-                // on the member's own workers; a member whose queue is full
-                // (hung) answers at once with an error
-                let tx2 = tx.clone();
-                if let Err(e) = m.submit(move |_| {
-                    let _ = tx2.send((slot, job.run()));
-                    Ok(())
-                }) {
-                    let _ = tx.send((slot, Err(format!("read: {e}"))));
-                }
+        let launch = |slot: usize, pending: &mut Vec<Pending>| {
+            let mi = loc.members[slot];
+            let m = &self.slots[mi as usize];
+            let Some(disk) = m.live_disk().cloned() else {
+                let _ = tx.send((slot, Err("member offline".into())));
+                return;
             };
+            let id = self.shard_id(object, stripe, loc.generation, slot);
+            let header = self.headers.lock().unwrap().get(&(mi, id)).cloned();
+            self.stats.shards_read.fetch_add(1, Ordering::Relaxed);
+            let (rel, base, in_log) = shard_addr(object, stripe, loc, slot);
+            let job = Job {
+                disk,
+                rel,
+                base,
+                in_log,
+                id,
+                stripe_len: loc.len,
+                payload_len,
+                from,
+                to,
+                header,
+            };
+            let tx = tx.clone();
+            let now = Instant::now();
+            let hedge_at = match policy {
+                ReadPolicy::Heat if self.hedging.load(Ordering::Relaxed) => {
+                    now + m.heat.p95().max(MIN_HEDGE)
+                }
+                _ => now + self.io_timeout(),
+            };
+            pending.push(Pending {
+                slot,
+                started: now,
+                hedge_at,
+                slow: false,
+            });
+            // blocks already in the page cache are read on this thread
+            // (see fdcache.rs; not again for a slot the first pass
+            // probed); anything else goes to the worker
+            if let Some(data) = job.header.as_ref().filter(|_| !probed[slot]).and_then(|h| {
+                self.cached_blocks(&*job.disk, (&job.rel, job.base), h, payload_len, from, to)
+            }) {
+                let _ = tx.send((slot, Ok((data, None))));
+                return;
+            }
+            // on the member's own workers; a member whose queue is full
+            // (hung) answers at once with an error
+            let tx2 = tx.clone();
+            if let Err(e) = m.submit(move |_| {
+                let _ = tx2.send((slot, job.run()));
+                Ok(())
+            }) {
+                let _ = tx.send((slot, Err(format!("read: {e}"))));
+            }
+        };
         for &slot in &first {
             launch(slot, &mut pending);
         }

@@ -155,7 +155,12 @@ impl Pool {
         if dead {
             self.remove_later(mi, log_path(place.log));
         } else {
-            self.punch_later(mi, log_path(place.log), place.offset(), record_len(payload_len));
+            self.punch_later(
+                mi,
+                log_path(place.log),
+                place.offset(),
+                record_len(payload_len),
+            );
         }
     }
 
@@ -197,7 +202,9 @@ impl Pool {
     pub fn sweep_log_gaps(&self, live: &BTreeMap<(u16, u32), Vec<(u64, u64)>>) -> u64 {
         let mut punched = 0u64;
         for ((mi, log), extents) in live {
-            let Some(d) = self.slots[*mi as usize].live_disk() else {
+            // any member whose disk is there, failed or not (as the sweep
+            // of shard files of their own does)
+            let Some(d) = self.slots[*mi as usize].disk() else {
                 continue;
             };
             let mut spans: Vec<(usize, usize)> = extents

@@ -221,11 +221,13 @@ impl Pool {
         let id = self.shard_id(object, stripe, generation, idx);
         let (k, mm) = (self.sb.k, self.sb.m);
         let enc = enc.clone();
-        Some(self.append_shard(mi, &id, enc.shard_len, move |d, rel, at, allocate| {
-            let shard = enc.shard(idx);
-            let header = ShardHeader::header(id, k, mm, stripe_len, shard);
-            d.write_at_durable(rel, at, &[&header, shard], allocate)
-        }))
+        Some(
+            self.append_shard(mi, &id, enc.shard_len, move |d, rel, at, allocate| {
+                let shard = enc.shard(idx);
+                let header = ShardHeader::header(id, k, mm, stripe_len, shard);
+                d.write_at_durable(rel, at, &[&header, shard], allocate)
+            }),
+        )
     }
 
     /// Collect a shard append: its place, or `Err(true)` when the member

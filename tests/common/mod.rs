@@ -242,22 +242,135 @@ impl TestMount {
         )
     }
 
-    /// Every shard file under the members (member index, path).
-    pub fn shard_files(&self) -> Vec<(usize, PathBuf)> {
-        let mut out = Vec::new();
-        for (i, m) in self.members.iter().enumerate() {
-            let Ok(dirs) = std::fs::read_dir(m.join("shards")) else {
-                continue;
-            };
-            for d in dirs.flatten() {
-                for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                    out.push((i, f.path()));
+    /// Every shard on the members, read off the disks: the records in the
+    /// members' logs (`patches/<8 hex>`, format 3) and shard files of
+    /// their own (`shards/`, older pools), each verified; sorted.
+    pub fn shard_files(&self) -> Vec<ShardRec> {
+        shard_records(&self.members)
+    }
+}
+
+/// A verified shard found on a member: a shard file (`offset` 0) or a
+/// record in a log; its bytes are `len` bytes at `offset` of `path`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShardRec {
+    pub member: usize,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+    pub object: u64,
+    pub stripe: u64,
+    pub generation: u64,
+    pub index: u8,
+}
+
+impl ShardRec {
+    /// The shard's bytes (header, block table, payload).
+    pub fn read(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&self.path).unwrap();
+        let mut b = vec![0u8; self.len as usize];
+        f.read_exact_at(&mut b, self.offset).unwrap();
+        b
+    }
+
+    /// Overwrite the shard's bytes in place (same length), durably.
+    pub fn write(&self, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        assert_eq!(bytes.len() as u64, self.len);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .unwrap();
+        f.write_all_at(bytes, self.offset).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// XOR `mask` into byte `pos` of the shard.
+    pub fn flip(&self, pos: usize, mask: u8) {
+        let mut b = self.read();
+        b[pos] ^= mask;
+        self.write(&b);
+    }
+
+    /// (object, stripe, generation): the stripe the shard belongs to.
+    pub fn stripe_key(&self) -> (u64, u64, u64) {
+        (self.object, self.stripe, self.generation)
+    }
+}
+
+/// Every verified shard on `members` (see [`TestMount::shard_files`]).
+pub fn shard_records(members: &[PathBuf]) -> Vec<ShardRec> {
+    let mut out = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        // shard files of their own
+        for d in std::fs::read_dir(m.join("shards"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let Ok(bytes) = std::fs::read(f.path()) else {
+                    continue;
+                };
+                if let Some(r) = verified(&bytes, 0) {
+                    out.push(ShardRec {
+                        member: i,
+                        path: f.path(),
+                        ..r
+                    });
                 }
             }
         }
-        out.sort();
-        out
+        // records in the logs, at 4 KiB boundaries
+        for f in std::fs::read_dir(m.join("patches"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(bytes) = std::fs::read(f.path()) else {
+                continue;
+            };
+            let mut at = 0usize;
+            while at + shardfs::ec::HEADER_LEN <= bytes.len() {
+                match verified(&bytes, at) {
+                    Some(r) => {
+                        let len = r.len as usize;
+                        out.push(ShardRec {
+                            member: i,
+                            path: f.path(),
+                            ..r
+                        });
+                        at += len.next_multiple_of(4096);
+                    }
+                    None => at += 4096,
+                }
+            }
+        }
     }
+    out.sort();
+    out
+}
+
+/// The shard starting at `at` of `bytes`, if one is there and verifies.
+fn verified(bytes: &[u8], at: usize) -> Option<ShardRec> {
+    let b = bytes.get(at..)?;
+    if b.len() < shardfs::ec::HEADER_LEN || &b[..8] != b"SHRDFS01" {
+        return None;
+    }
+    let payload = u32::from_le_bytes(b[56..60].try_into().unwrap()) as usize;
+    let len = shardfs::ec::header_len(payload) + payload;
+    let (h, _) = shardfs::ec::ShardHeader::open(b.get(..len)?).ok()?;
+    Some(ShardRec {
+        member: 0,
+        path: PathBuf::new(),
+        offset: at as u64,
+        len: len as u64,
+        object: h.id.object,
+        stripe: h.id.stripe,
+        generation: h.id.generation,
+        index: h.id.index,
+    })
 }
 
 impl Drop for TestMount {

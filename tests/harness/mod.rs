@@ -1186,7 +1186,8 @@ impl Pair {
         self.check_no_leaks();
     }
 
-    /// Every shard file on a reachable member belongs to a committed stripe.
+    /// Every shard on a reachable member (a shard file, or a record in a
+    /// log) belongs to a committed stripe.
     pub fn check_no_leaks(&self) {
         let fs = self.rig.fs();
         let mut referenced = BTreeSet::new();
@@ -1196,10 +1197,8 @@ impl Pair {
             };
             for (s, loc) in fs.stripes(ino).unwrap_or_default() {
                 for (i, &mi) in loc.members.iter().enumerate() {
-                    referenced.insert((
-                        mi as usize,
-                        shardfs::pool::shard_path(ino, s, loc.generation, i as u8),
-                    ));
+                    let (rel, at, _) = fs.pool.shard_at(ino, s, &loc, i);
+                    referenced.insert((mi as usize, rel, at));
                 }
             }
         }
@@ -1207,12 +1206,12 @@ impl Pair {
             if Some(mi) == self.lost {
                 continue;
             }
-            for (rel, _) in d.list() {
-                if rel.starts_with("shards/") && !referenced.contains(&(mi, rel.clone())) {
+            for (rel, at) in shard_records(d.as_ref()) {
+                if !referenced.contains(&(mi, rel.clone(), at)) {
                     // deletions that failed while the member was away are
                     // swept at the next mount that is not clean
                     if !self.rig.fs().pool.garbage_left() && self.bad.is_empty() {
-                        self.fail(&format!("leaked shard {rel} on member {mi}"));
+                        self.fail(&format!("leaked shard {rel} at {at} on member {mi}"));
                     }
                 }
             }
@@ -1693,4 +1692,43 @@ pub fn minimize(mut ops: Vec<Op>) -> Vec<Op> {
         chunk /= 2;
     }
     ops
+}
+
+/// The verified shards on a member disk, as (file, offset): shard files of
+/// their own (`shards/`, offset 0) and records in the logs (`patches/`, at
+/// 4 KiB boundaries).
+pub fn shard_records(d: &CrashDisk) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (rel, _) in d.list() {
+        let in_log = rel.starts_with("patches/");
+        if !in_log && !rel.starts_with("shards/") {
+            continue;
+        }
+        let Some(b) = d.contents(&rel) else {
+            continue;
+        };
+        let mut at = 0usize;
+        while at + shardfs::ec::HEADER_LEN <= b.len() {
+            let len = shard_len_at(&b[at..]);
+            if len.is_some() {
+                out.push((rel.clone(), at as u64));
+            }
+            if !in_log {
+                break;
+            }
+            at += len.map_or(4096, |l| l.next_multiple_of(4096));
+        }
+    }
+    out
+}
+
+/// The length of the verified shard at the start of `b`, if one is there.
+pub fn shard_len_at(b: &[u8]) -> Option<usize> {
+    if b.len() < shardfs::ec::HEADER_LEN || &b[..8] != b"SHRDFS01" {
+        return None;
+    }
+    let payload = u32::from_le_bytes(b[56..60].try_into().unwrap()) as usize;
+    let len = shardfs::ec::header_len(payload) + payload;
+    shardfs::ec::ShardHeader::open(b.get(..len)?).ok()?;
+    Some(len)
 }
