@@ -234,6 +234,37 @@ fn crash_points_small_overwrites_patches_and_fold() {
     );
 }
 
+/// Format 3: the shard records of several files share each member's log.
+/// Deleting one file, and rewriting another whole, gives back only the
+/// dead records (punched out after the commit that drops them is
+/// durable); a crash at any point leaves every acknowledged file whole,
+/// and after the recovery's sweep no record is left that nothing names
+/// (the leak check of every remount).
+#[test]
+fn crash_points_records_freed_beside_live_ones_in_shared_logs() {
+    enumerate(
+        "records-freed-in-shared-logs",
+        &[
+            Op::Create(Path("/bkt/a"), true),
+            Op::Write(0, Num(0, 0), Num(4, 100), 1),
+            Op::Close(0),
+            Op::Create(Path("/bkt/b"), true),
+            Op::Write(0, Num(0, 0), Num(3, 0), 2),
+            Op::Close(0),
+            Op::Unlink(Path("/bkt/a")),
+            Op::SyncAll,
+            Op::Open(Path("/bkt/b"), true, false),
+            Op::Write(0, Num(0, 0), Num(3, 0), 3),
+            Op::Close(0),
+            Op::Create(Path("/bkt/c"), true),
+            Op::Write(0, Num(0, 0), Num(2, 50), 4),
+            Op::Fsync(0),
+            Op::Close(0),
+            Op::SyncAll,
+        ],
+    );
+}
+
 /// A stripe takes patches until it holds the most it carries; the
 /// next flush merges them and the new bytes into one patch that replaces
 /// them all (the old records are released only once that commit is

@@ -581,6 +581,79 @@ fn statfs_counts_inline_files_as_used_and_remembers_them_across_a_remount() {
     );
 }
 
+/// Bytes in use on the members' own filesystems (each a tmpfs here).
+fn members_used(t: &TestMount) -> u64 {
+    t.members.iter().map(|m| used_bytes(m)).sum()
+}
+
+/// Dead space in the logs is given back: deleting files punches their
+/// shard records out of the logs they share with live files, so the
+/// members' filesystems and the pool's statfs get the blocks back at once
+/// while the other files read on; a log nothing refers to any more is gone
+/// after the next mount.
+#[test]
+fn deleted_files_give_their_log_space_back_to_the_members_and_to_statfs() {
+    let mut t = TestMount::new_with(6, SMALL, Some(64));
+    std::fs::create_dir(t.p("bkt")).unwrap();
+    let len = 1 << 20;
+    for i in 0..6u64 {
+        std::fs::write(t.p(&format!("bkt/f{i}")), pattern(i, len)).unwrap();
+    }
+    let all = t.shard_files();
+    let inos: Vec<u64> = (0..3)
+        .map(|i| std::fs::metadata(t.p(&format!("bkt/f{i}"))).unwrap().ino())
+        .collect();
+    let (dead, live): (Vec<ShardRec>, Vec<ShardRec>) =
+        all.iter().cloned().partition(|r| inos.contains(&r.object));
+    assert_eq!(dead.len(), 3 * 64 * 6, "3 files of 64 stripes of 4+2");
+    assert!(
+        dead.iter().all(|d| live.iter().any(|r| r.path == d.path)),
+        "the dead records share their logs with live ones"
+    );
+    let dead_bytes: u64 = dead.iter().map(|r| r.len.next_multiple_of(4096)).sum();
+    let (members_before, mount_before) = (members_used(&t), used_bytes(&t.mnt));
+    for i in 0..3 {
+        std::fs::remove_file(t.p(&format!("bkt/f{i}"))).unwrap();
+    }
+    // deletion is committed with the next metadata flush, then punched
+    let start = Instant::now();
+    while t.shard_files() != live && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(t.shard_files(), live, "the dead records are punched out");
+    let freed = members_before.saturating_sub(members_used(&t));
+    assert!(
+        freed >= dead_bytes * 9 / 10,
+        "{freed} bytes given back to the members for {dead_bytes} bytes of dead records"
+    );
+    // the pool measures its members again at most once a second
+    std::thread::sleep(Duration::from_millis(1100));
+    let mount_after = used_bytes(&t.mnt);
+    assert!(
+        mount_after + dead_bytes / 2 <= mount_before,
+        "statfs of the pool: used {mount_before} -> {mount_after} after freeing {dead_bytes}"
+    );
+    for i in 3..6u64 {
+        assert!(
+            std::fs::read(t.p(&format!("bkt/f{i}"))).unwrap() == pattern(i, len),
+            "f{i} after its neighbours' records were punched"
+        );
+    }
+    // the logs the rest shares go once nothing refers to them
+    for i in 3..6 {
+        std::fs::remove_file(t.p(&format!("bkt/f{i}"))).unwrap();
+    }
+    t.remount();
+    let logs: Vec<PathBuf> = t
+        .members
+        .iter()
+        .flat_map(|m| std::fs::read_dir(m.join("patches")).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(logs.is_empty(), "logs left with nothing in them: {logs:?}");
+    assert!(members_used(&t) < members_before - dead_bytes);
+}
+
 /// Every file under `dir` (following nothing): relative path → content.
 fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     walk(dir)

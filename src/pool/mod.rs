@@ -67,7 +67,7 @@ pub struct StripeLoc {
 /// units of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Place {
-    /// Log number on the member (`logs/<8 hex digits>`).
+    /// Log number on the member (`patches/<8 hex digits>`).
     pub log: u32,
     /// Offset of the record in the log, in [`LOG_ALIGN`] units.
     pub block: u32,

@@ -256,10 +256,8 @@ impl Pool {
                 highest = highest.max(num.saturating_add(1));
                 // (a member failed by an admin is still swept: its disk
                 // is there, and what it holds is no longer named)
-                if !mine.contains_key(&num) {
-                    if d.remove_file(&log_path(num)).is_err() {
-                        self.mark_garbage();
-                    }
+                if !mine.contains_key(&num) && d.remove_file(&log_path(num)).is_err() {
+                    self.mark_garbage();
                 }
             }
             let next = highest.max(mine.keys().next_back().map_or(0, |&l| l + 1));
