@@ -208,6 +208,13 @@ pub(super) struct Logs {
     next: u32,
     /// References (committed, or reserved by an append in progress) per log.
     pub(super) live: BTreeMap<u32, u64>,
+    /// An append to the current log succeeded and queued its folder's
+    /// sync (so the log's directory entry is durable before any commit
+    /// names a record in it). Until then every append reports the log as
+    /// new: when the first append fails (a member that fails, then comes
+    /// back), the next one must still have the folder synced, or a crash
+    /// loses the whole log.
+    dir_queued: bool,
 }
 
 /// New bytes for one committed stripe: `(stripe offset, bytes)` extents,
@@ -271,6 +278,7 @@ impl Pool {
                     allocated: 0,
                     next,
                     live: mine,
+                    dir_queued: false,
                 },
             );
         }
@@ -312,6 +320,7 @@ impl Pool {
             logs.next += 1;
             logs.current = Some((n, 0));
             logs.allocated = 0;
+            logs.dir_queued = false;
             new = true;
         }
         let logs = all.entry(mi).or_default();
@@ -327,7 +336,22 @@ impl Pool {
             0
         };
         *logs.live.entry(*n).or_default() += lens.len() as u64;
-        (*n, at, new, allocate)
+        (*n, at, new || !logs.dir_queued, allocate)
+    }
+
+    /// An append to `log` of member `mi` that reported the log as new
+    /// succeeded and its folder's sync is queued in `unsynced`: later
+    /// appends to it need not queue it again.
+    pub(super) fn log_dir_queued(&self, mi: u16, log: u32) {
+        self.unsynced
+            .lock()
+            .unwrap()
+            .push((mi, PATCH_DIR.to_string()));
+        let mut all = self.patch_logs.lock().unwrap();
+        let logs = all.entry(mi).or_default();
+        if logs.current.map(|(n, _)| n) == Some(log) {
+            logs.dir_queued = true;
+        }
     }
 
     /// Drop references to patch records (their stripe was folded,
@@ -496,10 +520,7 @@ impl Pool {
             self.slots[mi as usize].account(&r, &format!("append {rel}"));
             let ok = r.is_ok();
             if ok && new {
-                self.unsynced
-                    .lock()
-                    .unwrap()
-                    .push((mi, PATCH_DIR.to_string()));
+                self.log_dir_queued(mi, log);
             }
             for (n, r, off, len) in places {
                 let (j, recs) = &records[n];

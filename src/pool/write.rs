@@ -255,10 +255,7 @@ impl Pool {
             Ok(()) => {
                 self.stats.shards_written.fetch_add(1, Ordering::Relaxed);
                 if a.new_log {
-                    self.unsynced
-                        .lock()
-                        .unwrap()
-                        .push((mi, super::patch::PATCH_DIR.to_string()));
+                    self.log_dir_queued(mi, a.place.log);
                 }
                 Ok(a.place)
             }
