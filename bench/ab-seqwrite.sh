@@ -23,14 +23,14 @@ one() {
   "$bin" mount --socket "$S/sock" ${MOUNT_ARGS:-} "$S"/d{1..6} "$S/mnt" > "$S/log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do mountpoint -q "$S/mnt" && break; sleep 0.1; done
-  mkdir "$S/mnt/b"
+  mkdir "$S/mnt/bkt"
   local c0 c1 w r
   c0=$(cpu_s $pid)
-  w=$(fio --ioengine=psync --direct=0 --fallocate=none --name=w --filename="$S/mnt/b/seq" \
+  w=$(fio --ioengine=psync --direct=0 --fallocate=none --name=w --filename="$S/mnt/bkt/seq" \
         --rw=write --bs=1M --size="$SIZE" --end_fsync=1 --output-format=json |
       python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['write']['bw_bytes']/2**20))")
   c1=$(cpu_s $pid)
-  r=$(fio --ioengine=psync --direct=0 --name=r --filename="$S/mnt/b/seq" \
+  r=$(fio --ioengine=psync --direct=0 --name=r --filename="$S/mnt/bkt/seq" \
         --rw=read --bs=1M --size="$SIZE" --output-format=json |
       python3 -c "import json,sys; print(round(json.load(sys.stdin)['jobs'][0]['read']['bw_bytes']/2**20))")
   printf '%s\twrite %s MiB/s\tread %s MiB/s\tCPU %s s/GiB\tload1 %s\n' "$label" "$w" "$r" \
