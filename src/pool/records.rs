@@ -167,28 +167,7 @@ impl Pool {
     /// Queue the punching of `len` bytes at `offset` of `rel` on member
     /// `mi` without waiting (like [`Pool::remove_later`]).
     pub(super) fn punch_later(&self, mi: u16, rel: String, offset: u64, len: u64) {
-        let m = &self.slots[mi as usize];
-        if m.live_disk().is_none() {
-            self.garbage_left.store(true, Ordering::Relaxed);
-            return;
-        }
-        let garbage = self.garbage_left.clone();
-        let outstanding = self.removals.clone();
-        outstanding.fetch_add(1, Ordering::SeqCst);
-        let o2 = outstanding.clone();
-        let g2 = garbage.clone();
-        let queued = m.submit(move |d| {
-            let r = d.punch_hole(&rel, offset, len);
-            if r.is_err() {
-                g2.store(true, Ordering::Relaxed);
-            }
-            o2.fetch_sub(1, Ordering::SeqCst);
-            r
-        });
-        if queued.is_err() {
-            outstanding.fetch_sub(1, Ordering::SeqCst);
-            garbage.store(true, Ordering::Relaxed);
-        }
+        self.cleanup_later(mi, move |d| d.punch_hole(&rel, offset, len));
     }
 
     /// At a mount after an unclean stop, before anything is appended:

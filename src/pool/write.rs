@@ -429,6 +429,17 @@ impl Pool {
     /// A removal that cannot be done, now or later, leaves garbage for the
     /// next mount's sweep.
     pub(super) fn remove_later(&self, mi: u16, rel: String) {
+        self.cleanup_later(mi, move |d| d.remove_file(&rel));
+    }
+
+    /// Queue `job` (a removal or a punch of dead space) on member `mi`
+    /// without waiting; [`Pool::garbage_left`] waits for the outstanding
+    /// ones. A job that cannot run (the member is absent, its queue is
+    /// closed) or fails leaves garbage for the next mount's sweep.
+    pub(super) fn cleanup_later<F>(&self, mi: u16, job: F)
+    where
+        F: FnOnce(&dyn DiskBackend) -> std::io::Result<()> + Send + 'static,
+    {
         let m = &self.slots[mi as usize];
         if m.live_disk().is_none() {
             // stays on the absent member until the next sweep
@@ -441,7 +452,7 @@ impl Pool {
         let o2 = outstanding.clone();
         let g2 = garbage.clone();
         let queued = m.submit(move |d| {
-            let r = d.remove_file(&rel);
+            let r = job(d);
             if r.is_err() {
                 g2.store(true, Ordering::Relaxed);
             }
